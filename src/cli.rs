@@ -1,0 +1,510 @@
+//! The `slcs` command line: `init`, `serve`, `config validate`, `inspect`,
+//! `bench`. Argument parsing and output only; the work is done by
+//! [`crate::service`] and the domain modules.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "the command line reports on standard output"
+)]
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use time::OffsetDateTime;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, CONFIG_ENV, CliOverrides, Config, LogFormat};
+use crate::pki::ca::InitReport;
+use crate::pki::dn::CertificateIdentity;
+use crate::pki::issuer::{IssuanceEngine, IssuanceRequest};
+use crate::pki::keys::CaKeyType;
+use crate::pki::provenance::{DelegationProvenance, DelegationStep};
+use crate::service::{self, ServiceError, StartMode};
+use crate::store::IssuanceLog;
+use crate::store::memory::MemoryIssuanceLog;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slcs",
+    version,
+    about = "OAuth 2.0-protected Short-Lived Credential Service",
+    long_about = "slcs issues short-lived X.509 certificates to OAuth clients acting for users, \
+                  recording the delegation chain in each certificate."
+)]
+struct Cli {
+    /// Configuration file (TOML). Also SLCS_CONFIG.
+    #[arg(long, global = true, env = CONFIG_ENV, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (default ./slcs-data). Also SLCS_DATA_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the development CA, TLS certificate, admin token and store if missing.
+    Init {
+        /// CA key type: ecdsa-p256 (default), ecdsa-p384 or rsa-3072.
+        #[arg(long, value_name = "TYPE")]
+        ca_key_type: Option<String>,
+    },
+    /// Run the HTTPS service (initialises an empty data directory first).
+    Serve {
+        /// Listen address, e.g. 127.0.0.1:8443.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Show a certificate: subject, issuer, serial, validity, key and delegation chain.
+    Inspect {
+        /// Certificate file, PEM or DER.
+        file: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        /// OID of the provenance extension (default: the configured profile's).
+        #[arg(long, value_name = "OID")]
+        provenance_oid: Option<String>,
+    },
+    /// Measure the issuance engine (certificates per second).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Check a configuration file (and the profile it names) without starting.
+    Validate {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Key type of the throwaway CA (ignored with --data-dir).
+    #[arg(long, default_value = "ecdsa-p256")]
+    ca_key_type: String,
+    /// Key type of the CSRs: ecdsa-p256, ecdsa-p384, ed25519 or rsa-2048.
+    #[arg(long, default_value = "ecdsa-p256")]
+    csr_key_type: String,
+    /// Certificates to issue.
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// Concurrent issuance tasks.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Issuance log: `durable` (sled, fsync before acknowledging) or `memory`.
+    #[arg(long, default_value = "durable")]
+    log: String,
+    /// Print `serial <HEX>` for each acknowledged certificate.
+    #[arg(long)]
+    print_serials: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("slcs: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+fn load_config(cli: &Cli, overrides: CliOverrides) -> Result<Config, ServiceError> {
+    let overrides = CliOverrides {
+        data_dir: cli.data_dir.clone(),
+        ..overrides
+    };
+    Ok(config::load(
+        cli.config.as_deref(),
+        std::env::vars(),
+        &overrides,
+    )?)
+}
+
+fn run(cli: Cli) -> Result<(), ServiceError> {
+    match &cli.command {
+        Command::Init { ca_key_type } => {
+            let config = load_config(
+                &cli,
+                CliOverrides {
+                    ca_key_type: ca_key_type.clone(),
+                    ..CliOverrides::default()
+                },
+            )?;
+            init_logging(&config);
+            let opened = service::open(&config, &SystemClock, StartMode::Init)?;
+            print_report(&opened.report);
+            if opened.report.created.is_empty() {
+                println!(
+                    "slcs: data directory {} is already initialised; nothing created",
+                    config.data_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Serve { listen } => {
+            let config = load_config(
+                &cli,
+                CliOverrides {
+                    listen: listen.clone(),
+                    ..CliOverrides::default()
+                },
+            )?;
+            init_logging(&config);
+            runtime(None)?.block_on(service::serve(
+                &config,
+                Arc::new(SystemClock),
+                print_report,
+                |addr| {
+                    println!("slcs listening on https://{addr}");
+                    let _ = std::io::stdout().flush();
+                },
+            ))
+        }
+        Command::Config {
+            action: ConfigAction::Validate { file },
+        } => {
+            let config = config::validate_file(file)?;
+            println!(
+                "{}: valid (listen {}, data directory {}, profile: {})",
+                file.display(),
+                config.server.listen,
+                config.data_dir.display(),
+                config.ca.profile_source
+            );
+            Ok(())
+        }
+        Command::Inspect {
+            file,
+            json,
+            provenance_oid,
+        } => {
+            let oid = match provenance_oid {
+                Some(oid) => oid.clone(),
+                None => {
+                    load_config(&cli, CliOverrides::default())?
+                        .ca
+                        .profile
+                        .provenance_oid_text
+                }
+            };
+            let bytes = std::fs::read(file).map_err(|source| ServiceError::Io {
+                context: format!("cannot read {}", file.display()),
+                source,
+            })?;
+            let summary =
+                crate::pki::inspect::inspect(&bytes, &oid).map_err(|e| ServiceError::Io {
+                    context: file.display().to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                })?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                );
+            } else {
+                print!("{summary}");
+            }
+            Ok(())
+        }
+        Command::Bench(args) => bench(&cli, args),
+    }
+}
+
+fn print_report(report: &InitReport) {
+    if report.created.is_empty() {
+        return;
+    }
+    if report.created_dev_ca {
+        println!(
+            "slcs: created a DEVELOPMENT CA ({}). Do not use it in production: see certs/README.md.",
+            report
+                .ca_key_type
+                .map(CaKeyType::name)
+                .unwrap_or("unknown key type")
+        );
+    }
+    for (what, path) in &report.created {
+        println!("slcs: {what}: {}", path.display());
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, ServiceError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads.max(1));
+    }
+    builder
+        .enable_all()
+        .build()
+        .map_err(|source| ServiceError::Io {
+            context: "cannot start the async runtime".into(),
+            source,
+        })
+}
+
+// ---------------------------------------------------------------------------
+// `slcs bench`
+
+fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), ServiceError> {
+    let invalid = |message: String| {
+        ServiceError::Config(config::ConfigError::Invalid {
+            key: "bench",
+            message,
+        })
+    };
+    let durable = match args.log.as_str() {
+        "durable" => true,
+        "memory" => false,
+        other => {
+            return Err(invalid(format!(
+                "--log must be durable or memory, got {other:?}"
+            )));
+        }
+    };
+    // A throwaway data directory unless one is given (the durability test
+    // gives one, to find the serials afterwards).
+    let scratch = if cli.data_dir.is_none() {
+        let mut tag = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut tag);
+        Some(std::env::temp_dir().join(format!("slcs-bench-{}", hex::encode(tag))))
+    } else {
+        None
+    };
+    let config = load_config(
+        cli,
+        CliOverrides {
+            data_dir: scratch.clone().or_else(|| cli.data_dir.clone()),
+            ca_key_type: Some(args.ca_key_type.clone()),
+            ..CliOverrides::default()
+        },
+    )?;
+    let config = Config {
+        data_dir: scratch.clone().unwrap_or(config.data_dir.clone()),
+        ..config
+    };
+    let csrs = bench_csrs(&args.csr_key_type).map_err(invalid)?;
+    let clock = SystemClock;
+    let opened = service::open(
+        &config,
+        &clock,
+        if scratch.is_some() {
+            StartMode::Init
+        } else {
+            StartMode::Run
+        },
+    )?;
+    let engine = if durable {
+        Arc::clone(&opened.engine)
+    } else {
+        Arc::new(IssuanceEngine::start(
+            &config,
+            Arc::new(MemoryIssuanceLog::default()) as Arc<dyn IssuanceLog>,
+            clock.now(),
+        )?)
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let request = bench_request(clock.now());
+    let result = runtime(Some(threads))?.block_on(run_bench(
+        engine,
+        Arc::new(csrs),
+        request,
+        args.count,
+        args.concurrency.max(1),
+        args.print_serials,
+    ));
+    let stats = opened.store.commit_stats();
+    let flushes = stats.flushes.load(Ordering::Relaxed);
+    let writes = stats.writes.load(Ordering::Relaxed);
+    drop(opened);
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let (issued, elapsed, failures) = result;
+    let rate = issued as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ca_key_type": args.ca_key_type,
+                "csr_key_type": args.csr_key_type,
+                "log": args.log,
+                "threads": threads,
+                "concurrency": args.concurrency,
+                "issued": issued,
+                "failures": failures,
+                "seconds": elapsed.as_secs_f64(),
+                "certificates_per_second": rate,
+                "fsyncs": flushes,
+                "durable_writes": writes,
+            })
+        );
+    } else {
+        println!(
+            "bench: CA {} · CSR {} · log {} · {threads} thread(s) · {} concurrent",
+            args.ca_key_type, args.csr_key_type, args.log, args.concurrency
+        );
+        println!(
+            "issued {issued} certificates in {:.2} s: {rate:.0} certificates/s ({failures} failures)",
+            elapsed.as_secs_f64()
+        );
+        if durable && flushes > 0 {
+            println!(
+                "group commit: {writes} durable writes in {flushes} fsyncs ({:.1} writes per fsync)",
+                writes as f64 / flushes as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run_bench(
+    engine: Arc<IssuanceEngine>,
+    csrs: Arc<Vec<Vec<u8>>>,
+    request: IssuanceRequest,
+    count: u64,
+    concurrency: usize,
+    print_serials: bool,
+) -> (u64, Duration, u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let request = Arc::new(request);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (engine, csrs, next, failures, request) = (
+            Arc::clone(&engine),
+            Arc::clone(&csrs),
+            Arc::clone(&next),
+            Arc::clone(&failures),
+            Arc::clone(&request),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    break;
+                }
+                let index = usize::try_from(n).unwrap_or(0) % csrs.len().max(1);
+                let Some(csr) = csrs.get(index) else { break };
+                #[allow(clippy::disallowed_methods)] // benchmarks read real time
+                let now = OffsetDateTime::now_utc();
+                match engine.issue(csr, &request, now).await {
+                    Ok(issued) if print_serials => {
+                        // Printed only after the engine acknowledged, i.e.
+                        // after the certificate is durable.
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "serial {}", issued.serial);
+                        let _ = out.flush();
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, "bench issuance failed");
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed();
+    let failed = failures.load(Ordering::Relaxed);
+    (count.saturating_sub(failed), elapsed, failed)
+}
+
+fn bench_csrs(kind: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut csrs = Vec::with_capacity(32);
+    for _ in 0..32 {
+        let key = match kind {
+            "ecdsa-p256" => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            "ecdsa-p384" => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            "ed25519" => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519),
+            "rsa-2048" => {
+                rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            }
+            other => return Err(format!("unknown --csr-key-type {other:?}")),
+        }
+        .map_err(|e| e.to_string())?;
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .map_err(|e| e.to_string())?;
+        csrs.push(csr.der().to_vec());
+    }
+    Ok(csrs)
+}
+
+/// A realistic three-step chain: portal → WPS → job broker.
+fn bench_request(now: OffsetDateTime) -> IssuanceRequest {
+    let step = |client: &str, grant: &str, auth: &str| DelegationStep {
+        client_id: client.into(),
+        client_name: Some(format!("{client} (benchmark)")),
+        grant_type: grant.into(),
+        scope: "openid slcs:certificate opendap:read".into(),
+        time: now.replace_nanosecond(0).unwrap_or(now),
+        client_auth: auth.into(),
+        approval_id: Some("ap-bench".into()),
+    };
+    IssuanceRequest {
+        identity: CertificateIdentity::Person {
+            issuer: "https://slcs.example".into(),
+            subject: "bench-user".into(),
+            display_name: "Bench User".into(),
+        },
+        provenance: DelegationProvenance {
+            issuer: "https://slcs.example".into(),
+            subject: "bench-user".into(),
+            auth_time: now.replace_nanosecond(0).unwrap_or(now),
+            auth_context: Some("https://refeds.org/assurance/IAP/medium".into()),
+            grant_id: "grant-bench".into(),
+            steps: vec![
+                step("portal", "authorization_code", "client_secret_basic"),
+                step(
+                    "wps",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                    "client_secret_basic",
+                ),
+                step("broker-a", "certificate", "tls_client_auth"),
+            ],
+            token_id: "jti-bench".into(),
+        },
+        requested_lifetime_secs: Some(3600),
+        not_after_limits: Vec::new(),
+    }
+}

@@ -1,0 +1,862 @@
+//! Configuration: one TOML file plus `SLCS_*` environment overrides, turned by
+//! [`load`] into a [`Config`] whose every field is already checked.
+//!
+//! Precedence, lowest first: built-in defaults, the file, `SLCS_*` variables,
+//! command-line flags. Every key is listed in [`KEYS`] with its default and
+//! meaning; `docs/operations.md` documents the same list (a test keeps the two
+//! in step). Unknown keys, in the file or as `SLCS_*` variables, are errors
+//! that name the key: a typo must never silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::pki::keys::CaKeyType;
+use crate::pki::profile::{Profile, ProfileError};
+
+/// The environment variable naming the configuration file; the only `SLCS_*`
+/// variable that is not a configuration key.
+pub const CONFIG_ENV: &str = "SLCS_CONFIG";
+
+/// The data directory used when none is configured.
+pub const DEFAULT_DATA_DIR: &str = "./slcs-data";
+
+/// The kind of value a key holds, used to parse environment overrides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A string (also paths and addresses).
+    Str,
+    /// A non-negative integer.
+    Int,
+}
+
+/// One configuration key: its dotted path in the file, kind, default and meaning.
+#[derive(Debug)]
+pub struct KeyDoc {
+    /// Dotted path, e.g. `server.listen`.
+    pub path: &'static str,
+    /// How an environment override is parsed.
+    pub kind: KeyKind,
+    /// The default, as written in the docs.
+    pub default: &'static str,
+    /// What the key does.
+    pub doc: &'static str,
+}
+
+impl KeyDoc {
+    /// The environment variable that overrides this key: `SLCS_` + the path in
+    /// upper case with dots as underscores (`server.listen` → `SLCS_SERVER_LISTEN`).
+    pub fn env_name(&self) -> String {
+        format!("SLCS_{}", self.path.to_ascii_uppercase().replace('.', "_"))
+    }
+}
+
+/// Every configuration key. Keep in step with the `File*` structs below and
+/// with `docs/operations.md` (both checked by tests).
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        path: "data_dir",
+        kind: KeyKind::Str,
+        default: DEFAULT_DATA_DIR,
+        doc: "Directory holding the CA, TLS material, admin token and the sled store.",
+    },
+    KeyDoc {
+        path: "server.listen",
+        kind: KeyKind::Str,
+        default: "127.0.0.1:8443",
+        doc: "Address and port of the HTTPS listener.",
+    },
+    KeyDoc {
+        path: "server.tls_cert",
+        kind: KeyKind::Str,
+        default: "<data_dir>/tls/server.pem",
+        doc: "PEM certificate chain the server presents.",
+    },
+    KeyDoc {
+        path: "server.tls_key",
+        kind: KeyKind::Str,
+        default: "<data_dir>/tls/server-key.pem",
+        doc: "PEM private key of the server certificate (mode 0600).",
+    },
+    KeyDoc {
+        path: "server.max_body_bytes",
+        kind: KeyKind::Int,
+        default: "131072",
+        doc: "Largest request body accepted; larger bodies get 413 before they are buffered.",
+    },
+    KeyDoc {
+        path: "server.max_header_bytes",
+        kind: KeyKind::Int,
+        default: "16384",
+        doc: "Largest request head (request line and headers); larger heads get 431.",
+    },
+    KeyDoc {
+        path: "server.tls_handshake_timeout_secs",
+        kind: KeyKind::Int,
+        default: "10",
+        doc: "A TLS handshake not finished within this time closes the connection.",
+    },
+    KeyDoc {
+        path: "server.header_read_timeout_secs",
+        kind: KeyKind::Int,
+        default: "10",
+        doc: "Request headers not received in full within this time close the connection (Slowloris).",
+    },
+    KeyDoc {
+        path: "server.request_timeout_secs",
+        kind: KeyKind::Int,
+        default: "30",
+        doc: "A request (body read and handling) not answered within this time gets 408.",
+    },
+    KeyDoc {
+        path: "server.idle_timeout_secs",
+        kind: KeyKind::Int,
+        default: "60",
+        doc: "A connection with no traffic for this long is closed. Must exceed the request timeout.",
+    },
+    KeyDoc {
+        path: "server.max_connections",
+        kind: KeyKind::Int,
+        default: "1024",
+        doc: "Concurrent connections; further clients wait in the listen backlog.",
+    },
+    KeyDoc {
+        path: "server.shutdown_grace_secs",
+        kind: KeyKind::Int,
+        default: "30",
+        doc: "On SIGTERM/SIGINT, how long in-flight requests may take to finish.",
+    },
+    KeyDoc {
+        path: "ca.key_type",
+        kind: KeyKind::Str,
+        default: "ecdsa-p256",
+        doc: "Key type of a CA created by `slcs init`: ecdsa-p256, ecdsa-p384 or rsa-3072.",
+    },
+    KeyDoc {
+        path: "ca.cert",
+        kind: KeyKind::Str,
+        default: "<data_dir>/ca/ca.pem",
+        doc: "PEM certificate of the issuing CA.",
+    },
+    KeyDoc {
+        path: "ca.key",
+        kind: KeyKind::Str,
+        default: "<data_dir>/ca/ca-key.pem",
+        doc: "PEM (PKCS#8) private key of the issuing CA (mode 0600).",
+    },
+    KeyDoc {
+        path: "ca.profile",
+        kind: KeyKind::Str,
+        default: "built-in certs/profile.toml",
+        doc: "Certificate profile file; the built-in default is the development profile.",
+    },
+    KeyDoc {
+        path: "ca.serial_prefix",
+        kind: KeyKind::Int,
+        default: "1",
+        doc: "First octet of every serial (1..=127); give each replica its own.",
+    },
+    KeyDoc {
+        path: "store.backend",
+        kind: KeyKind::Str,
+        default: "sled",
+        doc: "Storage backend. `sled` (embedded) is the only one in this release.",
+    },
+    KeyDoc {
+        path: "store.path",
+        kind: KeyKind::Str,
+        default: "<data_dir>/store",
+        doc: "Directory of the sled database.",
+    },
+    KeyDoc {
+        path: "store.cache_capacity_mb",
+        kind: KeyKind::Int,
+        default: "64",
+        doc: "sled page cache size in MiB.",
+    },
+    KeyDoc {
+        path: "log.format",
+        kind: KeyKind::Str,
+        default: "text",
+        doc: "Log format on standard error: text or json.",
+    },
+    KeyDoc {
+        path: "log.level",
+        kind: KeyKind::Str,
+        default: "info",
+        doc: "Log filter, in tracing-subscriber EnvFilter syntax (e.g. `info,slcs=debug`).",
+    },
+];
+
+/// What can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or has the wrong type.
+    #[error("invalid configuration{}: {message}", location(.path))]
+    Parse {
+        /// The file, if the error came from one.
+        path: Option<PathBuf>,
+        /// The parser's message, naming the key and position.
+        message: String,
+    },
+    /// An `SLCS_*` variable names no configuration key.
+    #[error(
+        "unknown environment variable {0}: no configuration key has this name (see docs/operations.md)"
+    )]
+    UnknownEnv(String),
+    /// An `SLCS_*` variable's value does not fit its key.
+    #[error("environment variable {name}: {message}")]
+    BadEnv {
+        /// The variable.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is well-formed but not allowed.
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The certificate profile is invalid.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+fn location(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" in {}", p.display()))
+        .unwrap_or_default()
+}
+
+/// Values given on the command line; they win over file and environment.
+#[derive(Clone, Debug, Default)]
+pub struct CliOverrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--ca-key-type` (for `init`).
+    pub ca_key_type: Option<String>,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The HTTPS listener.
+    pub server: ServerConfig,
+    /// The issuing CA.
+    pub ca: CaConfig,
+    /// The store.
+    pub store: StoreConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Validated `[server]` settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Server certificate chain (PEM).
+    pub tls_cert: PathBuf,
+    /// Server private key (PEM).
+    pub tls_key: PathBuf,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+    /// Request head limit.
+    pub max_header_bytes: usize,
+    /// TLS handshake deadline.
+    pub tls_handshake_timeout: Duration,
+    /// Deadline for receiving a request head.
+    pub header_read_timeout: Duration,
+    /// Deadline for a whole request.
+    pub request_timeout: Duration,
+    /// Idle connection deadline.
+    pub idle_timeout: Duration,
+    /// Concurrent connection cap.
+    pub max_connections: usize,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+}
+
+/// Validated `[ca]` settings.
+#[derive(Clone, Debug)]
+pub struct CaConfig {
+    /// Key type used when `init` creates a CA.
+    pub key_type: CaKeyType,
+    /// CA certificate path.
+    pub cert: PathBuf,
+    /// CA key path.
+    pub key: PathBuf,
+    /// The certificate profile.
+    pub profile: Profile,
+    /// Where the profile came from, for messages.
+    pub profile_source: String,
+    /// Serial prefix octet.
+    pub serial_prefix: u8,
+}
+
+/// Validated `[store]` settings.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// sled directory.
+    pub path: PathBuf,
+    /// sled cache size in bytes.
+    pub cache_capacity_bytes: u64,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated `[log]` settings.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// EnvFilter directive.
+    pub level: String,
+}
+
+impl Config {
+    /// Where the admin token lives.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+
+    /// Where the data-directory lock file lives.
+    pub fn lock_path(&self) -> PathBuf {
+        self.data_dir.join("slcs.lock")
+    }
+}
+
+/// Loads the configuration: `file` (if any), then the `SLCS_*` variables in
+/// `env`, then `cli`.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    cli: &CliOverrides,
+) -> Result<Config, ConfigError> {
+    let mut table = match file {
+        Some(path) => read_table(path)?,
+        None => toml::Table::new(),
+    };
+    apply_env(&mut table, env)?;
+    apply_cli(&mut table, cli);
+    let parsed =
+        FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+            path: file.map(Path::to_path_buf),
+            message: e.to_string(),
+        })?;
+    parsed.validate()
+}
+
+/// Checks a configuration file on its own (no environment), for
+/// `slcs config validate`.
+pub fn validate_file(path: &Path) -> Result<Config, ConfigError> {
+    load(Some(path), std::iter::empty(), &CliOverrides::default())
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: Some(path.to_path_buf()),
+        message: e.to_string(),
+    })
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        if !name.starts_with("SLCS_") || name == CONFIG_ENV {
+            continue;
+        }
+        let key = KEYS
+            .iter()
+            .find(|k| k.env_name() == name)
+            .ok_or_else(|| ConfigError::UnknownEnv(name.clone()))?;
+        let value = match key.kind {
+            KeyKind::Str => toml::Value::String(value),
+            KeyKind::Int => value
+                .trim()
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| ConfigError::BadEnv {
+                    name: name.clone(),
+                    message: format!("`{}` expects an integer, got {value:?}", key.path),
+                })?,
+        };
+        set_path(table, key.path, value);
+    }
+    Ok(())
+}
+
+fn apply_cli(table: &mut toml::Table, cli: &CliOverrides) {
+    if let Some(dir) = &cli.data_dir {
+        set_path(
+            table,
+            "data_dir",
+            toml::Value::String(dir.to_string_lossy().into_owned()),
+        );
+    }
+    if let Some(listen) = &cli.listen {
+        set_path(table, "server.listen", toml::Value::String(listen.clone()));
+    }
+    if let Some(kind) = &cli.ca_key_type {
+        set_path(table, "ca.key_type", toml::Value::String(kind.clone()));
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
+    let mut current = table;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_owned(), value);
+            return;
+        }
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            // A scalar where a section belongs: replace it, and let the
+            // deserializer report the file's mistake if the key is wrong.
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        current = next;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// File format. `deny_unknown_fields` makes every unknown key an error that
+// names it; `default` lets every key be omitted.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    server: FileServer,
+    ca: FileCa,
+    store: FileStore,
+    log: FileLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileServer {
+    listen: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_body_bytes: u64,
+    max_header_bytes: u64,
+    tls_handshake_timeout_secs: u64,
+    header_read_timeout_secs: u64,
+    request_timeout_secs: u64,
+    idle_timeout_secs: u64,
+    max_connections: u64,
+    shutdown_grace_secs: u64,
+}
+
+impl Default for FileServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".into(),
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 128 * 1024,
+            max_header_bytes: 16 * 1024,
+            tls_handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileCa {
+    key_type: String,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    profile: Option<PathBuf>,
+    serial_prefix: u64,
+}
+
+impl Default for FileCa {
+    fn default() -> Self {
+        Self {
+            key_type: "ecdsa-p256".into(),
+            cert: None,
+            key: None,
+            profile: None,
+            serial_prefix: 1,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileStore {
+    backend: String,
+    path: Option<PathBuf>,
+    cache_capacity_mb: u64,
+}
+
+impl Default for FileStore {
+    fn default() -> Self {
+        Self {
+            backend: "sled".into(),
+            path: None,
+            cache_capacity_mb: 64,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileLog {
+    format: String,
+    level: String,
+}
+
+impl Default for FileLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Bounds on every duration setting: a zero timeout would disable a
+/// protection, a huge one would make it meaningless.
+const MAX_TIMEOUT_SECS: u64 = 3600;
+
+fn seconds(key: &'static str, value: u64) -> Result<Duration, ConfigError> {
+    if value == 0 || value > MAX_TIMEOUT_SECS {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {value}"),
+        });
+    }
+    Ok(Duration::from_secs(value))
+}
+
+fn bounded(key: &'static str, value: u64, min: u64, max: u64) -> Result<usize, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("must be between {min} and {max}, got {value}"),
+        });
+    }
+    usize::try_from(value).map_err(|_| ConfigError::Invalid {
+        key,
+        message: "too large for this platform".into(),
+    })
+}
+
+impl FileConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let s = self.server;
+        let listen: SocketAddr = s.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "server.listen",
+            message: format!(
+                "{:?} is not an address:port (e.g. 127.0.0.1:8443)",
+                s.listen
+            ),
+        })?;
+        let request_timeout = seconds("server.request_timeout_secs", s.request_timeout_secs)?;
+        let idle_timeout = seconds("server.idle_timeout_secs", s.idle_timeout_secs)?;
+        if idle_timeout <= request_timeout {
+            // The idle watchdog must never cut a request that is still within
+            // its own deadline.
+            return Err(ConfigError::Invalid {
+                key: "server.idle_timeout_secs",
+                message: format!(
+                    "must be greater than server.request_timeout_secs ({})",
+                    request_timeout.as_secs()
+                ),
+            });
+        }
+        let server = ServerConfig {
+            listen,
+            tls_cert: s
+                .tls_cert
+                .unwrap_or_else(|| data_dir.join("tls").join("server.pem")),
+            tls_key: s
+                .tls_key
+                .unwrap_or_else(|| data_dir.join("tls").join("server-key.pem")),
+            max_body_bytes: bounded("server.max_body_bytes", s.max_body_bytes, 1024, 16 << 20)?,
+            max_header_bytes: bounded(
+                "server.max_header_bytes",
+                s.max_header_bytes,
+                1024,
+                1 << 20,
+            )?,
+            tls_handshake_timeout: seconds(
+                "server.tls_handshake_timeout_secs",
+                s.tls_handshake_timeout_secs,
+            )?,
+            header_read_timeout: seconds(
+                "server.header_read_timeout_secs",
+                s.header_read_timeout_secs,
+            )?,
+            request_timeout,
+            idle_timeout,
+            max_connections: bounded("server.max_connections", s.max_connections, 1, 1 << 20)?,
+            shutdown_grace: seconds("server.shutdown_grace_secs", s.shutdown_grace_secs)?,
+        };
+
+        let key_type: CaKeyType =
+            self.ca
+                .key_type
+                .parse()
+                .map_err(|message| ConfigError::Invalid {
+                    key: "ca.key_type",
+                    message,
+                })?;
+        let (profile, profile_source) = match &self.ca.profile {
+            Some(path) => (Profile::load(path)?, path.display().to_string()),
+            None => (
+                Profile::builtin()?,
+                "built-in development profile".to_owned(),
+            ),
+        };
+        let serial_prefix = u8::try_from(self.ca.serial_prefix)
+            .ok()
+            .filter(|p| (1..=127).contains(p))
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "ca.serial_prefix",
+                message: format!(
+                    "must be between 1 and 127 (the serial's first octet, kept positive), got {}",
+                    self.ca.serial_prefix
+                ),
+            })?;
+        let ca = CaConfig {
+            key_type,
+            cert: self
+                .ca
+                .cert
+                .unwrap_or_else(|| data_dir.join("ca").join("ca.pem")),
+            key: self
+                .ca
+                .key
+                .unwrap_or_else(|| data_dir.join("ca").join("ca-key.pem")),
+            profile,
+            profile_source,
+            serial_prefix,
+        };
+
+        if self.store.backend != "sled" {
+            return Err(ConfigError::Invalid {
+                key: "store.backend",
+                message: format!(
+                    "unknown backend {:?}; this release supports \"sled\"",
+                    self.store.backend
+                ),
+            });
+        }
+        let store = StoreConfig {
+            path: self.store.path.unwrap_or_else(|| data_dir.join("store")),
+            cache_capacity_bytes: u64::try_from(bounded(
+                "store.cache_capacity_mb",
+                self.store.cache_capacity_mb,
+                1,
+                65536,
+            )?)
+            .unwrap_or(64)
+                * 1024
+                * 1024,
+        };
+
+        let format = match self.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "log.format",
+                    message: format!("expected \"text\" or \"json\", got {other:?}"),
+                });
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                message: format!("{:?} is not a valid filter directive", self.log.level),
+            });
+        }
+        Ok(Config {
+            data_dir,
+            server,
+            ca,
+            store,
+            log: LogConfig {
+                format,
+                level: self.log.level,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slcs.toml");
+        std::fs::write(&path, text).unwrap();
+        load(
+            Some(&path),
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            &CliOverrides::default(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid_and_safe() {
+        let config = load(None, std::iter::empty(), &CliOverrides::default()).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.ca.serial_prefix, 1);
+        assert!(config.server.idle_timeout > config.server.request_timeout);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = load_str("colour = \"blue\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = load_str("[sever]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("sever"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_env_is_an_error() {
+        let config = load_str(
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            &[
+                ("SLCS_SERVER_LISTEN", "127.0.0.1:2"),
+                ("SLCS_CA_SERIAL_PREFIX", "7"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 2);
+        assert_eq!(config.ca.serial_prefix, 7);
+
+        let err = load_str("", &[("SLCS_SERVER_LISTN", "x")]).unwrap_err();
+        assert!(err.to_string().contains("SLCS_SERVER_LISTN"), "{err}");
+        let err = load_str("", &[("SLCS_SERVER_MAX_CONNECTIONS", "many")]).unwrap_err();
+        assert!(
+            err.to_string().contains("SLCS_SERVER_MAX_CONNECTIONS"),
+            "{err}"
+        );
+        // SLCS_CONFIG names the file and is not a key.
+        load_str("", &[(CONFIG_ENV, "/elsewhere.toml")]).unwrap();
+    }
+
+    #[test]
+    fn cli_wins_over_env() {
+        let cli = CliOverrides {
+            listen: Some("127.0.0.1:3".into()),
+            ..CliOverrides::default()
+        };
+        let config = load(
+            None,
+            [("SLCS_SERVER_LISTEN".to_owned(), "127.0.0.1:2".to_owned())],
+            &cli,
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 3);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (text, key) in [
+            ("[server]\nlisten = \"localhost\"\n", "server.listen"),
+            (
+                "[server]\nrequest_timeout_secs = 0\n",
+                "server.request_timeout_secs",
+            ),
+            (
+                "[server]\nidle_timeout_secs = 5\n",
+                "server.idle_timeout_secs",
+            ),
+            ("[ca]\nserial_prefix = 0\n", "ca.serial_prefix"),
+            ("[ca]\nserial_prefix = 128\n", "ca.serial_prefix"),
+            ("[ca]\nkey_type = \"dsa\"\n", "ca.key_type"),
+            ("[store]\nbackend = \"redis\"\n", "store.backend"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+        ] {
+            let err = load_str(text, &[]).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        let err = load_str("[server]\nlisten = 5\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn every_key_has_a_distinct_env_name_and_is_accepted_in_a_file() {
+        let mut names: Vec<String> = KEYS.iter().map(KeyDoc::env_name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len());
+        // A file setting every documented key (to a valid value) parses: the
+        // key list and the structs agree.
+        let mut table = toml::Table::new();
+        for key in KEYS {
+            let value = match (key.path, key.kind) {
+                ("ca.profile", _) => continue, // needs a real file; covered by profile tests
+                ("server.listen", _) => toml::Value::String("127.0.0.1:9".into()),
+                ("ca.key_type", _) => toml::Value::String("ecdsa-p384".into()),
+                ("store.backend", _) => toml::Value::String("sled".into()),
+                ("log.format", _) => toml::Value::String("json".into()),
+                ("log.level", _) => toml::Value::String("debug".into()),
+                ("server.idle_timeout_secs", _) => toml::Value::Integer(120),
+                ("server.max_body_bytes" | "server.max_header_bytes", _) => {
+                    toml::Value::Integer(4096)
+                }
+                (_, KeyKind::Int) => toml::Value::Integer(5),
+                (_, KeyKind::Str) => toml::Value::String("/tmp/x".into()),
+            };
+            set_path(&mut table, key.path, value);
+        }
+        let text = toml::to_string(&table).unwrap();
+        load_str(&text, &[]).unwrap();
+    }
+}

@@ -1,0 +1,106 @@
+//! The one mapping from failures to HTTP responses.
+//!
+//! Every error body is JSON `{"error": code, "error_description": text}` in
+//! the style of RFC 6749 §5.2, so clients parse one shape everywhere.
+//! Internal failures answer a generic `server_error` with the request id;
+//! their detail goes to the log only (ATTACKS ROB-14).
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Errors a handler can return.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No such route.
+    #[error("no such endpoint")]
+    NotFound,
+    /// The route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The store cannot make writes durable.
+    #[error("storage unavailable: {0}")]
+    StoreUnavailable(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+/// A JSON error response.
+pub fn error_response(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: code,
+            error_description: description,
+        }),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::NotFound => {
+                error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+            }
+            Self::MethodNotAllowed => error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                "method not allowed on this endpoint",
+            ),
+            Self::StoreUnavailable(detail) => {
+                tracing::error!(%detail, "store unavailable");
+                // RFC 6749 §4.1.2.1 `temporarily_unavailable`: retry later.
+                let mut response = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the service cannot store data right now; retry later",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                response
+            }
+        }
+    }
+}
+
+/// Fallback for unknown paths.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// Fallback for known paths with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Gives the bare 408 and 413 answers of the timeout and body-limit layers
+/// the same JSON shape as every other error.
+pub async fn normalize_layer_errors(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    match response.status() {
+        StatusCode::REQUEST_TIMEOUT => error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            "the request was not completed in time",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the request body is too large",
+        ),
+        _ => response,
+    }
+}

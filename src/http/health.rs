@@ -1,0 +1,52 @@
+//! `GET /healthz`: liveness and readiness in one answer. 200 when the store
+//! completes a durable write round trip, 503 otherwise (load balancers take
+//! the instance out of rotation).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppState;
+use crate::store::StoreHealth;
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    uptime_secs: u64,
+    store: StoreHealth,
+    ca: CaHealth,
+}
+
+#[derive(Serialize)]
+struct CaHealth {
+    #[serde(with = "time::serde::rfc3339")]
+    not_after: time::OffsetDateTime,
+    expires_in_days: i64,
+}
+
+pub(super) async fn healthz(State(state): State<AppState>) -> Response {
+    let app = &state.inner;
+    let store = app.store.health().await;
+    let now = app.clock.now();
+    let not_after = app.engine.ca_certificate().not_after();
+    let ok = store.ok;
+    let body = Health {
+        status: if ok { "ok" } else { "unavailable" },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: app.started.elapsed().as_secs(),
+        store,
+        ca: CaHealth {
+            not_after,
+            expires_in_days: (not_after - now).whole_days(),
+        },
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,146 @@
+//! The HTTP edge: the TLS listener with its limits ([`server`]), the routes,
+//! middleware, and the one error mapping ([`error`]).
+//!
+//! Handlers extract, call one domain function and return; they hold no
+//! policy, crypto or storage logic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::Clock;
+use crate::pki::issuer::IssuanceEngine;
+use crate::store::Store;
+
+pub mod error;
+mod health;
+pub mod server;
+mod trust;
+
+/// Everything handlers may use.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    store: Arc<dyn Store>,
+    engine: Arc<IssuanceEngine>,
+    clock: Arc<dyn Clock>,
+    trustroots: String,
+    started: Instant,
+}
+
+impl AppState {
+    /// Bundles the shared state. `trustroots` is rendered once at start.
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<IssuanceEngine>,
+        clock: Arc<dyn Clock>,
+        trustroots: String,
+    ) -> Self {
+        Self {
+            inner: Arc::new(AppInner {
+                store,
+                engine,
+                clock,
+                trustroots,
+                started: Instant::now(),
+            }),
+        }
+    }
+}
+
+/// Per-request limits applied by the router.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// Largest body.
+    pub max_body_bytes: usize,
+    /// Deadline for the whole request.
+    pub request_timeout: Duration,
+}
+
+/// The request id header, set on every response and logged with the request.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the application router.
+pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/ca.pem", get(trust::ca_pem))
+        .route("/trustroots/", get(trust::trustroots))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+        // Each `.layer` wraps everything above it: the last one is outermost.
+        // The request id exists before the log line; headers and error
+        // normalisation apply to every response, including the 408 and 413
+        // produced by the timeout and body-limit layers.
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(default_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(default_header(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000",
+        ))
+        .layer(default_header(header::CACHE_CONTROL, "no-store"))
+        .layer(default_header(header::REFERRER_POLICY, "no-referrer"))
+        .layer(default_header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(default_header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .layer(middleware::map_response(error::normalize_layer_errors))
+        .layer(TraceLayer::new_for_http().make_span_with(make_span))
+        .layer(middleware::from_fn(request_id))
+}
+
+/// Sets a header unless the handler already chose one (e.g. a cacheable
+/// `/ca.pem` keeps its own Cache-Control).
+fn default_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}
+
+#[derive(Clone, Debug)]
+struct RequestId(String);
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let mut bytes = [0u8; 8];
+    // A failed draw only weakens log correlation, never security.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    let id = hex::encode(bytes);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+fn make_span(request: &Request) -> tracing::Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.as_str())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}

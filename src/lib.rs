@@ -1,0 +1,27 @@
+//! # slcs — an OAuth 2.0-protected Short-Lived Credential Service
+//!
+//! slcs issues short-lived X.509 end-entity certificates to holders of OAuth
+//! access tokens, recording in each certificate the delegation chain that led
+//! to it (who delegated to whom, with which scope, when).
+//!
+//! The tree is the architecture; calls flow down, never up:
+//!
+//! ```text
+//! cli, service      process start-up: config, data directory, signals
+//!   http            the edge: TLS listener, limits, routes, the one error mapping
+//!     pki           certificate profile, CSR checks, DN, provenance, issuance engine
+//!     store         the Store trait and its sled backend
+//! config, clock     validated configuration; the only wall-clock read
+//! ```
+//!
+//! Relying parties that only need to read the delegation chain use
+//! [`pki::provenance::DelegationProvenance::from_der`] or
+//! [`pki::inspect::provenance_of`].
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod pki;
+pub mod service;
+pub mod store;

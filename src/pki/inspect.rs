@@ -1,0 +1,217 @@
+//! Reading an slcs certificate back: subject, issuer, serial, validity, key,
+//! and the decoded delegation chain. Used by `slcs inspect` and usable by
+//! relying parties.
+
+use std::fmt;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use x509_parser::oid_registry::{Oid, OidRegistry};
+use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
+use x509_parser::public_key::PublicKey;
+
+use super::dn::escape_value;
+use super::provenance::DelegationProvenance;
+
+/// What `slcs inspect` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct CertificateSummary {
+    /// RFC 4514 subject.
+    pub subject: String,
+    /// RFC 4514 issuer.
+    pub issuer: String,
+    /// Upper-case hex serial.
+    pub serial: String,
+    /// notBefore.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// notAfter.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// Key type, e.g. "ECDSA P-256".
+    pub key_type: String,
+    /// Whether basicConstraints says CA.
+    pub is_ca: bool,
+    /// OIDs of the extensions present, in order.
+    pub extensions: Vec<String>,
+    /// The decoded delegation chain, if the provenance extension is present.
+    pub provenance: Option<DelegationProvenance>,
+    /// Why the provenance extension could not be decoded, if it is present but bad.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance_error: Option<String>,
+    /// The provenance OID looked for.
+    pub provenance_oid: String,
+}
+
+/// Why a file could not be inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// Not a certificate in PEM or DER.
+    #[error("not an X.509 certificate (PEM or DER): {0}")]
+    NotACertificate(String),
+}
+
+/// Finds the extension with `provenance_oid` in a DER certificate and decodes it.
+pub fn provenance_of(
+    certificate_der: &[u8],
+    provenance_oid: &str,
+) -> Result<Option<DelegationProvenance>, String> {
+    let (_, cert) = X509Certificate::from_der(certificate_der).map_err(|e| e.to_string())?;
+    cert.extensions()
+        .iter()
+        .find(|ext| ext.oid.to_id_string() == provenance_oid)
+        .map(|ext| DelegationProvenance::from_der(ext.value).map_err(|e| e.to_string()))
+        .transpose()
+}
+
+/// Summarises the first certificate in `input` (PEM or DER).
+pub fn inspect(input: &[u8], provenance_oid: &str) -> Result<CertificateSummary, InspectError> {
+    let der = if input.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let text = std::str::from_utf8(input)
+            .map_err(|_| InspectError::NotACertificate("PEM is not text".into()))?;
+        let blocks =
+            pem::parse_many(text).map_err(|e| InspectError::NotACertificate(e.to_string()))?;
+        blocks
+            .into_iter()
+            .find(|b| b.tag() == "CERTIFICATE")
+            .ok_or_else(|| InspectError::NotACertificate("no CERTIFICATE block".into()))?
+            .into_contents()
+    } else {
+        input.to_vec()
+    };
+    let (_, cert) = X509Certificate::from_der(&der)
+        .map_err(|e| InspectError::NotACertificate(e.to_string()))?;
+    let (provenance, provenance_error) = match cert
+        .extensions()
+        .iter()
+        .find(|ext| ext.oid.to_id_string() == provenance_oid)
+    {
+        None => (None, None),
+        Some(ext) => match DelegationProvenance::from_der(ext.value) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
+    Ok(CertificateSummary {
+        subject: name_to_rfc4514(cert.subject()),
+        issuer: name_to_rfc4514(cert.issuer()),
+        serial: hex::encode_upper(cert.raw_serial()),
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+        key_type: key_type(&cert),
+        is_ca: cert.is_ca(),
+        extensions: cert
+            .extensions()
+            .iter()
+            .map(|e| e.oid.to_id_string())
+            .collect(),
+        provenance,
+        provenance_error,
+        provenance_oid: provenance_oid.to_owned(),
+    })
+}
+
+impl fmt::Display for CertificateSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = |t: &OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| t.to_string())
+        };
+        writeln!(f, "Subject:     {}", self.subject)?;
+        writeln!(f, "Issuer:      {}", self.issuer)?;
+        writeln!(f, "Serial:      {}", self.serial)?;
+        writeln!(f, "Not before:  {}", time(&self.not_before))?;
+        writeln!(f, "Not after:   {}", time(&self.not_after))?;
+        writeln!(f, "Key:         {}", self.key_type)?;
+        writeln!(f, "CA:          {}", if self.is_ca { "yes" } else { "no" })?;
+        match (&self.provenance, &self.provenance_error) {
+            (Some(p), _) => {
+                writeln!(f, "Delegation chain (extension {}):", self.provenance_oid)?;
+                for line in p.to_string().lines() {
+                    writeln!(f, "  {line}")?;
+                }
+            }
+            (None, Some(e)) => writeln!(
+                f,
+                "Delegation chain: extension {} present but invalid: {e}",
+                self.provenance_oid
+            )?,
+            (None, None) => writeln!(
+                f,
+                "Delegation chain: none (no extension {})",
+                self.provenance_oid
+            )?,
+        }
+        Ok(())
+    }
+}
+
+/// RFC 4514 rendering of a Name read from a certificate (most specific RDN
+/// first, multi-valued RDNs joined with `+`, non-string values as `#hex`).
+pub fn name_to_rfc4514(name: &X509Name<'_>) -> String {
+    let mut rdns: Vec<String> = Vec::new();
+    for rdn in name.iter() {
+        let mut parts = Vec::new();
+        for atv in rdn.iter() {
+            let mut part = attribute_short_name(atv.attr_type());
+            part.push('=');
+            match atv.as_str() {
+                Ok(value) => escape_value(value, &mut part),
+                Err(_) => {
+                    part.push('#');
+                    let data: &[u8] = atv.attr_value().data;
+                    part.push_str(&hex::encode(data));
+                }
+            }
+            parts.push(part);
+        }
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    rdns.join(",")
+}
+
+/// The short name of an attribute type (`CN`, `O`, `DC`, …) or its dotted OID.
+pub fn attribute_short_name(oid: &Oid<'_>) -> String {
+    match oid.to_id_string().as_str() {
+        "2.5.4.3" => "CN".into(),
+        "2.5.4.6" => "C".into(),
+        "2.5.4.7" => "L".into(),
+        "2.5.4.8" => "ST".into(),
+        "2.5.4.10" => "O".into(),
+        "2.5.4.11" => "OU".into(),
+        "0.9.2342.19200300.100.1.25" => "DC".into(),
+        "0.9.2342.19200300.100.1.1" => "UID".into(),
+        other => OidRegistry::default()
+            .with_x509()
+            .get(oid)
+            .map(|e| e.sn().to_owned())
+            .unwrap_or_else(|| other.to_owned()),
+    }
+}
+
+fn key_type(cert: &X509Certificate<'_>) -> String {
+    let spki = cert.public_key();
+    match spki.algorithm.algorithm.to_id_string().as_str() {
+        "1.2.840.113549.1.1.1" => match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => format!("RSA-{}", rsa.key_size()),
+            _ => "RSA (malformed)".into(),
+        },
+        "1.2.840.10045.2.1" => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string());
+            match curve.as_deref() {
+                Some("1.2.840.10045.3.1.7") => "ECDSA P-256".into(),
+                Some("1.3.132.0.34") => "ECDSA P-384".into(),
+                Some(other) => format!("ECDSA (curve {other})"),
+                None => "ECDSA (unnamed curve)".into(),
+            }
+        }
+        "1.3.101.112" => "Ed25519".into(),
+        other => format!("unknown ({other})"),
+    }
+}

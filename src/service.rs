@@ -1,0 +1,242 @@
+//! Process start-up and shutdown: lock the data directory, create missing
+//! material, open the store, start the issuance engine, serve, and on
+//! SIGTERM/SIGINT stop accepting, drain, and flush.
+
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fs2::FileExt as _;
+
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::http::server::{TlsSetupError, serve as serve_http, tls_config};
+use crate::http::{AppState, RequestLimits, build_app};
+use crate::pki::ca::{CaError, InitReport, create_dir_private, init_data_dir};
+use crate::pki::issuer::{EngineError, IssuanceEngine};
+use crate::pki::trustroots::{TrustRootError, render_trustroots, trust_root_files};
+use crate::store::sled::{OpenMode, SledOptions, SledStore};
+use crate::store::{Store, StoreError};
+
+/// Why the service could not start or stopped abnormally. Each maps to an
+/// exit code (see [`ServiceError::exit_code`] and docs/operations.md).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Another process holds the data directory.
+    #[error("the data directory {0} is locked by another slcs process")]
+    Locked(PathBuf),
+    /// CA or TLS material problem.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The store cannot be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The issuance engine's start-up checks failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// TLS material unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// Trust-root files could not be built.
+    #[error(transparent)]
+    TrustRoots(#[from] TrustRootError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another I/O failure.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl ServiceError {
+    /// The process exit code: 2 configuration, 3 locked, 4 store unusable
+    /// (corrupt, missing, newer schema, other CA), 1 anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => 2,
+            Self::Locked(_) | Self::Store(StoreError::Locked(_)) => 3,
+            Self::Store(
+                StoreError::Corrupt { .. }
+                | StoreError::Missing(_)
+                | StoreError::SchemaTooNew { .. }
+                | StoreError::ForeignCa(_)
+                | StoreError::Decode { .. },
+            ) => 4,
+            _ => 1,
+        }
+    }
+}
+
+/// An exclusive lock on the data directory, held for the process lifetime.
+/// One process per sled store; a second one fails fast with a clear error.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+/// Takes the data-directory lock (creating the directory if needed).
+pub fn lock_data_dir(config: &Config) -> Result<DataDirLock, ServiceError> {
+    create_dir_private(&config.data_dir)?;
+    let path = config.lock_path();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| ServiceError::Io {
+            context: format!("cannot open {}", path.display()),
+            source,
+        })?;
+    file.try_lock_exclusive()
+        .map_err(|_| ServiceError::Locked(config.data_dir.clone()))?;
+    Ok(DataDirLock { _file: file })
+}
+
+/// Everything a running instance needs, opened and checked.
+pub struct Opened {
+    /// Held until the process ends.
+    pub lock: DataDirLock,
+    /// What was created on this start.
+    pub report: InitReport,
+    /// The store.
+    pub store: Arc<SledStore>,
+    /// The issuance engine.
+    pub engine: Arc<IssuanceEngine>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether opening may create the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartMode {
+    /// `slcs init`: create whatever is missing, the store included.
+    Init,
+    /// `slcs serve` and tools: create material only on an empty data
+    /// directory; an initialised directory must have its store.
+    Run,
+}
+
+/// Locks the data directory, creates missing material, opens the store and
+/// starts the engine.
+pub fn open(config: &Config, clock: &dyn Clock, mode: StartMode) -> Result<Opened, ServiceError> {
+    let lock = lock_data_dir(config)?;
+    let report = init_data_dir(config, clock.now())?;
+    let ca = crate::pki::ca::load_ca_certificate(config)?;
+    let store_mode = if mode == StartMode::Init || report.created_dev_ca {
+        OpenMode::CreateIfMissing
+    } else {
+        OpenMode::MustExist
+    };
+    let store = Arc::new(SledStore::open(&SledOptions {
+        path: config.store.path.clone(),
+        cache_capacity_bytes: config.store.cache_capacity_bytes,
+        mode: store_mode,
+        ca_key_sha256: Some(ca.key_sha256_hex()),
+    })?);
+    let engine = Arc::new(IssuanceEngine::start(
+        config,
+        Arc::clone(&store) as Arc<dyn crate::store::IssuanceLog>,
+        clock.now(),
+    )?);
+    Ok(Opened {
+        lock,
+        report,
+        store,
+        engine,
+    })
+}
+
+/// Runs the HTTPS service until SIGTERM or SIGINT. `on_ready` is called with
+/// the bound address once the listener accepts connections.
+pub async fn serve(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    on_start: impl FnOnce(&InitReport),
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServiceError> {
+    let opened = open(config, clock.as_ref(), StartMode::Run)?;
+    on_start(&opened.report);
+    let tls = tls_config(&config.server.tls_cert, &config.server.tls_key)?;
+    let files = trust_root_files(opened.engine.ca_certificate(), &config.ca.profile.subject)?;
+    let state = AppState::new(
+        Arc::clone(&opened.store) as Arc<dyn Store>,
+        Arc::clone(&opened.engine),
+        clock,
+        render_trustroots(&files),
+    );
+    let app = build_app(
+        state,
+        RequestLimits {
+            max_body_bytes: config.server.max_body_bytes,
+            request_timeout: config.server.request_timeout,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| ServiceError::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServiceError::Io {
+        context: "cannot read the listen address".into(),
+        source,
+    })?;
+    tracing::info!(
+        addr = %local,
+        ca_key = %opened.engine.ca_certificate().key_sha256_hex(),
+        profile = %config.ca.profile_source,
+        "slcs listening"
+    );
+    on_ready(local);
+    serve_http(listener, app, tls, &config.server, shutdown_signal()).await;
+
+    // In-flight requests are done (or cut at the grace period): make sure
+    // everything written is on disk before the process exits.
+    opened.store.flush().await?;
+    tracing::info!("store flushed; stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

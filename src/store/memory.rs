@@ -1,0 +1,112 @@
+//! An in-memory issuance log: the same uniqueness rules as the durable
+//! backends, nothing on disk. For benchmarks of the engine without the
+//! durable log and for tests; never for a running service.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{IssuanceIntent, IssuanceLog, IssuanceRecord, IssuanceState, Serial, StoreError};
+
+/// Issuance records held in a map.
+#[derive(Debug, Default)]
+pub struct MemoryIssuanceLog {
+    records: Mutex<HashMap<Serial, IssuanceRecord>>,
+}
+
+impl MemoryIssuanceLog {
+    fn with_records<T>(&self, f: impl FnOnce(&mut HashMap<Serial, IssuanceRecord>) -> T) -> T {
+        let mut guard = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    fn finish(
+        &self,
+        serial: &Serial,
+        update: impl FnOnce(&mut IssuanceRecord),
+        state: IssuanceState,
+    ) -> Result<(), StoreError> {
+        self.with_records(|records| {
+            let record = records
+                .get_mut(serial)
+                .ok_or_else(|| StoreError::UnknownSerial(serial.clone()))?;
+            if record.state != IssuanceState::Intent {
+                return Err(StoreError::WrongState {
+                    serial: serial.clone(),
+                    state: record.state,
+                    expected: IssuanceState::Intent,
+                });
+            }
+            record.state = state;
+            update(record);
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl IssuanceLog for MemoryIssuanceLog {
+    async fn record_intent(&self, intent: &IssuanceIntent) -> Result<(), StoreError> {
+        self.with_records(|records| {
+            if records.contains_key(&intent.serial) {
+                return Err(StoreError::SerialInUse(intent.serial.clone()));
+            }
+            records.insert(
+                intent.serial.clone(),
+                IssuanceRecord {
+                    intent: intent.clone(),
+                    state: IssuanceState::Intent,
+                    certificate: None,
+                    finished_at: None,
+                    abandon_reason: None,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    async fn record_issued(
+        &self,
+        serial: &Serial,
+        certificate_der: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.finish(
+            serial,
+            |r| {
+                r.certificate = Some(certificate_der.to_vec());
+                r.finished_at = Some(at);
+            },
+            IssuanceState::Issued,
+        )
+    }
+
+    async fn record_abandoned(
+        &self,
+        serial: &Serial,
+        reason: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.finish(
+            serial,
+            |r| {
+                r.abandon_reason = Some(reason.to_owned());
+                r.finished_at = Some(at);
+            },
+            IssuanceState::Abandoned,
+        )
+    }
+
+    async fn issuance(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
+        Ok(self.with_records(|records| records.get(serial).cloned()))
+    }
+
+    async fn issuance_count(&self) -> Result<u64, StoreError> {
+        Ok(self.with_records(|records| records.len() as u64))
+    }
+}

@@ -1,0 +1,303 @@
+//! Durable state behind one trait, [`Store`], so the domain never knows which
+//! database it talks to. Only this module knows sled (and, later, SQL).
+//!
+//! Contract for every backend: a method that returns `Ok` has made its write
+//! durable (on disk, fsynced) — "nothing acknowledged is lost". Methods speak
+//! the domain (`record_intent` refuses a serial that exists, atomically), not
+//! key-value operations. Later issues add clients, users, approvals, grants,
+//! tokens and audit as further supertraits of [`Store`].
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::pki::provenance::DelegationProvenance;
+
+pub mod memory;
+pub mod sled;
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Failures of the store. Each variant says what the operator must do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the data directory.
+    #[error(
+        "the data directory {0} is locked by another slcs process; stop it first (only one process may use a sled store)"
+    )]
+    Locked(String),
+    /// The database cannot be read.
+    #[error(
+        "the store at {path} is corrupt or unreadable: {detail}; restore it from a backup (slcs refuses to start on an empty store in its place)"
+    )]
+    Corrupt {
+        /// Where.
+        path: String,
+        /// What the backend said.
+        detail: String,
+    },
+    /// The database was written by a newer slcs.
+    #[error(
+        "the store has schema version {found}, newer than this build's {supported}; run a newer slcs"
+    )]
+    SchemaTooNew {
+        /// On disk.
+        found: u32,
+        /// Understood here.
+        supported: u32,
+    },
+    /// The store is missing although the data directory was initialised.
+    #[error(
+        "the store at {0} is missing or empty but the data directory already holds a CA; refusing to start on an empty store (restore it from a backup, or run `slcs init` once if this is a new deployment)"
+    )]
+    Missing(String),
+    /// The store belongs to a different CA.
+    #[error("the store at {0} was created for a different CA key; refusing to mix issuance logs")]
+    ForeignCa(String),
+    /// The serial is already in the issuance log.
+    #[error("serial {0} is already recorded")]
+    SerialInUse(Serial),
+    /// No record with this serial.
+    #[error("no issuance record for serial {0}")]
+    UnknownSerial(Serial),
+    /// A record is in the wrong state for the operation.
+    #[error("issuance record {serial} is {state:?}, expected {expected:?}")]
+    WrongState {
+        /// The record.
+        serial: Serial,
+        /// Its state.
+        state: IssuanceState,
+        /// The state required.
+        expected: IssuanceState,
+    },
+    /// Reading or writing failed (disk full, I/O error); the write is not durable.
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    /// A stored record cannot be decoded.
+    #[error("stored record {key} cannot be decoded: {detail}")]
+    Decode {
+        /// Which record.
+        key: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A certificate serial number: the DER INTEGER content octets, positive.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Serial(Vec<u8>);
+
+impl Serial {
+    /// Wraps content octets; refuses empty, negative, non-minimal or over-long
+    /// encodings (RFC 5280 §4.1.2.2: positive, at most 20 octets).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, String> {
+        match bytes.as_slice() {
+            [] => Err("empty serial".into()),
+            b if b.len() > 20 => Err("serial longer than 20 octets".into()),
+            [first, ..] if first & 0x80 != 0 => Err("negative serial".into()),
+            [0, second, ..] if second & 0x80 == 0 => Err("non-minimal serial encoding".into()),
+            [0] => Err("serial zero".into()),
+            _ => Ok(Self(bytes)),
+        }
+    }
+
+    /// The content octets.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Upper-case hexadecimal, no separators (as `openssl x509 -serial` prints it).
+    pub fn to_hex(&self) -> String {
+        hex::encode_upper(&self.0)
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Serial({})", self.to_hex())
+    }
+}
+
+impl TryFrom<String> for Serial {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let bytes = hex::decode(&value).map_err(|e| format!("serial {value:?}: {e}"))?;
+        Self::from_bytes(bytes)
+    }
+}
+
+impl From<Serial> for String {
+    fn from(value: Serial) -> Self {
+        value.to_hex()
+    }
+}
+
+impl std::str::FromStr for Serial {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::try_from(s.replace(':', ""))
+    }
+}
+
+/// Where an issuance stands (Boulder's order: intent, then certificate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuanceState {
+    /// Recorded before signing; a certificate may or may not exist.
+    Intent,
+    /// Signed and recorded; the certificate may have been returned.
+    Issued,
+    /// Signing failed or the result was discarded; no certificate left slcs.
+    Abandoned,
+}
+
+/// What is recorded durably before a certificate is signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuanceIntent {
+    /// The serial it will carry.
+    pub serial: Serial,
+    /// RFC 4514 subject.
+    pub subject: String,
+    /// Hex SHA-256 of the certified SubjectPublicKeyInfo.
+    pub key_sha256: String,
+    /// Key type, e.g. "ECDSA P-256".
+    pub key_type: String,
+    /// notBefore.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// notAfter.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// The delegation chain written into the certificate.
+    pub provenance: DelegationProvenance,
+    /// When the intent was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+}
+
+/// One entry of the issuance log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuanceRecord {
+    /// The intent, as recorded before signing.
+    pub intent: IssuanceIntent,
+    /// Current state.
+    pub state: IssuanceState,
+    /// The DER certificate, once issued.
+    #[serde(default, with = "opt_base64")]
+    pub certificate: Option<Vec<u8>>,
+    /// When the certificate was recorded, or the intent abandoned.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Why an intent was abandoned.
+    #[serde(default)]
+    pub abandon_reason: Option<String>,
+}
+
+/// Health as reported by `/healthz`.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreHealth {
+    /// Backend name.
+    pub backend: &'static str,
+    /// Whether a durable write round trip just succeeded.
+    pub ok: bool,
+    /// Schema version on disk.
+    pub schema_version: u32,
+    /// Issuance records held.
+    pub issuance_records: u64,
+    /// Why not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The issuance log: the record of every certificate slcs signed or meant to.
+#[async_trait]
+pub trait IssuanceLog: Send + Sync {
+    /// Records an intent; refuses (`SerialInUse`) a serial already recorded,
+    /// atomically, so two issuances can never share a serial (RFC 5280 §4.1.2.2).
+    async fn record_intent(&self, intent: &IssuanceIntent) -> Result<(), StoreError>;
+
+    /// Attaches the signed certificate to its intent. Durable on `Ok`; only
+    /// then may the certificate leave the process.
+    async fn record_issued(
+        &self,
+        serial: &Serial,
+        certificate_der: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Marks an intent whose certificate was never released.
+    async fn record_abandoned(
+        &self,
+        serial: &Serial,
+        reason: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Looks a serial up.
+    async fn issuance(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError>;
+
+    /// Number of records (any state).
+    async fn issuance_count(&self) -> Result<u64, StoreError>;
+}
+
+/// Everything slcs keeps. Backends implement every supertrait.
+#[async_trait]
+pub trait Store: IssuanceLog + Send + Sync {
+    /// Backend name, for health and logs.
+    fn backend(&self) -> &'static str;
+
+    /// Checks the store end to end (a durable write round trip).
+    async fn health(&self) -> StoreHealth;
+
+    /// Forces everything written so far to disk; used at shutdown.
+    async fn flush(&self) -> Result<(), StoreError>;
+}
+
+mod opt_base64 {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(bytes) => s.serialize_some(&STANDARD.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| STANDARD.decode(text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_encoding_rules() {
+        assert!(Serial::from_bytes(vec![]).is_err());
+        assert!(Serial::from_bytes(vec![0]).is_err());
+        assert!(Serial::from_bytes(vec![0x80]).is_err());
+        assert!(Serial::from_bytes(vec![0, 0x01]).is_err());
+        assert!(Serial::from_bytes(vec![1; 21]).is_err());
+        assert!(Serial::from_bytes(vec![0, 0x80]).is_ok());
+        let s = Serial::from_bytes(vec![0x01, 0xab]).unwrap();
+        assert_eq!(s.to_hex(), "01AB");
+        assert_eq!("01:ab".parse::<Serial>().unwrap(), s);
+    }
+}

@@ -1,0 +1,638 @@
+//! The embedded sled backend.
+//!
+//! Durability: sled keeps writes in memory and flushes them in the background
+//! every 500 ms; a crash loses whatever was not flushed. So every write here
+//! waits for an fsync before it returns ("Synchronously flushes all dirty IO
+//! buffers and calls fsync. If this succeeds, it is guaranteed that all
+//! previous writes will be recovered if the system crashes" — sled `Db::flush`).
+//!
+//! Group commit: writers do not fsync one by one. Each write is applied in
+//! memory, then the writer enqueues a waiter with the [`GroupCommit`] thread,
+//! which takes every waiter queued so far, issues one `flush`, and answers
+//! them all. A waiter is only ever answered by a flush that started after it
+//! was queued, so after its own write: correctness does not depend on timing,
+//! and N concurrent writers cost about one fsync instead of N.
+//!
+//! Multi-key updates (the record, its index, the counter) run in one sled
+//! transaction, so a crash never leaves half of them.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use time::OffsetDateTime;
+
+use super::{
+    IssuanceIntent, IssuanceLog, IssuanceRecord, IssuanceState, SCHEMA_VERSION, Serial, Store,
+    StoreError, StoreHealth,
+};
+
+const META_SCHEMA_VERSION: &[u8] = b"schema_version";
+const META_CA_KEY: &[u8] = b"ca_key_sha256";
+const META_ISSUANCE_COUNT: &[u8] = b"issuance_count";
+const META_HEALTH_PROBE: &[u8] = b"health_probe";
+
+/// Whether opening may create a new, empty store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// `slcs init` and first start: create the store if it does not exist.
+    CreateIfMissing,
+    /// A data directory that already holds a CA: the store must exist and
+    /// carry a schema version; an empty store in its place is refused, since
+    /// starting on one would forget every issuance (ATTACKS ROB-07).
+    MustExist,
+}
+
+/// Options for [`SledStore::open`].
+#[derive(Clone, Debug)]
+pub struct SledOptions {
+    /// Database directory.
+    pub path: PathBuf,
+    /// Page cache size in bytes.
+    pub cache_capacity_bytes: u64,
+    /// Create or require.
+    pub mode: OpenMode,
+    /// Hex SHA-256 of the CA's SubjectPublicKeyInfo: binds the store to its
+    /// CA so one CA's log is never mixed with another's.
+    pub ca_key_sha256: Option<String>,
+}
+
+/// Counters of the group-commit thread.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// fsyncs issued.
+    pub flushes: AtomicU64,
+    /// Writes made durable by them.
+    pub writes: AtomicU64,
+}
+
+/// The sled-backed [`Store`].
+pub struct SledStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    issuance: sled::Tree,
+    issuance_by_key: sled::Tree,
+    path: PathBuf,
+    commit: GroupCommit,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SledStore {
+    /// Opens (or, with [`OpenMode::CreateIfMissing`], creates) the store.
+    /// Never panics on a damaged database: sled's own panics are caught and
+    /// reported as [`StoreError::Corrupt`].
+    pub fn open(options: &SledOptions) -> Result<Self, StoreError> {
+        let path = options.path.clone();
+        let display = path.display().to_string();
+        let existed = path.exists();
+        if options.mode == OpenMode::MustExist && !existed {
+            return Err(StoreError::Missing(display));
+        }
+        let config = sled::Config::new()
+            .path(&path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput);
+        let db = open_catching_panics(&config, &display)?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| map_open_error(e, &display));
+        let meta = tree("meta")?;
+        let issuance = tree("issuance")?;
+        let issuance_by_key = tree("issuance_by_key")?;
+
+        let commit = GroupCommit::start(db.clone())
+            .map_err(|e| StoreError::Io(format!("cannot start the commit thread: {e}")))?;
+        let store = Self {
+            db,
+            meta,
+            issuance,
+            issuance_by_key,
+            path,
+            commit,
+        };
+        store.check_schema(options)?;
+        Ok(store)
+    }
+
+    /// Counters of the group-commit thread.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.commit.stats
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_schema(&self, options: &SledOptions) -> Result<(), StoreError> {
+        let display = self.path.display().to_string();
+        let version = self
+            .meta
+            .get(META_SCHEMA_VERSION)
+            .map_err(|e| map_open_error(e, &display))?;
+        match version {
+            None => {
+                let empty = self.issuance.is_empty() && self.meta.is_empty();
+                if options.mode == OpenMode::MustExist || !empty {
+                    return Err(if empty {
+                        StoreError::Missing(display)
+                    } else {
+                        StoreError::Corrupt {
+                            path: display,
+                            detail: "records without a schema version".into(),
+                        }
+                    });
+                }
+                self.meta
+                    .insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(io)?;
+            }
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        path: display.clone(),
+                        detail: "unreadable schema version".into(),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::SchemaTooNew {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                self.migrate(found)?;
+            }
+        }
+        if let Some(expected) = &options.ca_key_sha256 {
+            match self.meta.get(META_CA_KEY).map_err(io)? {
+                Some(bound) if bound.as_ref() != expected.as_bytes() => {
+                    return Err(StoreError::ForeignCa(display));
+                }
+                Some(_) => {}
+                None => {
+                    self.meta
+                        .insert(META_CA_KEY, expected.as_bytes())
+                        .map_err(io)?;
+                }
+            }
+        }
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    /// The migration hook: brings a store written by an older schema up to
+    /// [`SCHEMA_VERSION`], one version at a time, each step in a transaction
+    /// that also bumps the version key. Version 1 is the first schema, so
+    /// there is nothing to do yet; a future step is added as a match arm.
+    fn migrate(&self, found: u32) -> Result<(), StoreError> {
+        match found {
+            SCHEMA_VERSION => Ok(()),
+            // Add `n => { self.migrate_from_n()?; self.migrate(n + 1) }` arms
+            // here, each step in a transaction that also bumps the version.
+            other => Err(StoreError::Corrupt {
+                path: self.path.display().to_string(),
+                detail: format!("no migration from schema version {other}"),
+            }),
+        }
+    }
+
+    async fn durable(&self) -> Result<(), StoreError> {
+        self.commit.wait().await
+    }
+
+    fn read_record(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
+        self.issuance
+            .get(serial.as_bytes())
+            .map_err(io)?
+            .map(|bytes| decode(&bytes, serial))
+            .transpose()
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.commit.stop();
+        let _ = self.db.flush();
+    }
+}
+
+#[async_trait]
+impl IssuanceLog for SledStore {
+    async fn record_intent(&self, intent: &IssuanceIntent) -> Result<(), StoreError> {
+        let record = IssuanceRecord {
+            intent: intent.clone(),
+            state: IssuanceState::Intent,
+            certificate: None,
+            finished_at: None,
+            abandon_reason: None,
+        };
+        let value = encode(&record)?;
+        let serial = intent.serial.as_bytes();
+        let mut index_key = intent.key_sha256.as_bytes().to_vec();
+        index_key.push(b'/');
+        index_key.extend_from_slice(serial);
+
+        let result: Result<(), TransactionError<StoreError>> =
+            (&self.issuance, &self.issuance_by_key, &self.meta).transaction(
+                |(issuance, by_key, meta)| {
+                    if issuance.get(serial)?.is_some() {
+                        return Err(ConflictableTransactionError::Abort(
+                            StoreError::SerialInUse(intent.serial.clone()),
+                        ));
+                    }
+                    issuance.insert(serial, value.as_slice())?;
+                    by_key.insert(index_key.as_slice(), &[])?;
+                    let count = meta
+                        .get(META_ISSUANCE_COUNT)?
+                        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+                        .map_or(0, u64::from_be_bytes);
+                    meta.insert(META_ISSUANCE_COUNT, &(count + 1).to_be_bytes())?;
+                    Ok(())
+                },
+            );
+        result.map_err(transaction_error)?;
+        self.durable().await
+    }
+
+    async fn record_issued(
+        &self,
+        serial: &Serial,
+        certificate_der: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.finish(serial, IssuanceState::Issued, |record| {
+            record.certificate = Some(certificate_der.to_vec());
+            record.finished_at = Some(at);
+        })?;
+        self.durable().await
+    }
+
+    async fn record_abandoned(
+        &self,
+        serial: &Serial,
+        reason: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.finish(serial, IssuanceState::Abandoned, |record| {
+            record.abandon_reason = Some(reason.to_owned());
+            record.finished_at = Some(at);
+        })?;
+        self.durable().await
+    }
+
+    async fn issuance(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
+        self.read_record(serial)
+    }
+
+    async fn issuance_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get(META_ISSUANCE_COUNT)
+            .map_err(io)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+}
+
+impl SledStore {
+    /// Moves an `Intent` record to a final state, atomically.
+    fn finish(
+        &self,
+        serial: &Serial,
+        state: IssuanceState,
+        update: impl Fn(&mut IssuanceRecord),
+    ) -> Result<(), StoreError> {
+        let key = serial.as_bytes();
+        let result: Result<(), TransactionError<StoreError>> = self.issuance.transaction(|tx| {
+            let Some(bytes) = tx.get(key)? else {
+                return Err(ConflictableTransactionError::Abort(
+                    StoreError::UnknownSerial(serial.clone()),
+                ));
+            };
+            let mut record = decode(&bytes, serial).map_err(ConflictableTransactionError::Abort)?;
+            if record.state != IssuanceState::Intent {
+                return Err(ConflictableTransactionError::Abort(
+                    StoreError::WrongState {
+                        serial: serial.clone(),
+                        state: record.state,
+                        expected: IssuanceState::Intent,
+                    },
+                ));
+            }
+            record.state = state;
+            update(&mut record);
+            let value = encode(&record).map_err(ConflictableTransactionError::Abort)?;
+            tx.insert(key, value)?;
+            Ok(())
+        });
+        result.map_err(transaction_error)
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let probe = async {
+            self.meta.insert(META_HEALTH_PROBE, &[1]).map_err(io)?;
+            self.durable().await?;
+            let version = self
+                .meta
+                .get(META_SCHEMA_VERSION)
+                .map_err(io)?
+                .and_then(|b| <[u8; 4]>::try_from(b.as_ref()).ok())
+                .map_or(0, u32::from_be_bytes);
+            Ok::<_, StoreError>((version, self.issuance_count().await?))
+        };
+        match probe.await {
+            Ok((schema_version, issuance_records)) => StoreHealth {
+                backend: "sled",
+                ok: true,
+                schema_version,
+                issuance_records,
+                error: None,
+            },
+            Err(e) => StoreHealth {
+                backend: "sled",
+                ok: false,
+                schema_version: 0,
+                issuance_records: 0,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.durable().await
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// The group-commit thread (see the module documentation).
+struct GroupCommit {
+    sender: Option<mpsc::Sender<Waiter>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<CommitStats>,
+}
+
+type Waiter = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+impl GroupCommit {
+    fn start(db: sled::Db) -> std::io::Result<Self> {
+        let (sender, receiver) = mpsc::channel::<Waiter>();
+        let stats = Arc::new(CommitStats::default());
+        let thread_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("slcs-group-commit".into())
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(receiver.try_iter());
+                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    thread_stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    thread_stats
+                        .writes
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    for waiter in batch {
+                        // A waiter whose request was cancelled has gone away;
+                        // its write is durable all the same.
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            })?;
+        Ok(Self {
+            sender: Some(sender),
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    async fn wait(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.sender
+            .as_ref()
+            .ok_or_else(|| StoreError::Io("store is closed".into()))?
+            .send(tx)
+            .map_err(|_| StoreError::Io("the commit thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Io("the commit thread has stopped".into()))?
+            .map_err(StoreError::Io)
+    }
+
+    fn stop(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn open_catching_panics(config: &sled::Config, display: &str) -> Result<sled::Db, StoreError> {
+    // sled 0.34 can panic instead of returning `Corruption` on some damaged
+    // files (spacejam/sled#1533). Catch it and report a clear error; keep the
+    // panic message out of the operator's terminal.
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| config.open()));
+    std::panic::set_hook(previous_hook);
+    match result {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(map_open_error(e, display)),
+        Err(panic) => Err(StoreError::Corrupt {
+            path: display.to_owned(),
+            detail: panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the database engine panicked while reading it".into()),
+        }),
+    }
+}
+
+fn map_open_error(error: sled::Error, display: &str) -> StoreError {
+    match error {
+        sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+            StoreError::Locked(display.to_owned())
+        }
+        sled::Error::Io(e) => StoreError::Io(e.to_string()),
+        other => StoreError::Corrupt {
+            path: display.to_owned(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn io(error: sled::Error) -> StoreError {
+    StoreError::Io(error.to_string())
+}
+
+fn transaction_error(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => io(e),
+    }
+}
+
+fn encode(record: &IssuanceRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Io(format!("cannot encode record: {e}")))
+}
+
+fn decode(bytes: &[u8], serial: &Serial) -> Result<IssuanceRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
+        key: serial.to_hex(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::provenance::{DelegationProvenance, DelegationStep};
+    use time::macros::datetime;
+
+    fn options(dir: &Path, mode: OpenMode) -> SledOptions {
+        SledOptions {
+            path: dir.join("store"),
+            cache_capacity_bytes: 8 << 20,
+            mode,
+            ca_key_sha256: Some("aa".repeat(32)),
+        }
+    }
+
+    pub(crate) fn intent(serial: &[u8]) -> IssuanceIntent {
+        let at = datetime!(2026-11-23 12:00:00 UTC);
+        IssuanceIntent {
+            serial: Serial::from_bytes(serial.to_vec()).unwrap(),
+            subject: "CN=x".into(),
+            key_sha256: "bb".repeat(32),
+            key_type: "ECDSA P-256".into(),
+            not_before: at,
+            not_after: at + time::Duration::hours(1),
+            provenance: DelegationProvenance {
+                issuer: "https://as".into(),
+                subject: "u".into(),
+                auth_time: at,
+                auth_context: None,
+                grant_id: "g".into(),
+                steps: vec![DelegationStep {
+                    client_id: "c".into(),
+                    client_name: None,
+                    grant_type: "client_credentials".into(),
+                    scope: "slcs:certificate".into(),
+                    time: at,
+                    client_auth: "client_secret_basic".into(),
+                    approval_id: None,
+                }],
+                token_id: "t".into(),
+            },
+            recorded_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn intent_then_issued_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = datetime!(2026-11-23 12:00:01 UTC);
+        {
+            let store = SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap();
+            store.record_intent(&intent(&[1, 2])).await.unwrap();
+            let serial = Serial::from_bytes(vec![1, 2]).unwrap();
+            store.record_issued(&serial, b"DER", at).await.unwrap();
+            assert!(matches!(
+                store.record_issued(&serial, b"DER", at).await,
+                Err(StoreError::WrongState { .. })
+            ));
+            assert!(matches!(
+                store.record_intent(&intent(&[1, 2])).await,
+                Err(StoreError::SerialInUse(_))
+            ));
+            assert_eq!(store.issuance_count().await.unwrap(), 1);
+        }
+        let store = SledStore::open(&options(dir.path(), OpenMode::MustExist)).unwrap();
+        let record = store
+            .issuance(&Serial::from_bytes(vec![1, 2]).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.state, IssuanceState::Issued);
+        assert_eq!(record.certificate.as_deref(), Some(&b"DER"[..]));
+        assert_eq!(record.intent, intent(&[1, 2]));
+        assert!(store.health().await.ok);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_share_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..64u8 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store.record_intent(&intent(&[1, i])).await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let stats = store.commit_stats();
+        assert_eq!(stats.writes.load(Ordering::Relaxed), 64);
+        assert!(stats.flushes.load(Ordering::Relaxed) <= 64);
+        assert_eq!(store.issuance_count().await.unwrap(), 64);
+    }
+
+    #[tokio::test]
+    async fn missing_unknown_and_foreign_stores_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            SledStore::open(&options(dir.path(), OpenMode::MustExist)),
+            Err(StoreError::Missing(_))
+        ));
+        drop(SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap());
+        let mut other = options(dir.path(), OpenMode::MustExist);
+        other.ca_key_sha256 = Some("cc".repeat(32));
+        assert!(matches!(
+            SledStore::open(&other),
+            Err(StoreError::ForeignCa(_))
+        ));
+        {
+            let store = SledStore::open(&options(dir.path(), OpenMode::MustExist)).unwrap();
+            store
+                .meta
+                .insert(META_SCHEMA_VERSION, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .unwrap();
+        }
+        assert!(matches!(
+            SledStore::open(&options(dir.path(), OpenMode::MustExist)),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn finishing_an_unknown_serial_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap();
+        let serial = Serial::from_bytes(vec![9]).unwrap();
+        assert!(matches!(
+            store
+                .record_abandoned(&serial, "x", datetime!(2026-01-01 0:00 UTC))
+                .await,
+            Err(StoreError::UnknownSerial(_))
+        ));
+    }
+}
