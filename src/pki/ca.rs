@@ -130,7 +130,11 @@ impl CaCertificate {
                 cert.validity().not_after.to_datetime(),
             )
         };
-        let pem = pem::encode(&pem::Pem::new("CERTIFICATE", der.clone()));
+        // LF line endings, as on disk and as every PEM tool writes them.
+        let pem = pem::encode_config(
+            &pem::Pem::new("CERTIFICATE", der.clone()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        );
         Ok(Self {
             der,
             pem,

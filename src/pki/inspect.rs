@@ -11,7 +11,7 @@ use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 use x509_parser::public_key::PublicKey;
 
 use super::dn::escape_value;
-use super::provenance::DelegationProvenance;
+use super::provenance::{DelegationProvenance, oid_is_valid_for_x509};
 
 /// What `slcs inspect` shows.
 #[derive(Clone, Debug, Serialize)]
@@ -49,6 +49,9 @@ pub enum InspectError {
     /// Not a certificate in PEM or DER.
     #[error("not an X.509 certificate (PEM or DER): {0}")]
     NotACertificate(String),
+    /// The provenance OID given is not a valid OID.
+    #[error("invalid provenance OID: {0}")]
+    BadOid(String),
 }
 
 /// Finds the extension with `provenance_oid` in a DER certificate and decodes it.
@@ -56,12 +59,62 @@ pub fn provenance_of(
     certificate_der: &[u8],
     provenance_oid: &str,
 ) -> Result<Option<DelegationProvenance>, String> {
+    let wanted = oid_content_octets(provenance_oid)?;
     let (_, cert) = X509Certificate::from_der(certificate_der).map_err(|e| e.to_string())?;
     cert.extensions()
         .iter()
-        .find(|ext| ext.oid.to_id_string() == provenance_oid)
+        .find(|ext| ext.oid.as_bytes() == wanted.as_slice())
         .map(|ext| DelegationProvenance::from_der(ext.value).map_err(|e| e.to_string()))
         .transpose()
+}
+
+/// The DER content octets of a dotted OID. Extensions are matched on these
+/// bytes: x509-parser's `to_id_string` misrenders OIDs whose first
+/// subidentifier needs two octets (it prints 2.999.1 as 3.16.55.1).
+pub fn oid_content_octets(dotted: &str) -> Result<Vec<u8>, String> {
+    let arcs = oid_is_valid_for_x509(dotted)?;
+    let (first, second, rest) = match arcs.as_slice() {
+        [first, second, rest @ ..] => (*first, *second, rest),
+        _ => return Err(format!("{dotted}: an OID has at least two arcs")),
+    };
+    let mut out = Vec::new();
+    for arc in std::iter::once(first * 40 + second).chain(rest.iter().copied()) {
+        let mut groups = vec![u8::try_from(arc & 0x7f).unwrap_or(0)];
+        let mut value = arc >> 7;
+        while value > 0 {
+            groups.push(u8::try_from(value & 0x7f).unwrap_or(0) | 0x80);
+            value >>= 7;
+        }
+        out.extend(groups.iter().rev());
+    }
+    Ok(out)
+}
+
+/// Renders OID content octets in dotted form (correctly for every arc size).
+pub fn dotted_oid(content: &[u8]) -> String {
+    let mut arcs: Vec<u64> = Vec::new();
+    let mut value: u64 = 0;
+    for byte in content {
+        value = (value << 7) | u64::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            if arcs.is_empty() {
+                let (first, second) = match value {
+                    0..40 => (0, value),
+                    40..80 => (1, value - 40),
+                    _ => (2, value - 80),
+                };
+                arcs.push(first);
+                arcs.push(second);
+            } else {
+                arcs.push(value);
+            }
+            value = 0;
+        }
+    }
+    arcs.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Summarises the first certificate in `input` (PEM or DER).
@@ -81,10 +134,11 @@ pub fn inspect(input: &[u8], provenance_oid: &str) -> Result<CertificateSummary,
     };
     let (_, cert) = X509Certificate::from_der(&der)
         .map_err(|e| InspectError::NotACertificate(e.to_string()))?;
+    let wanted = oid_content_octets(provenance_oid).map_err(InspectError::BadOid)?;
     let (provenance, provenance_error) = match cert
         .extensions()
         .iter()
-        .find(|ext| ext.oid.to_id_string() == provenance_oid)
+        .find(|ext| ext.oid.as_bytes() == wanted.as_slice())
     {
         None => (None, None),
         Some(ext) => match DelegationProvenance::from_der(ext.value) {
@@ -103,7 +157,7 @@ pub fn inspect(input: &[u8], provenance_oid: &str) -> Result<CertificateSummary,
         extensions: cert
             .extensions()
             .iter()
-            .map(|e| e.oid.to_id_string())
+            .map(|e| dotted_oid(e.oid.as_bytes()))
             .collect(),
         provenance,
         provenance_error,
@@ -213,5 +267,30 @@ fn key_type(cert: &X509Certificate<'_>) -> String {
         }
         "1.3.101.112" => "Ed25519".into(),
         other => format!("unknown ({other})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oid_octets_round_trip_including_large_first_subidentifiers() {
+        for oid in [
+            "1.3.6.1.4.1.32473.1",
+            "1.3.6.1.4.1.99999.1",
+            "2.5.29.32",
+            "0.9.2342.19200300.100.1.25",
+        ] {
+            let bytes = oid_content_octets(oid).unwrap();
+            assert_eq!(dotted_oid(&bytes), oid);
+        }
+        // A first subidentifier of two octets decodes correctly here.
+        assert_eq!(dotted_oid(&[0x88, 0x37, 0x01]), "2.999.1");
+        assert!(oid_content_octets("2.999.1").is_err());
+        assert_eq!(
+            oid_content_octets("2.5.29.32").unwrap(),
+            vec![0x55, 0x1d, 0x20]
+        );
     }
 }

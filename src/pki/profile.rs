@@ -454,7 +454,7 @@ mod tests {
     #[test]
     fn builtin_profile_is_valid_and_development_flagged() {
         let p = profile();
-        assert_eq!(p.provenance_oid, vec![2, 999, 1]);
+        assert_eq!(p.provenance_oid, vec![1, 3, 6, 1, 4, 1, 32473, 1]);
         assert_eq!(p.max_lifetime.as_secs(), 43200);
         assert!(p.max_lifetime.as_secs() < 1_000_000);
     }
@@ -520,7 +520,7 @@ mod tests {
                 "max_lifetime_secs",
             ),
             (
-                "provenance_oid = \"2.999.1\"",
+                "provenance_oid = \"1.3.6.1.4.1.32473.1\"",
                 "provenance_oid = \"2.25.329800735698586629295641978511506172918\"",
                 "provenance_oid",
             ),

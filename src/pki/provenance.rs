@@ -610,7 +610,7 @@ mod rfc3339 {
 // Extension OID
 // ---------------------------------------------------------------------------
 
-/// Parses a dotted OID string (e.g. `"2.999.1"`) for use as the extension
+/// Parses a dotted OID string (e.g. `"1.3.6.1.4.1.32473.1"`) for use as the extension
 /// OID and returns its arcs (rcgen's `CustomExtension::from_oid_content`
 /// takes `&[u64]`).
 ///
@@ -669,9 +669,15 @@ pub fn oid_is_valid_for_x509(oid: &str) -> Result<Vec<u64>, String> {
         ));
     }
     let head = first * 40 + second;
-    if head >= ARC_LIMIT {
+    // The first two arcs share one subidentifier, 40*first+second. When it
+    // needs more than one octet (2.48 and above, e.g. the 2.999 example arc)
+    // pyasn1 — and so pkilint — fails to decode the certificate ("OID
+    // contains out-of-range arc"), and x509-parser prints 2.999.1 as
+    // 3.16.55.1. Such OIDs are valid X.509 but not interoperable: refuse them.
+    if head > 127 {
         return Err(format!(
-            "OID {oid:?}: first subidentifier 40*{first}+{second} is 2^31 or more (Go's crypto/x509 rejects it)"
+            "OID {oid:?}: its first two arcs encode as {head} (above 127), which pyasn1-based \
+             tools such as pkilint cannot decode; use an arc such as 1.3.6.1.4.1.<your PEN>"
         ));
     }
     let base128_len = |v: u64| (64 - (v | 1).leading_zeros() as usize).div_ceil(7);
@@ -1424,14 +1430,23 @@ steps (root client first, presenter last):
 
     #[test]
     fn oid_validation() {
-        assert_eq!(oid_is_valid_for_x509("2.999.1"), Ok(vec![2, 999, 1]));
+        assert!(
+            oid_is_valid_for_x509("2.999.1").is_err(),
+            "2.999 does not interoperate"
+        );
+        assert_eq!(oid_is_valid_for_x509("2.47.1"), Ok(vec![2, 47, 1]));
+        assert!(oid_is_valid_for_x509("2.48.1").is_err());
+        assert_eq!(
+            oid_is_valid_for_x509("1.3.6.1.4.1.32473.1"),
+            Ok(vec![1, 3, 6, 1, 4, 1, 32473, 1])
+        );
         assert_eq!(
             oid_is_valid_for_x509("1.3.6.1.4.1.99999.1"),
             Ok(vec![1, 3, 6, 1, 4, 1, 99999, 1])
         );
         assert_eq!(
-            oid_is_valid_for_x509("2.999.2147483647"),
-            Ok(vec![2, 999, 2_147_483_647])
+            oid_is_valid_for_x509("2.5.2147483647"),
+            Ok(vec![2, 5, 2_147_483_647])
         );
         assert_eq!(oid_is_valid_for_x509("0.39"), Ok(vec![0, 39]));
         assert_eq!(oid_is_valid_for_x509("2.0"), Ok(vec![2, 0]));
@@ -1456,9 +1471,9 @@ steps (root client first, presenter last):
             assert!(oid_is_valid_for_x509(bad).is_err(), "{bad:?} accepted");
         }
         // const-oid's 39-byte limit.
-        let many = format!("2.999{}", ".2147483647".repeat(8));
+        let many = format!("2.5{}", ".2147483647".repeat(8));
         assert!(oid_is_valid_for_x509(&many).is_err());
-        let fits = format!("2.999{}", ".2147483647".repeat(7));
+        let fits = format!("2.5{}", ".2147483647".repeat(7));
         assert!(oid_is_valid_for_x509(&fits).is_ok());
     }
 

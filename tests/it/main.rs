@@ -1,0 +1,309 @@
+//! The one integration-test binary: the real `slcs` binary on loopback ports,
+//! real TLS, real CSRs made by OpenSSL and rcgen, certificates checked by
+//! OpenSSL (and pkilint where installed).
+
+// Tests fail loudly: unwrap, expect, panics and indexing are how they report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    unreachable_pub
+)]
+
+mod durability;
+mod issuance;
+mod pkilint;
+mod refusals;
+mod server;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use slcs::clock::{Clock, SystemClock};
+use slcs::config::{CliOverrides, Config};
+use slcs::service::{Opened, StartMode};
+
+/// The binary under test.
+pub fn slcs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_slcs")
+}
+
+/// Runs `slcs` with arguments and environment; waits.
+pub fn run_slcs(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(slcs_bin());
+    command.args(args).env_remove("SLCS_CONFIG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run slcs")
+}
+
+/// Runs `openssl` with arguments; panics with its stderr if it fails.
+pub fn openssl(args: &[&str]) -> String {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed (the CI script installs it)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `openssl` and returns its whole output, success or not.
+pub fn openssl_output(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl")
+}
+
+/// A configuration for a data directory, as the binary would load it.
+pub fn config_for(dir: &Path, env: &[(&str, &str)]) -> Config {
+    let mut vars: Vec<(String, String)> =
+        vec![("SLCS_DATA_DIR".into(), dir.to_string_lossy().into_owned())];
+    vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    slcs::config::load(None, vars, &CliOverrides::default()).unwrap()
+}
+
+/// Opens an engine on a fresh data directory with a CA of `ca_key_type`.
+pub fn open_engine(dir: &Path, ca_key_type: &str) -> (Config, Opened) {
+    let config = config_for(dir, &[("SLCS_CA_KEY_TYPE", ca_key_type)]);
+    let opened = slcs::service::open(&config, &SystemClock, StartMode::Init).unwrap();
+    (config, opened)
+}
+
+/// Now, from the system clock.
+pub fn now() -> time::OffsetDateTime {
+    SystemClock.now()
+}
+
+/// A running `slcs serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Server {
+    /// Starts `slcs serve` on 127.0.0.1:0 with `data_dir`; waits until it listens.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let stderr_path = data_dir.with_extension(format!("stderr-{}", rand_tag()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut command = Command::new(slcs_bin());
+        command
+            .args([
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("SLCS_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                let _ = child.wait();
+                panic!(
+                    "slcs exited before listening: {}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            };
+            let line = line.unwrap();
+            if let Some(addr) = line.strip_prefix("slcs listening on https://") {
+                break addr.parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            stderr_path,
+        }
+    }
+
+    /// The CA certificate the server uses.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("ca").join("ca.pem")).unwrap()
+    }
+
+    /// A GET over a fresh TLS connection.
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    /// Sends raw request bytes over a fresh TLS connection; reads to EOF.
+    pub fn request(&self, raw: &str) -> HttpResponse {
+        let mut tls = self.connect();
+        tls.write_all(raw.as_bytes()).unwrap();
+        tls.flush().unwrap();
+        read_response(&mut tls)
+    }
+
+    /// A TLS connection trusting only this server's CA.
+    pub fn connect(&self) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        tls_connect(self.addr, &self.ca_pem())
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        signal(&self.child, "TERM");
+        let status = wait_timeout(&mut self.child, Duration::from_secs(40));
+        std::mem::forget(self);
+        status
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal by name with kill(1).
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for a child, killing it (and failing) after `limit`.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Reads one response from a connection the server will close.
+pub fn read_response(stream: &mut impl Read) -> HttpResponse {
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // rustls reports a missing close_notify as UnexpectedEof; the bytes
+        // read so far are what we need.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("read failed: {e}"),
+    }
+    parse_response(&raw)
+}
+
+/// Parses a complete HTTP/1.1 response (Content-Length bodies).
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if let Some(length) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.truncate(length);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A blocking rustls client connection trusting `ca_pem` only.
+pub fn tls_connect(
+    addr: SocketAddr,
+    ca_pem: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+/// A short random hex tag.
+pub fn rand_tag() -> String {
+    let mut bytes = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap();
+    hex::encode(bytes)
+}

@@ -1,0 +1,464 @@
+//! `slcs serve` as a process: start-up on an empty data directory, the
+//! public endpoints, locking, limits and timeouts, shutdown, bad
+//! configuration and damaged stores.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::{HttpResponse, Server, openssl, parse_response, run_slcs};
+
+/// Short deadlines so the timeout tests finish quickly.
+const FAST: &[(&str, &str)] = &[
+    ("SLCS_SERVER_HEADER_READ_TIMEOUT_SECS", "1"),
+    ("SLCS_SERVER_TLS_HANDSHAKE_TIMEOUT_SECS", "1"),
+    ("SLCS_SERVER_REQUEST_TIMEOUT_SECS", "2"),
+    ("SLCS_SERVER_IDLE_TIMEOUT_SECS", "3"),
+];
+
+#[test]
+fn first_start_serves_health_and_ca_and_a_restart_reuses_the_ca() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &[]);
+
+    let health = server.get("/healthz");
+    assert_eq!(health.status, 200, "{}", health.text());
+    let json = health.json();
+    assert_eq!(json["status"], "ok");
+    assert_eq!(json["store"]["ok"], true);
+    assert_eq!(json["store"]["backend"], "sled");
+    assert_eq!(json["store"]["schema_version"], 1);
+    assert_eq!(health.header("cache-control"), Some("no-store"));
+    assert_eq!(health.header("x-content-type-options"), Some("nosniff"));
+    assert!(health.header("x-request-id").is_some());
+
+    let ca = server.get("/ca.pem");
+    assert_eq!(ca.status, 200);
+    assert_eq!(ca.header("content-type"), Some("application/x-pem-file"));
+    assert_eq!(ca.text(), server.ca_pem());
+    let ca_path = work.path().join("served-ca.pem");
+    std::fs::write(&ca_path, ca.text()).unwrap();
+    let text = openssl(&["x509", "-in", ca_path.to_str().unwrap(), "-noout", "-text"]);
+    assert!(text.contains("CA:TRUE"), "{text}");
+    assert!(text.contains("Certificate Sign"), "{text}");
+
+    // Private material is private.
+    use std::os::unix::fs::PermissionsExt as _;
+    for secret in ["ca/ca-key.pem", "tls/server-key.pem", "admin-token"] {
+        let mode = std::fs::metadata(data.join(secret))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{secret}");
+    }
+
+    let first_ca = server.ca_pem();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+
+    let again = Server::start(&data, &[]);
+    assert_eq!(
+        again.get("/ca.pem").text(),
+        first_ca,
+        "restart must reuse the CA"
+    );
+    assert_eq!(again.get("/healthz").status, 200);
+}
+
+#[test]
+fn a_second_instance_on_the_same_data_directory_fails_locked() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let _server = Server::start(&data, &[]);
+    let output = run_slcs(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("locked"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn trustroots_use_the_openssl_hash_name_and_the_ca_file() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let response = server.get("/trustroots/");
+    assert_eq!(response.status, 200);
+    let body = response.text();
+    let ca_path = server.data_dir.join("ca").join("ca.pem");
+    let hash = openssl(&["x509", "-in", ca_path.to_str().unwrap(), "-noout", "-hash"]);
+    let hash = hash.trim();
+    let mut files = std::collections::HashMap::new();
+    for line in body.lines() {
+        let (name, content) = line.split_once('=').unwrap();
+        let content = base64::engine::general_purpose::STANDARD
+            .decode(content)
+            .unwrap();
+        files.insert(name.to_owned(), String::from_utf8(content).unwrap());
+    }
+    assert_eq!(
+        files.get(&format!("{hash}.0")),
+        Some(&server.ca_pem()),
+        "{body}"
+    );
+    let policy = &files[&format!("{hash}.signing_policy")];
+    assert!(policy.contains("access_id_CA"), "{policy}");
+    assert!(policy.contains("'\"/O=slcs development/*\"'"), "{policy}");
+}
+
+#[test]
+fn errors_are_json_and_carry_the_security_headers() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let missing = server.get("/no/such/path");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"], "not_found");
+    assert_eq!(
+        missing.header("content-security-policy"),
+        Some("default-src 'none'; frame-ancestors 'none'")
+    );
+    assert_eq!(
+        missing.header("strict-transport-security"),
+        Some("max-age=31536000")
+    );
+
+    let wrong_method =
+        server.request("DELETE /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.json()["error"], "invalid_request");
+}
+
+/// ATTACKS ROB-01: a body above the limit gets 413 before it is read.
+#[test]
+fn oversized_bodies_get_413() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let response = server.request(
+        "POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert_eq!(response.json()["error"], "invalid_request");
+
+    // A head above the header limit is refused too (431).
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let response = server.request(&huge);
+    assert_eq!(response.status, 431);
+}
+
+/// ATTACKS ROB-02: a client that never finishes its headers is cut off at
+/// the header-read deadline while other clients are served.
+#[test]
+fn slowloris_headers_are_cut_off() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), FAST);
+    let mut slow = server.connect();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .unwrap();
+    slow.flush().unwrap();
+
+    // Meanwhile an honest client is served.
+    assert_eq!(server.get("/healthz").status, 200);
+
+    let started = Instant::now();
+    // Keep trickling one byte at a time, as Slowloris does.
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(300));
+        if slow.write_all(b"a").and_then(|()| slow.flush()).is_err() {
+            closed = true;
+            break;
+        }
+        slow.sock
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match slow.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Ok(_) | Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the slow connection was never closed");
+}
+
+/// A TCP client that never starts the TLS handshake is dropped at the
+/// handshake deadline.
+#[test]
+fn silent_tcp_clients_are_dropped_at_the_handshake_deadline() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), FAST);
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut buf = [0u8; 16];
+    let result = tcp.read(&mut buf);
+    assert!(
+        matches!(result, Ok(0))
+            || matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "expected the server to close the connection, got {result:?}"
+    );
+}
+
+/// Idle keep-alive connections are closed at the idle deadline.
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), FAST);
+    let mut tls = server.connect();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    tls.flush().unwrap();
+    let response = read_one_response(&mut tls);
+    assert_eq!(response.status, 200);
+    // The connection stays open for a next request, then idles out.
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let result = tls.read(&mut buf);
+    assert!(
+        matches!(result, Ok(0))
+            || matches!(&result, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut),
+        "expected the idle connection to be closed, got {result:?}"
+    );
+}
+
+/// Reads exactly one Content-Length response from a keep-alive connection.
+fn read_one_response(stream: &mut impl Read) -> HttpResponse {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed early");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + length {
+                return parse_response(&raw);
+            }
+        }
+    }
+}
+
+/// SIGTERM: stop accepting, drain, flush the store, exit 0.
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    assert_eq!(server.get("/healthz").status, 200);
+    let addr = server.addr;
+    let stderr_path = server.stderr_path.clone();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(stderr_path).unwrap();
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains("store flushed"), "{log}");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+#[test]
+fn bad_configuration_is_refused_naming_the_key() {
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("slcs.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n").unwrap();
+    let output = run_slcs(&["--config", file.to_str().unwrap(), "serve"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("lisen"), "{stderr}");
+
+    let output = run_slcs(&["config", "validate", file.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
+
+    std::fs::write(
+        &file,
+        "data_dir = \"/tmp/x\"\n[server]\nlisten = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let output = run_slcs(&["config", "validate", file.to_str().unwrap()], &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("valid"));
+
+    let output = run_slcs(
+        &[
+            "--data-dir",
+            work.path().join("d").to_str().unwrap(),
+            "serve",
+        ],
+        &[("SLCS_SERVER_LISTN", "127.0.0.1:0")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SLCS_SERVER_LISTN"));
+}
+
+/// ATTACKS ROB-07: a damaged or missing store is refused with a clear
+/// message and exit code 4 — never a panic, never a silent empty store.
+#[test]
+fn damaged_or_missing_stores_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &[]);
+    assert_eq!(server.get("/healthz").status, 200);
+    assert!(server.terminate().success());
+    let store = data.join("store");
+    let backup = work.path().join("store-backup");
+    copy_dir(&store, &backup);
+
+    let serve = || {
+        run_slcs(
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+        )
+    };
+    let check = |label: &str, output: std::process::Output| {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(4), "{label}: {stderr}");
+        assert!(stderr.contains("store"), "{label}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{label}: {stderr}");
+    };
+
+    // Garbage over the database file.
+    let db = store.join("db");
+    let length = std::fs::metadata(&db).unwrap().len() as usize;
+    std::fs::write(&db, vec![0xA5u8; length.max(4096)]).unwrap();
+    check("garbage db", serve());
+
+    // An empty database file: sled would happily start afresh.
+    std::fs::write(&db, b"").unwrap();
+    check("empty db", serve());
+
+    // No store at all.
+    std::fs::remove_dir_all(&store).unwrap();
+    let output = serve();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing"));
+    check("missing store", output);
+
+    // Restored from the backup, it starts again.
+    copy_dir(&backup, &store);
+    let server = Server::start(&data, &[]);
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// A CA key readable by others is refused (like ssh refuses such keys).
+#[test]
+fn a_world_readable_ca_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let output = run_slcs(&["--data-dir", data.to_str().unwrap(), "init"], &[]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("DEVELOPMENT CA"), "{stdout}");
+    let key = data.join("ca").join("ca-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = run_slcs(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
+
+    // `init` on an initialised directory creates nothing and overwrites nothing.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = std::fs::read(&key).unwrap();
+    let output = run_slcs(&["--data-dir", data.to_str().unwrap(), "init"], &[]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("nothing created"));
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+
+    // Half a pair is refused, not completed.
+    std::fs::remove_file(data.join("ca").join("ca.pem")).unwrap();
+    let output = run_slcs(&["--data-dir", data.to_str().unwrap(), "init"], &[]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("incomplete CA"));
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+}
+
+#[test]
+fn init_honours_the_ca_key_type() {
+    for (kind, expected) in [("ecdsa-p384", "secp384r1"), ("rsa-3072", "3072 bit")] {
+        let work = tempfile::tempdir().unwrap();
+        let data = work.path().join("data");
+        let output = run_slcs(
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "init",
+                "--ca-key-type",
+                kind,
+            ],
+            &[],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = openssl(&[
+            "x509",
+            "-in",
+            data.join("ca/ca.pem").to_str().unwrap(),
+            "-noout",
+            "-text",
+        ]);
+        assert!(text.contains(expected), "{kind}: {text}");
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
