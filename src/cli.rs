@@ -2,11 +2,6 @@
 //! `bench`. Argument parsing and output only; the work is done by
 //! [`crate::service`] and the domain modules.
 
-#![allow(
-    clippy::print_stdout,
-    reason = "the command line reports on standard output"
-)]
-
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +22,14 @@ use crate::pki::provenance::{DelegationProvenance, DelegationStep};
 use crate::service::{self, ServiceError, StartMode};
 use crate::store::IssuanceLog;
 use crate::store::memory::MemoryIssuanceLog;
+
+/// Writes a line to standard output. A closed pipe (`slcs inspect c.pem |
+/// head -1`) ends the output quietly instead of panicking as `println!` does.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -132,7 +135,7 @@ pub fn main() -> ExitCode {
 
 fn load_config(cli: &Cli, overrides: CliOverrides) -> Result<Config, ServiceError> {
     let overrides = CliOverrides {
-        data_dir: cli.data_dir.clone(),
+        data_dir: overrides.data_dir.or_else(|| cli.data_dir.clone()),
         ..overrides
     };
     Ok(config::load(
@@ -156,7 +159,7 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
             let opened = service::open(&config, &SystemClock, StartMode::Init)?;
             print_report(&opened.report);
             if opened.report.created.is_empty() {
-                println!(
+                say!(
                     "slcs: data directory {} is already initialised; nothing created",
                     config.data_dir.display()
                 );
@@ -177,8 +180,8 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
                 Arc::new(SystemClock),
                 print_report,
                 |addr| {
-                    println!("slcs listening on https://{addr}");
-                    let _ = std::io::stdout().flush();
+                    say!("slcs listening on https://{addr}");
+                    let _ = std::io::stdout().lock().flush();
                 },
             ))
         }
@@ -186,7 +189,7 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
             action: ConfigAction::Validate { file },
         } => {
             let config = config::validate_file(file)?;
-            println!(
+            say!(
                 "{}: valid (listen {}, data directory {}, profile: {})",
                 file.display(),
                 config.server.listen,
@@ -219,12 +222,12 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
                 })?;
             if *json {
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&summary).unwrap_or_default()
                 );
             } else {
-                print!("{summary}");
+                let _ = write!(std::io::stdout().lock(), "{summary}");
             }
             Ok(())
         }
@@ -237,7 +240,7 @@ fn print_report(report: &InitReport) {
         return;
     }
     if report.created_dev_ca {
-        println!(
+        say!(
             "slcs: created a DEVELOPMENT CA ({}). Do not use it in production: see certs/README.md.",
             report
                 .ca_key_type
@@ -246,7 +249,7 @@ fn print_report(report: &InitReport) {
         );
     }
     for (what, path) in &report.created {
-        println!("slcs: {what}: {}", path.display());
+        say!("slcs: {what}: {}", path.display());
     }
 }
 
@@ -313,10 +316,6 @@ fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), ServiceError> {
             ..CliOverrides::default()
         },
     )?;
-    let config = Config {
-        data_dir: scratch.clone().unwrap_or(config.data_dir.clone()),
-        ..config
-    };
     let csrs = bench_csrs(&args.csr_key_type).map_err(invalid)?;
     let clock = SystemClock;
     let opened = service::open(
@@ -359,7 +358,7 @@ fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), ServiceError> {
     let (issued, elapsed, failures) = result;
     let rate = issued as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({
                 "ca_key_type": args.ca_key_type,
@@ -376,16 +375,19 @@ fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), ServiceError> {
             })
         );
     } else {
-        println!(
+        say!(
             "bench: CA {} · CSR {} · log {} · {threads} thread(s) · {} concurrent",
-            args.ca_key_type, args.csr_key_type, args.log, args.concurrency
+            args.ca_key_type,
+            args.csr_key_type,
+            args.log,
+            args.concurrency
         );
-        println!(
+        say!(
             "issued {issued} certificates in {:.2} s: {rate:.0} certificates/s ({failures} failures)",
             elapsed.as_secs_f64()
         );
         if durable && flushes > 0 {
-            println!(
+            say!(
                 "group commit: {writes} durable writes in {flushes} fsyncs ({:.1} writes per fsync)",
                 writes as f64 / flushes as f64
             );
@@ -496,11 +498,7 @@ fn bench_request(now: OffsetDateTime) -> IssuanceRequest {
             grant_id: "grant-bench".into(),
             steps: vec![
                 step("portal", "authorization_code", "client_secret_basic"),
-                step(
-                    "wps",
-                    "urn:ietf:params:oauth:grant-type:token-exchange",
-                    "client_secret_basic",
-                ),
+                step("wps", "token-exchange", "client_secret_basic"),
                 step("broker-a", "certificate", "tls_client_auth"),
             ],
             token_id: "jti-bench".into(),

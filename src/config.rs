@@ -393,7 +393,7 @@ fn apply_env(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     for (name, value) in env {
-        if !name.starts_with("SLCS_") || name == CONFIG_ENV {
+        if !name.starts_with("SLCS_") || name == CONFIG_ENV || is_service_link(&name) {
             continue;
         }
         let key = KEYS
@@ -414,6 +414,14 @@ fn apply_env(
         set_path(table, key.path, value);
     }
     Ok(())
+}
+
+/// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_SERVICE_PORT*`
+/// and `<SERVICE>_PORT*` for every Service, so a Service named `slcs` would
+/// otherwise make the pod refuse to start. No configuration key begins with
+/// `service` or `port`, so these names can never hide a typo of a real key.
+fn is_service_link(name: &str) -> bool {
+    name.starts_with("SLCS_SERVICE_") || name == "SLCS_PORT" || name.starts_with("SLCS_PORT_")
 }
 
 fn apply_cli(table: &mut toml::Table, cli: &CliOverrides) {
@@ -786,8 +794,20 @@ mod tests {
             err.to_string().contains("SLCS_SERVER_MAX_CONNECTIONS"),
             "{err}"
         );
-        // SLCS_CONFIG names the file and is not a key.
-        load_str("", &[(CONFIG_ENV, "/elsewhere.toml")]).unwrap();
+        // SLCS_CONFIG names the file and is not a key; Kubernetes
+        // service-link variables are not keys either.
+        load_str(
+            "",
+            &[
+                (CONFIG_ENV, "/elsewhere.toml"),
+                ("SLCS_PORT", "tcp://10.0.0.1:8443"),
+                ("SLCS_PORT_8443_TCP_ADDR", "10.0.0.1"),
+                ("SLCS_SERVICE_HOST", "10.0.0.1"),
+                ("SLCS_SERVICE_PORT", "8443"),
+            ],
+        )
+        .unwrap();
+        assert!(KEYS.iter().all(|k| !is_service_link(&k.env_name())));
     }
 
     #[test]
@@ -828,6 +848,31 @@ mod tests {
         }
         let err = load_str("[server]\nlisten = 5\n", &[]).unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn every_key_is_documented_in_operations_md() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+                .unwrap();
+        for key in KEYS {
+            assert!(
+                doc.contains(&format!("`{}`", key.path)),
+                "docs lack `{}`",
+                key.path
+            );
+            assert!(
+                doc.contains(&key.env_name()),
+                "docs lack {}",
+                key.env_name()
+            );
+            assert!(
+                doc.contains(key.default),
+                "docs lack the default of {}: {}",
+                key.path,
+                key.default
+            );
+        }
     }
 
     #[test]

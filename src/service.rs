@@ -140,19 +140,25 @@ pub enum StartMode {
 /// starts the engine.
 pub fn open(config: &Config, clock: &dyn Clock, mode: StartMode) -> Result<Opened, ServiceError> {
     let lock = lock_data_dir(config)?;
-    let report = init_data_dir(config, clock.now())?;
+    let mut report = init_data_dir(config, clock.now())?;
     let ca = crate::pki::ca::load_ca_certificate(config)?;
     let store_mode = if mode == StartMode::Init || report.created_dev_ca {
         OpenMode::CreateIfMissing
     } else {
         OpenMode::MustExist
     };
+    let store_existed = config.store.path.exists();
     let store = Arc::new(SledStore::open(&SledOptions {
         path: config.store.path.clone(),
         cache_capacity_bytes: config.store.cache_capacity_bytes,
         mode: store_mode,
         ca_key_sha256: Some(ca.key_sha256_hex()),
     })?);
+    if !store_existed {
+        report
+            .created
+            .push(("issuance store (empty)", config.store.path.clone()));
+    }
     let engine = Arc::new(IssuanceEngine::start(
         config,
         Arc::clone(&store) as Arc<dyn crate::store::IssuanceLog>,
@@ -176,6 +182,7 @@ pub async fn serve(
 ) -> Result<(), ServiceError> {
     let opened = open(config, clock.as_ref(), StartMode::Run)?;
     on_start(&opened.report);
+    crate::pki::ca::check_private_mode(&config.server.tls_key)?;
     let tls = tls_config(&config.server.tls_cert, &config.server.tls_key)?;
     let files = trust_root_files(opened.engine.ca_certificate(), &config.ca.profile.subject)?;
     let state = AppState::new(

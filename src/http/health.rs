@@ -29,7 +29,13 @@ struct CaHealth {
 
 pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     let app = &state.inner;
-    let store = app.store.health().await;
+    let mut store = app.store.health().await;
+    if let Some(detail) = store.error.take() {
+        // The cause (paths, I/O errors) is for the operator's log, not for
+        // whoever polls the endpoint (ATTACKS ROB-14).
+        tracing::error!(%detail, "store health check failed");
+        store.error = Some("the store cannot complete a durable write".into());
+    }
     let now = app.clock.now();
     let not_after = app.engine.ca_certificate().not_after();
     let ok = store.ok;

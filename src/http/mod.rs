@@ -83,15 +83,16 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         // Each `.layer` wraps everything above it: the last one is outermost.
-        // The request id exists before the log line; headers and error
-        // normalisation apply to every response, including the 408 and 413
-        // produced by the timeout and body-limit layers.
+        // The 408 and 413 of the timeout and body-limit layers are turned
+        // into JSON errors first, then every response gets the security
+        // headers; the request id exists before the log line.
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
+        .layer(middleware::map_response(error::normalize_layer_errors))
         .layer(default_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(default_header(
             header::STRICT_TRANSPORT_SECURITY,
@@ -104,7 +105,6 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; frame-ancestors 'none'",
         ))
-        .layer(middleware::map_response(error::normalize_layer_errors))
         .layer(TraceLayer::new_for_http().make_span_with(make_span))
         .layer(middleware::from_fn(request_id))
 }

@@ -220,6 +220,16 @@ pub fn init_data_dir(config: &Config, now: OffsetDateTime) -> Result<InitReport,
     let tls_key = &config.server.tls_key;
     match (tls_cert.exists(), tls_key.exists()) {
         (true, true) => {}
+        (false, false) if !development_marker(config).exists() => {
+            // Never sign a localhost serverAuth certificate with an
+            // operator's production CA: TLS material is theirs to provide.
+            return Err(CaError::Invalid {
+                path: tls_cert.clone(),
+                message: "missing: slcs creates a localhost TLS certificate only under its own \
+                          development CA; provide server.tls_cert and server.tls_key"
+                    .into(),
+            });
+        }
         (false, false) => {
             let (ca, key) = load_ca(config)?;
             create_tls_certificate(config, &ca, &key, now)?;
@@ -293,8 +303,9 @@ fn load_private_key(path: &Path) -> Result<KeyPair, CaError> {
     })
 }
 
+/// Refuses a private key file that group or others can read.
 #[cfg(unix)]
-fn check_private_mode(path: &Path) -> Result<(), CaError> {
+pub fn check_private_mode(path: &Path) -> Result<(), CaError> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = fs::metadata(path)
         .map_err(|source| CaError::Io {
@@ -309,8 +320,9 @@ fn check_private_mode(path: &Path) -> Result<(), CaError> {
     Ok(())
 }
 
+/// Refuses a private key file that group or others can read.
 #[cfg(not(unix))]
-fn check_private_mode(_path: &Path) -> Result<(), CaError> {
+pub fn check_private_mode(_path: &Path) -> Result<(), CaError> {
     Ok(())
 }
 
@@ -354,7 +366,17 @@ fn create_dev_ca(config: &Config, now: OffsetDateTime) -> Result<(), CaError> {
     }
     write_new_file(&config.ca.key, key.serialize_pem().as_bytes(), true)?;
     write_new_file(&config.ca.cert, certificate.pem().as_bytes(), false)?;
+    write_new_file(
+        &development_marker(config),
+        b"This CA was created by `slcs init` for development. Do not trust it in production.\n",
+        false,
+    )?;
     Ok(())
+}
+
+/// Marks a CA that slcs created itself (`ca.pem` → `ca.development`).
+fn development_marker(config: &Config) -> PathBuf {
+    config.ca.cert.with_extension("development")
 }
 
 fn create_tls_certificate(

@@ -252,7 +252,9 @@ fn check_fixed_value(kind: AttributeType, value: &str) -> Result<(), String> {
         ));
     }
     match kind {
-        AttributeType::Country if !value.chars().all(|c| c.is_ascii_uppercase()) => {
+        AttributeType::Country
+            if value.len() != 2 || !value.chars().all(|c| c.is_ascii_uppercase()) =>
+        {
             Err("C must be a two-letter upper-case country code".into())
         }
         AttributeType::DomainComponent
@@ -518,6 +520,15 @@ mod tests {
             )
             .is_err()
         );
+        for country in ["D", "DEU", "DE"] {
+            let ok = SubjectPolicy::new(
+                vec![(AttributeType::Country, country.into())],
+                None,
+                "S".into(),
+            )
+            .is_ok();
+            assert_eq!(ok, country == "DE", "{country}");
+        }
         assert!(SubjectPolicy::new(vec![], Some("S".into()), "S".into()).is_err());
         assert!(SubjectPolicy::new(vec![dc("example")], None, "S".into()).is_ok());
     }

@@ -284,15 +284,19 @@ impl IssuanceEngine {
         params.not_after = validity.not_after;
         // basicConstraints critical, cA FALSE (RFC 5280 §4.2.1.9).
         params.is_ca = IsCa::ExplicitNoCa;
-        // keyUsage critical: digitalSignature, plus keyEncipherment for RSA
-        // (TLS 1.2 RSA key exchange as a client); RFC 5280 §4.2.1.3.
+        // keyUsage critical (RFC 5280 §4.2.1.3): digitalSignature, which
+        // TLS client authentication needs; for RSA keys also
+        // keyEncipherment, as grid EEC profiles carry it for relying
+        // parties that encrypt to the holder's key (e.g. GSI delegation).
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if matches!(csr.key(), KeyDescription::Rsa { .. }) {
             params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        // SKI: leftmost 160 bits of SHA-256 of the key (RFC 7093 §2 method 1);
-        // AKI from the CA (RFC 5280 §4.2.1.1, needed for path building).
+        // SKI: the leftmost 160 bits of SHA-256 over the DER
+        // SubjectPublicKeyInfo (rcgen's KeyIdMethod::Sha256; RFC 5280
+        // §4.2.1.2 leaves the method to the CA); AKI from the CA
+        // (RFC 5280 §4.2.1.1, needed for path building).
         params.key_identifier_method = KeyIdMethod::Sha256;
         params.use_authority_key_identifier_extension = true;
         if let Some(policies) = &self.profile.certificate_policies_der {

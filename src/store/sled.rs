@@ -13,8 +13,8 @@
 //! was queued, so after its own write: correctness does not depend on timing,
 //! and N concurrent writers cost about one fsync instead of N.
 //!
-//! Multi-key updates (the record, its index, the counter) run in one sled
-//! transaction, so a crash never leaves half of them.
+//! Multi-key updates (an issuance record and its index entry) run in one
+//! sled transaction, so a crash never leaves half of them.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -252,9 +252,9 @@ impl IssuanceLog for SledStore {
         let result: Result<(), TransactionError<StoreError>> =
             (&self.issuance, &self.issuance_by_key).transaction(|(issuance, by_key)| {
                 if issuance.get(serial)?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(StoreError::SerialInUse(
-                        intent.serial.clone(),
-                    )));
+                    return Err(ConflictableTransactionError::Abort(
+                        StoreError::SerialInUse(intent.serial.clone()),
+                    ));
                 }
                 issuance.insert(serial, value.as_slice())?;
                 by_key.insert(index_key.as_slice(), &[])?;

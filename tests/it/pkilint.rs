@@ -1,7 +1,7 @@
 //! pkilint (an independent PKIX linter, from PyPI) finds nothing to report on
 //! a sample certificate of every key type, alone and as a signer/signee pair.
 //!
-//! `.ci/run` installs pkilint into `.venv` and sets `SLCS_REQUIRE_PKILINT=1`,
+//! `.ci/run` installs pkilint into `.venv` and sets `PKILINT_REQUIRED=1`,
 //! so in CI a missing linter fails the test instead of skipping it.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use crate::{now, open_engine};
 
 fn pkilint_dir() -> Option<PathBuf> {
     let candidates = [
-        std::env::var_os("SLCS_PKILINT_BIN_DIR").map(PathBuf::from),
+        std::env::var_os("PKILINT_BIN_DIR").map(PathBuf::from),
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin")),
     ];
     candidates
@@ -37,8 +37,8 @@ fn lint(tool: &Path, args: &[&str]) -> String {
 async fn pkilint_reports_nothing_on_every_key_type() {
     let Some(bin) = pkilint_dir() else {
         assert!(
-            std::env::var("SLCS_REQUIRE_PKILINT").is_err(),
-            "pkilint is required (SLCS_REQUIRE_PKILINT) but not installed"
+            std::env::var("PKILINT_REQUIRED").is_err(),
+            "pkilint is required (PKILINT_REQUIRED) but not installed"
         );
         println!("pkilint not installed; skipping (run .ci/run to install it)");
         return;

@@ -149,6 +149,8 @@ fn oversized_bodies_get_413() {
     );
     assert_eq!(response.status, 413, "{}", response.text());
     assert_eq!(response.json()["error"], "invalid_request");
+    assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(response.header("cache-control"), Some("no-store"));
 
     // A head above the header limit is refused too (431).
     let huge = format!(
@@ -461,4 +463,140 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// An operator's own CA (made here by OpenSSL): `init` refuses to sign a
+/// localhost TLS certificate with it, creates the store once TLS material is
+/// provided, and the engine's start-up canary and issuance work under it.
+#[tokio::test]
+async fn a_provided_production_ca_is_used_and_never_signs_localhost_tls() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    std::fs::create_dir_all(data.join("ca")).unwrap();
+    std::fs::create_dir_all(data.join("tls")).unwrap();
+    let path = |p: &str| data.join(p).to_str().unwrap().to_owned();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &path("ca/ca-key.pem"),
+        "-out",
+        &path("ca/ca.pem"),
+        "-subj",
+        "/O=Example Org/CN=Example Production CA",
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE,pathlen:0",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(
+        data.join("ca/ca-key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+
+    let output = run_slcs(&["--data-dir", &path(""), "init"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("provide server.tls_cert"), "{stderr}");
+    assert!(!data.join("tls/server.pem").exists());
+
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &path("tls/server-key.pem"),
+        "-out",
+        &path("tls/server.pem"),
+        "-subj",
+        "/CN=localhost",
+        "-days",
+        "30",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+    ]);
+    std::fs::set_permissions(
+        data.join("tls/server-key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let output = run_slcs(&["--data-dir", &path(""), "init"], &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("issuance store (empty)"), "{stdout}");
+    assert!(!stdout.contains("DEVELOPMENT CA"), "{stdout}");
+
+    let (config, opened) = crate::open_engine(&data, "ecdsa-p256");
+    let issued = opened
+        .engine
+        .issue(
+            &crate::issuance::rcgen_csr(crate::issuance::KeyKind::P256),
+            &crate::issuance::person_request("Alice", crate::now()),
+            crate::now(),
+        )
+        .await
+        .unwrap();
+    let cert = work.path().join("cert.pem");
+    std::fs::write(&cert, &issued.pem).unwrap();
+    let verified = openssl(&[
+        "verify",
+        "-CAfile",
+        config.ca.cert.to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]);
+    assert!(verified.trim_end().ends_with(": OK"), "{verified}");
+    assert!(issued.subject.contains("O=slcs development"));
+}
+
+/// Regression: `slcs bench` without `--data-dir` used the default
+/// `./slcs-data` for its CA and store (the scratch directory only held the
+/// lock), so a benchmark could write into a real deployment's store.
+#[test]
+fn bench_without_a_data_dir_works_in_a_scratch_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(crate::slcs_bin())
+        .args([
+            "bench",
+            "--count",
+            "3",
+            "--log",
+            "durable",
+            "--ca-key-type",
+            "ecdsa-p384",
+            "--json",
+        ])
+        .current_dir(cwd.path())
+        .env_remove("SLCS_CONFIG")
+        .env_remove("SLCS_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["issued"], 3);
+    assert!(json["fsyncs"].as_u64().unwrap() > 0);
+    assert!(
+        !cwd.path().join("slcs-data").exists(),
+        "bench wrote into ./slcs-data"
+    );
 }
