@@ -187,40 +187,22 @@ pub fn init_data_dir(config: &Config, now: OffsetDateTime) -> Result<InitReport,
 
     let ca_cert_path = &config.ca.cert;
     let ca_key_path = &config.ca.key;
-    match (ca_cert_path.exists(), ca_key_path.exists()) {
-        (true, true) => {}
-        (false, false) => {
-            create_dev_ca(config, now)?;
-            report
-                .created
-                .push(("CA private key (0600)", ca_key_path.clone()));
-            report
-                .created
-                .push(("CA certificate", ca_cert_path.clone()));
-            report.created_dev_ca = true;
-            report.ca_key_type = Some(config.ca.key_type);
-        }
-        (true, false) => {
-            return Err(CaError::Incomplete {
-                what: "CA",
-                present: ca_cert_path.clone(),
-                missing: ca_key_path.clone(),
-            });
-        }
-        (false, true) => {
-            return Err(CaError::Incomplete {
-                what: "CA",
-                present: ca_key_path.clone(),
-                missing: ca_cert_path.clone(),
-            });
-        }
+    if !pair_exists("CA", ca_cert_path, ca_key_path)? {
+        create_dev_ca(config, now)?;
+        report
+            .created
+            .push(("CA private key (0600)", ca_key_path.clone()));
+        report
+            .created
+            .push(("CA certificate", ca_cert_path.clone()));
+        report.created_dev_ca = true;
+        report.ca_key_type = Some(config.ca.key_type);
     }
 
     let tls_cert = &config.server.tls_cert;
     let tls_key = &config.server.tls_key;
-    match (tls_cert.exists(), tls_key.exists()) {
-        (true, true) => {}
-        (false, false) if !development_marker(config).exists() => {
+    if !pair_exists("TLS server certificate", tls_cert, tls_key)? {
+        if !development_marker(config).exists() {
             // Never sign a localhost serverAuth certificate with an
             // operator's production CA: TLS material is theirs to provide.
             return Err(CaError::Invalid {
@@ -230,30 +212,14 @@ pub fn init_data_dir(config: &Config, now: OffsetDateTime) -> Result<InitReport,
                     .into(),
             });
         }
-        (false, false) => {
-            let (ca, key) = load_ca(config)?;
-            create_tls_certificate(config, &ca, &key, now)?;
-            report
-                .created
-                .push(("TLS server key (0600)", tls_key.clone()));
-            report
-                .created
-                .push(("TLS server certificate for localhost", tls_cert.clone()));
-        }
-        (true, false) => {
-            return Err(CaError::Incomplete {
-                what: "TLS server certificate",
-                present: tls_cert.clone(),
-                missing: tls_key.clone(),
-            });
-        }
-        (false, true) => {
-            return Err(CaError::Incomplete {
-                what: "TLS server certificate",
-                present: tls_key.clone(),
-                missing: tls_cert.clone(),
-            });
-        }
+        let (ca, key) = load_ca(config)?;
+        create_tls_certificate(config, &ca, &key, now)?;
+        report
+            .created
+            .push(("TLS server key (0600)", tls_key.clone()));
+        report
+            .created
+            .push(("TLS server certificate for localhost", tls_cert.clone()));
     }
 
     let token_path = config.admin_token_path();
@@ -268,6 +234,25 @@ pub fn init_data_dir(config: &Config, now: OffsetDateTime) -> Result<InitReport,
         report.created.push(("admin token (0600)", token_path));
     }
     Ok(report)
+}
+
+/// Whether a certificate/key pair exists: both (true), neither (false), or
+/// half of it, which is refused rather than completed.
+fn pair_exists(what: &'static str, cert: &Path, key: &Path) -> Result<bool, CaError> {
+    match (cert.exists(), key.exists()) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
+        (true, false) => Err(CaError::Incomplete {
+            what,
+            present: cert.to_path_buf(),
+            missing: key.to_path_buf(),
+        }),
+        (false, true) => Err(CaError::Incomplete {
+            what,
+            present: key.to_path_buf(),
+            missing: cert.to_path_buf(),
+        }),
+    }
 }
 
 /// Loads the CA certificate and its private key, checking that they belong

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{IssuanceIntent, IssuanceLog, IssuanceRecord, IssuanceState, Serial, StoreError};
+use super::{IssuanceIntent, IssuanceLog, IssuanceRecord, Outcome, Serial, StoreError};
 
 /// Issuance records held in a map.
 #[derive(Debug, Default)]
@@ -28,23 +28,14 @@ impl MemoryIssuanceLog {
     fn finish(
         &self,
         serial: &Serial,
-        update: impl FnOnce(&mut IssuanceRecord),
-        state: IssuanceState,
+        outcome: Outcome<'_>,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.with_records(|records| {
-            let record = records
+            records
                 .get_mut(serial)
-                .ok_or_else(|| StoreError::UnknownSerial(serial.clone()))?;
-            if record.state != IssuanceState::Intent {
-                return Err(StoreError::WrongState {
-                    serial: serial.clone(),
-                    state: record.state,
-                    expected: IssuanceState::Intent,
-                });
-            }
-            record.state = state;
-            update(record);
-            Ok(())
+                .ok_or_else(|| StoreError::UnknownSerial(serial.clone()))?
+                .finish(outcome, at)
         })
     }
 }
@@ -56,16 +47,7 @@ impl IssuanceLog for MemoryIssuanceLog {
             if records.contains_key(&intent.serial) {
                 return Err(StoreError::SerialInUse(intent.serial.clone()));
             }
-            records.insert(
-                intent.serial.clone(),
-                IssuanceRecord {
-                    intent: intent.clone(),
-                    state: IssuanceState::Intent,
-                    certificate: None,
-                    finished_at: None,
-                    abandon_reason: None,
-                },
-            );
+            records.insert(intent.serial.clone(), IssuanceRecord::from_intent(intent));
             Ok(())
         })
     }
@@ -76,14 +58,7 @@ impl IssuanceLog for MemoryIssuanceLog {
         certificate_der: &[u8],
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.finish(
-            serial,
-            |r| {
-                r.certificate = Some(certificate_der.to_vec());
-                r.finished_at = Some(at);
-            },
-            IssuanceState::Issued,
-        )
+        self.finish(serial, Outcome::Issued(certificate_der), at)
     }
 
     async fn record_abandoned(
@@ -92,14 +67,7 @@ impl IssuanceLog for MemoryIssuanceLog {
         reason: &str,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.finish(
-            serial,
-            |r| {
-                r.abandon_reason = Some(reason.to_owned());
-                r.finished_at = Some(at);
-            },
-            IssuanceState::Abandoned,
-        )
+        self.finish(serial, Outcome::Abandoned(reason), at)
     }
 
     async fn issuance(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {

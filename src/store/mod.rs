@@ -203,6 +203,52 @@ pub struct IssuanceRecord {
     pub abandon_reason: Option<String>,
 }
 
+/// How an intent ends.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome<'a> {
+    /// Signed; the DER certificate.
+    Issued(&'a [u8]),
+    /// Never released; why.
+    Abandoned(&'a str),
+}
+
+impl IssuanceRecord {
+    /// A fresh record in the `Intent` state.
+    pub fn from_intent(intent: &IssuanceIntent) -> Self {
+        Self {
+            intent: intent.clone(),
+            state: IssuanceState::Intent,
+            certificate: None,
+            finished_at: None,
+            abandon_reason: None,
+        }
+    }
+
+    /// Moves an `Intent` to its outcome; any other state is refused, so a
+    /// record is finished at most once whatever the backend.
+    pub fn finish(&mut self, outcome: Outcome<'_>, at: OffsetDateTime) -> Result<(), StoreError> {
+        if self.state != IssuanceState::Intent {
+            return Err(StoreError::WrongState {
+                serial: self.intent.serial.clone(),
+                state: self.state,
+                expected: IssuanceState::Intent,
+            });
+        }
+        match outcome {
+            Outcome::Issued(der) => {
+                self.state = IssuanceState::Issued;
+                self.certificate = Some(der.to_vec());
+            }
+            Outcome::Abandoned(reason) => {
+                self.state = IssuanceState::Abandoned;
+                self.abandon_reason = Some(reason.to_owned());
+            }
+        }
+        self.finished_at = Some(at);
+        Ok(())
+    }
+}
+
 /// Health as reported by `/healthz`.
 #[derive(Clone, Debug, Serialize)]
 pub struct StoreHealth {

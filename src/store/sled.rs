@@ -31,7 +31,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use time::OffsetDateTime;
 
 use super::{
-    IssuanceIntent, IssuanceLog, IssuanceRecord, IssuanceState, SCHEMA_VERSION, Serial, Store,
+    IssuanceIntent, IssuanceLog, IssuanceRecord, Outcome, SCHEMA_VERSION, Serial, Store,
     StoreError, StoreHealth,
 };
 
@@ -241,14 +241,7 @@ impl Drop for SledStore {
 #[async_trait]
 impl IssuanceLog for SledStore {
     async fn record_intent(&self, intent: &IssuanceIntent) -> Result<(), StoreError> {
-        let record = IssuanceRecord {
-            intent: intent.clone(),
-            state: IssuanceState::Intent,
-            certificate: None,
-            finished_at: None,
-            abandon_reason: None,
-        };
-        let value = encode(&record)?;
+        let value = encode(&IssuanceRecord::from_intent(intent))?;
         let serial = intent.serial.as_bytes();
         let mut index_key = intent.key_sha256.as_bytes().to_vec();
         index_key.push(b'/');
@@ -279,10 +272,7 @@ impl IssuanceLog for SledStore {
         certificate_der: &[u8],
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.finish(serial, IssuanceState::Issued, |record| {
-            record.certificate = Some(certificate_der.to_vec());
-            record.finished_at = Some(at);
-        })?;
+        self.finish(serial, Outcome::Issued(certificate_der), at)?;
         self.durable().await
     }
 
@@ -292,10 +282,7 @@ impl IssuanceLog for SledStore {
         reason: &str,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.finish(serial, IssuanceState::Abandoned, |record| {
-            record.abandon_reason = Some(reason.to_owned());
-            record.finished_at = Some(at);
-        })?;
+        self.finish(serial, Outcome::Abandoned(reason), at)?;
         self.durable().await
     }
 
@@ -315,8 +302,8 @@ impl SledStore {
     fn finish(
         &self,
         serial: &Serial,
-        state: IssuanceState,
-        update: impl Fn(&mut IssuanceRecord),
+        outcome: Outcome<'_>,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let key = serial.as_bytes();
         loop {
@@ -324,15 +311,7 @@ impl SledStore {
                 return Err(StoreError::UnknownSerial(serial.clone()));
             };
             let mut record = decode(&current, serial)?;
-            if record.state != IssuanceState::Intent {
-                return Err(StoreError::WrongState {
-                    serial: serial.clone(),
-                    state: record.state,
-                    expected: IssuanceState::Intent,
-                });
-            }
-            record.state = state;
-            update(&mut record);
+            record.finish(outcome, at)?;
             let value = encode(&record)?;
             match self
                 .issuance
@@ -526,6 +505,7 @@ fn decode(bytes: &[u8], serial: &Serial) -> Result<IssuanceRecord, StoreError> {
 mod tests {
     use super::*;
     use crate::pki::provenance::{DelegationProvenance, DelegationStep};
+    use crate::store::IssuanceState;
     use time::macros::datetime;
 
     fn options(dir: &Path, mode: OpenMode) -> SledOptions {
