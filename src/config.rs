@@ -159,6 +159,36 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "First octet of every serial (1..=127); give each replica its own.",
     },
     KeyDoc {
+        path: "oauth.issuer",
+        kind: KeyKind::Str,
+        default: "https://localhost:8443",
+        doc: "Issuer identifier of the authorization server (`iss`): an https URL without query or fragment, the base of every endpoint URL in discovery.",
+    },
+    KeyDoc {
+        path: "oauth.certificate_audience",
+        kind: KeyKind::Str,
+        default: "<issuer>/certificate",
+        doc: "Audience (`aud`) of access tokens for the certificate endpoint; the resource server accepts only tokens carrying it.",
+    },
+    KeyDoc {
+        path: "oauth.access_token_lifetime_secs",
+        kind: KeyKind::Int,
+        default: "900",
+        doc: "Lifetime of access tokens (60 to 86400 seconds).",
+    },
+    KeyDoc {
+        path: "oauth.signing_alg",
+        kind: KeyKind::Str,
+        default: "ES256",
+        doc: "Algorithm of the token signing keys: ES256, EdDSA or RS256. Each key is used with exactly one algorithm.",
+    },
+    KeyDoc {
+        path: "oauth.key_rotation_days",
+        kind: KeyKind::Int,
+        default: "30",
+        doc: "Age at which the current signing key is replaced by the pre-published next one.",
+    },
+    KeyDoc {
         path: "store.backend",
         kind: KeyKind::Str,
         default: "sled",
@@ -265,6 +295,23 @@ pub struct Config {
     pub store: StoreConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The authorization server.
+    pub oauth: OAuthConfig,
+}
+
+/// Validated `[oauth]` settings.
+#[derive(Clone, Debug)]
+pub struct OAuthConfig {
+    /// `iss`, without a trailing slash.
+    pub issuer: String,
+    /// `aud` of certificate-endpoint tokens.
+    pub certificate_audience: String,
+    /// Access-token lifetime.
+    pub access_token_lifetime: Duration,
+    /// Signing algorithm name (checked by the key module).
+    pub signing_alg: String,
+    /// Signing-key rotation period.
+    pub key_rotation: Duration,
 }
 
 /// Validated `[server]` settings.
@@ -347,6 +394,16 @@ impl Config {
     /// Where the data-directory lock file lives.
     pub fn lock_path(&self) -> PathBuf {
         self.data_dir.join("slcs.lock")
+    }
+
+    /// Where the token signing keys live.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+
+    /// Where the client-secret pepper (HMAC key) lives.
+    pub fn pepper_path(&self) -> PathBuf {
+        self.data_dir.join("secret-pepper")
     }
 }
 
@@ -475,6 +532,29 @@ struct FileConfig {
     ca: FileCa,
     store: FileStore,
     log: FileLog,
+    oauth: FileOAuth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileOAuth {
+    issuer: String,
+    certificate_audience: Option<String>,
+    access_token_lifetime_secs: u64,
+    signing_alg: String,
+    key_rotation_days: u64,
+}
+
+impl Default for FileOAuth {
+    fn default() -> Self {
+        Self {
+            issuer: "https://localhost:8443".into(),
+            certificate_audience: None,
+            access_token_lifetime_secs: 900,
+            signing_alg: "ES256".into(),
+            key_rotation_days: 30,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -565,6 +645,68 @@ impl Default for FileLog {
             level: "info".into(),
         }
     }
+}
+
+impl FileOAuth {
+    fn validate(self) -> Result<OAuthConfig, ConfigError> {
+        // RFC 8414 §2: the issuer is an https URL with no query or fragment;
+        // RFC 9207 and every `iss` check compare it as an exact string.
+        let issuer = self.issuer.trim_end_matches('/').to_owned();
+        check_https_url("oauth.issuer", &issuer)?;
+        let certificate_audience = self
+            .certificate_audience
+            .unwrap_or_else(|| format!("{issuer}/certificate"));
+        check_https_url("oauth.certificate_audience", &certificate_audience)?;
+        let lifetime = self.access_token_lifetime_secs;
+        if !(60..=86_400).contains(&lifetime) {
+            return Err(ConfigError::Invalid {
+                key: "oauth.access_token_lifetime_secs",
+                message: format!("must be between 60 and 86400 seconds, got {lifetime}"),
+            });
+        }
+        if !["ES256", "EdDSA", "RS256"].contains(&self.signing_alg.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "oauth.signing_alg",
+                message: format!("expected ES256, EdDSA or RS256, got {:?}", self.signing_alg),
+            });
+        }
+        if !(1..=365).contains(&self.key_rotation_days) {
+            return Err(ConfigError::Invalid {
+                key: "oauth.key_rotation_days",
+                message: format!("must be between 1 and 365, got {}", self.key_rotation_days),
+            });
+        }
+        Ok(OAuthConfig {
+            issuer,
+            certificate_audience,
+            access_token_lifetime: Duration::from_secs(lifetime),
+            signing_alg: self.signing_alg,
+            key_rotation: Duration::from_secs(self.key_rotation_days * 86_400),
+        })
+    }
+}
+
+fn check_https_url(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    let rest = value
+        .strip_prefix("https://")
+        .ok_or_else(|| ConfigError::Invalid {
+            key,
+            message: format!("{value:?} must be an https:// URL"),
+        })?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty()
+        || value.contains(['?', '#', ' '])
+        || host.contains('@')
+        || value.chars().any(char::is_control)
+    {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!(
+                "{value:?} must be an https URL with a host and no userinfo, query or fragment"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Bounds on every duration setting: a zero timeout would disable a
@@ -727,6 +869,7 @@ impl FileConfig {
                 message: format!("{:?} is not a valid filter directive", self.log.level),
             });
         }
+        let oauth = self.oauth.validate()?;
         Ok(Config {
             data_dir,
             server,
@@ -736,6 +879,7 @@ impl FileConfig {
                 format,
                 level: self.log.level,
             },
+            oauth,
         })
     }
 }
@@ -841,6 +985,16 @@ mod tests {
             ("[ca]\nserial_prefix = 128\n", "ca.serial_prefix"),
             ("[ca]\nkey_type = \"dsa\"\n", "ca.key_type"),
             ("[store]\nbackend = \"redis\"\n", "store.backend"),
+            ("[oauth]\nissuer = \"http://as.example\"\n", "oauth.issuer"),
+            (
+                "[oauth]\nissuer = \"https://as.example/?x\"\n",
+                "oauth.issuer",
+            ),
+            ("[oauth]\nsigning_alg = \"HS256\"\n", "oauth.signing_alg"),
+            (
+                "[oauth]\naccess_token_lifetime_secs = 5\n",
+                "oauth.access_token_lifetime_secs",
+            ),
             ("[log]\nformat = \"xml\"\n", "log.format"),
         ] {
             let err = load_str(text, &[]).unwrap_err();
@@ -890,6 +1044,12 @@ mod tests {
                 ("server.listen", _) => toml::Value::String("127.0.0.1:9".into()),
                 ("ca.key_type", _) => toml::Value::String("ecdsa-p384".into()),
                 ("store.backend", _) => toml::Value::String("sled".into()),
+                ("oauth.issuer", _) => toml::Value::String("https://as.example".into()),
+                ("oauth.certificate_audience", _) => {
+                    toml::Value::String("https://as.example/certificate".into())
+                }
+                ("oauth.signing_alg", _) => toml::Value::String("EdDSA".into()),
+                ("oauth.access_token_lifetime_secs", _) => toml::Value::Integer(600),
                 ("log.format", _) => toml::Value::String("json".into()),
                 ("log.level", _) => toml::Value::String("debug".into()),
                 ("server.idle_timeout_secs", _) => toml::Value::Integer(120),

@@ -104,3 +104,123 @@ pub async fn normalize_layer_errors(response: Response) -> Response {
         _ => response,
     }
 }
+
+/// An OAuth error response (RFC 6749 §5.2; RFC 7009 §2.2.1; RFC 7662 §2.3).
+///
+/// Token, introspection and revocation endpoints answer these as JSON with
+/// `Cache-Control: no-store`; `invalid_client` is 401 and, when the client
+/// tried HTTP Basic, carries `WWW-Authenticate: Basic` (RFC 6749 §5.2).
+#[derive(Debug)]
+pub struct OAuthError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    basic_challenge: bool,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            basic_challenge: false,
+        }
+    }
+
+    /// `invalid_request` (400).
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// `invalid_client` (401); `basic` when the client used HTTP Basic.
+    pub fn invalid_client(description: impl Into<String>, basic: bool) -> Self {
+        Self {
+            basic_challenge: basic,
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+        }
+    }
+
+    /// `invalid_grant` (400).
+    pub fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
+    /// `unauthorized_client` (400).
+    pub fn unauthorized_client(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
+    }
+
+    /// `unsupported_grant_type` (400).
+    pub fn unsupported_grant_type(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            description,
+        )
+    }
+
+    /// `invalid_scope` (400).
+    pub fn invalid_scope(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+    }
+
+    /// `unsupported_token_type` (400, RFC 7009 §2.2.1).
+    pub fn unsupported_token_type(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_token_type",
+            description,
+        )
+    }
+
+    /// `server_error` (500); the detail goes to the log only.
+    pub fn server_error(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the server could not complete the request",
+        )
+    }
+
+    /// `temporarily_unavailable` (503); the detail goes to the log only.
+    pub fn unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "store unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the service cannot store data right now; retry later",
+        )
+    }
+
+    /// The OAuth error code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let mut response = error_response(self.status, self.code, &self.description);
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        headers.insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
+        if self.basic_challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"slcs\", charset=\"UTF-8\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for OAuthError {
+    fn from(error: crate::store::StoreError) -> Self {
+        Self::unavailable(error)
+    }
+}

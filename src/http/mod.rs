@@ -23,6 +23,7 @@ use crate::pki::issuer::IssuanceEngine;
 use crate::store::Store;
 
 pub mod error;
+pub mod form;
 mod health;
 pub mod server;
 mod trust;

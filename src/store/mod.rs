@@ -296,9 +296,66 @@ pub trait IssuanceLog: Send + Sync {
     async fn issuance_count(&self) -> Result<u64, StoreError>;
 }
 
+/// One entry of the audit log: who did what to what, when, from where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who: `admin`, `client:<id>`, `user:<sub>`.
+    pub actor: String,
+    /// What, as a dotted verb: `client.create`, `token.issue`, `token.revoke`, …
+    pub action: String,
+    /// On what: a client id, a token id, a grant id.
+    pub target: String,
+    /// From where: the peer address, if the event came over the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Anything else worth keeping (never secrets).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
+}
+
+/// An audit event with its position in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position: strictly increasing, never reused.
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends an event; durable on `Ok`. Returns its sequence number.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError>;
+
+    /// Events with `seq > after`, oldest first, at most `limit`.
+    async fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Revoked access tokens and grants. Access tokens are self-contained JWTs;
+/// revocation (RFC 7009) is recorded here and checked by introspection and
+/// by the resource server before anything is issued on a token.
+#[async_trait]
+pub trait RevocationStore: Send + Sync {
+    /// Revokes one token by its `jti`; `expires_at` lets the entry be
+    /// dropped once the token could not be used anyway. Durable on `Ok`.
+    async fn revoke_token(&self, jti: &str, expires_at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Revokes a whole grant: every token carrying this `grant_id` (the
+    /// token family). Durable on `Ok`.
+    async fn revoke_grant(&self, grant_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Whether the token or its grant is revoked.
+    async fn is_revoked(&self, jti: &str, grant_id: &str) -> Result<bool, StoreError>;
+}
+
 /// Everything slcs keeps. Backends implement every supertrait.
 #[async_trait]
-pub trait Store: IssuanceLog + Send + Sync {
+pub trait Store: IssuanceLog + AuditLog + RevocationStore + Send + Sync {
     /// Backend name, for health and logs.
     fn backend(&self) -> &'static str;
 

@@ -31,8 +31,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use time::OffsetDateTime;
 
 use super::{
-    IssuanceIntent, IssuanceLog, IssuanceRecord, Outcome, SCHEMA_VERSION, Serial, Store,
-    StoreError, StoreHealth,
+    AuditEvent, AuditLog, AuditRecord, IssuanceIntent, IssuanceLog, IssuanceRecord, Outcome,
+    RevocationStore, SCHEMA_VERSION, Serial, Store, StoreError, StoreHealth,
 };
 
 const META_SCHEMA_VERSION: &[u8] = b"schema_version";
@@ -79,6 +79,9 @@ pub struct SledStore {
     meta: sled::Tree,
     issuance: sled::Tree,
     issuance_by_key: sled::Tree,
+    audit: sled::Tree,
+    revoked_tokens: sled::Tree,
+    revoked_grants: sled::Tree,
     /// Records in `issuance`, counted once at open and kept in memory.
     issuance_records: AtomicU64,
     path: PathBuf,
@@ -113,6 +116,9 @@ impl SledStore {
         let meta = tree("meta")?;
         let issuance = tree("issuance")?;
         let issuance_by_key = tree("issuance_by_key")?;
+        let audit = tree("audit")?;
+        let revoked_tokens = tree("revoked_tokens")?;
+        let revoked_grants = tree("revoked_grants")?;
 
         // sled writes its log with sync_file_range on Linux, which neither
         // flushes the drive's write cache nor the file's size: fine after a
@@ -128,6 +134,9 @@ impl SledStore {
             meta,
             issuance,
             issuance_by_key,
+            audit,
+            revoked_tokens,
+            revoked_grants,
             issuance_records,
             path,
             commit,
@@ -322,6 +331,68 @@ impl SledStore {
                 Err(_) => continue,
             }
         }
+    }
+}
+
+#[async_trait]
+impl AuditLog for SledStore {
+    async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
+        // sled's id generator is monotonic across restarts (it reserves
+        // ranges durably), so sequence numbers are never reused.
+        let seq = self.db.generate_id().map_err(io)?;
+        let value = serde_json::to_vec(event)
+            .map_err(|e| StoreError::Io(format!("cannot encode audit event: {e}")))?;
+        self.audit.insert(seq.to_be_bytes(), value).map_err(io)?;
+        self.durable().await?;
+        Ok(seq)
+    }
+
+    async fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let start = after.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for entry in self.audit.range(start..).take(limit) {
+            let (key, value) = entry.map_err(io)?;
+            let seq = <[u8; 8]>::try_from(key.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Decode {
+                    key: hex::encode(&key),
+                    detail: "audit key is not a sequence number".into(),
+                })?;
+            let event = serde_json::from_slice(&value).map_err(|e| StoreError::Decode {
+                key: seq.to_string(),
+                detail: e.to_string(),
+            })?;
+            out.push(AuditRecord { seq, event });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl RevocationStore for SledStore {
+    async fn revoke_token(&self, jti: &str, expires_at: OffsetDateTime) -> Result<(), StoreError> {
+        self.revoked_tokens
+            .insert(jti.as_bytes(), &expires_at.unix_timestamp().to_be_bytes())
+            .map_err(io)?;
+        self.durable().await
+    }
+
+    async fn revoke_grant(&self, grant_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.revoked_grants
+            .insert(grant_id.as_bytes(), &at.unix_timestamp().to_be_bytes())
+            .map_err(io)?;
+        self.durable().await
+    }
+
+    async fn is_revoked(&self, jti: &str, grant_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .revoked_tokens
+            .contains_key(jti.as_bytes())
+            .map_err(io)?
+            || self
+                .revoked_grants
+                .contains_key(grant_id.as_bytes())
+                .map_err(io)?)
     }
 }
 
@@ -624,6 +695,55 @@ mod tests {
             SledStore::open(&options(dir.path(), OpenMode::MustExist)),
             Err(StoreError::SchemaTooNew { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn audit_is_append_only_ordered_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = |n: u32| AuditEvent {
+            at: datetime!(2026-11-23 12:00:00 UTC),
+            actor: "admin".into(),
+            action: "client.create".into(),
+            target: format!("c{n}"),
+            source: Some("127.0.0.1".into()),
+            detail: serde_json::Value::Null,
+        };
+        let mut seqs = Vec::new();
+        {
+            let store = SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap();
+            for n in 0..5 {
+                seqs.push(store.append_audit(&event(n)).await.unwrap());
+            }
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        let store = SledStore::open(&options(dir.path(), OpenMode::MustExist)).unwrap();
+        let next = store.append_audit(&event(5)).await.unwrap();
+        assert!(
+            next > seqs[4],
+            "sequence numbers are never reused after a restart"
+        );
+        let all = store.audit_events(0, 100).await.unwrap();
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[0].event.target, "c0");
+        let tail = store.audit_events(seqs[2], 2).await.unwrap();
+        assert_eq!(
+            tail.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![seqs[3], seqs[4]]
+        );
+    }
+
+    #[tokio::test]
+    async fn revocations_of_tokens_and_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = datetime!(2026-11-23 12:00:00 UTC);
+        let store = SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap();
+        assert!(!store.is_revoked("t1", "g1").await.unwrap());
+        store.revoke_token("t1", at).await.unwrap();
+        assert!(store.is_revoked("t1", "g1").await.unwrap());
+        assert!(!store.is_revoked("t2", "g1").await.unwrap());
+        store.revoke_grant("g1", at).await.unwrap();
+        assert!(store.is_revoked("t2", "g1").await.unwrap());
+        assert!(!store.is_revoked("t3", "g2").await.unwrap());
     }
 
     #[tokio::test]

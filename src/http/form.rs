@@ -1,0 +1,175 @@
+//! Strict `application/x-www-form-urlencoded` bodies for the OAuth endpoints.
+//!
+//! RFC 6749 §3.1/§3.2: "Request and response parameters MUST NOT be included
+//! more than once" — a repeated parameter is refused, never resolved by
+//! taking the first or last (ATTACKS AZ-07, parameter pollution). Appendix B:
+//! the encoding is UTF-8; invalid percent escapes and invalid UTF-8 are
+//! refused rather than replaced (ROB-11). Parameters with empty values are
+//! treated as absent (RFC 6749 §3.1).
+
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+
+use super::error::OAuthError;
+
+/// Most parameters an OAuth request may carry.
+const MAX_PARAMETERS: usize = 64;
+
+/// A parsed form: unique names, decoded values.
+#[derive(Clone, Debug, Default)]
+pub struct OAuthForm {
+    params: Vec<(String, String)>,
+}
+
+/// Why a form body was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormError {
+    /// A `%` not followed by two hex digits.
+    #[error("invalid percent-encoding in the request body")]
+    BadEscape,
+    /// Decoded bytes are not UTF-8.
+    #[error("the request body is not UTF-8")]
+    NotUtf8,
+    /// A parameter appears twice.
+    #[error(
+        "parameter {0} is repeated (RFC 6749 §3.1: parameters must not be included more than once)"
+    )]
+    Repeated(String),
+    /// Too many parameters.
+    #[error("too many parameters")]
+    TooMany,
+}
+
+impl OAuthForm {
+    /// Parses a body strictly.
+    pub fn parse(body: &[u8]) -> Result<Self, FormError> {
+        let mut params: Vec<(String, String)> = Vec::new();
+        for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+            let (name, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(at) => (
+                    pair.get(..at).unwrap_or_default(),
+                    pair.get(at + 1..).unwrap_or_default(),
+                ),
+                None => (pair, &b""[..]),
+            };
+            let name = decode(name)?;
+            let value = decode(value)?;
+            if params.iter().any(|(n, _)| *n == name) {
+                return Err(FormError::Repeated(name));
+            }
+            if params.len() == MAX_PARAMETERS {
+                return Err(FormError::TooMany);
+            }
+            params.push((name, value));
+        }
+        Ok(Self { params })
+    }
+
+    /// The value of `name`, if present and non-empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Decodes one form component: `+` is a space, `%XX` a byte.
+pub fn decode(raw: &[u8]) -> Result<String, FormError> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = bytes.next().and_then(|c| hex_value(*c));
+                let lo = bytes.next().and_then(|c| hex_value(*c));
+                match (hi, lo) {
+                    (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                    _ => return Err(FormError::BadEscape),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    String::from_utf8(out).map_err(|_| FormError::NotUtf8)
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for OAuthForm {
+    type Rejection = OAuthError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(OAuthError::invalid_request(
+                "the request body must be application/x-www-form-urlencoded",
+            ));
+        }
+        let body = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|_| OAuthError::invalid_request("the request body could not be read"))?;
+        Self::parse(&body).map_err(|e| OAuthError::invalid_request(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_decodes() {
+        let form = OAuthForm::parse(b"grant_type=client_credentials&scope=a+b%20c&empty=").unwrap();
+        assert_eq!(form.get("grant_type"), Some("client_credentials"));
+        assert_eq!(form.get("scope"), Some("a b c"));
+        assert_eq!(form.get("empty"), None);
+        assert_eq!(form.get("missing"), None);
+    }
+
+    #[test]
+    fn az_07_repeated_parameters_refused() {
+        assert_eq!(
+            OAuthForm::parse(b"grant_type=a&grant_type=b").unwrap_err(),
+            FormError::Repeated("grant_type".into())
+        );
+        // Encoded names count as the same name.
+        assert!(OAuthForm::parse(b"scope=a&sc%6Fpe=b").is_err());
+    }
+
+    #[test]
+    fn rob_11_bad_encodings_refused() {
+        assert_eq!(
+            OAuthForm::parse(b"a=%zz").unwrap_err(),
+            FormError::BadEscape
+        );
+        assert_eq!(OAuthForm::parse(b"a=%4").unwrap_err(), FormError::BadEscape);
+        assert_eq!(
+            OAuthForm::parse(b"a=%C0%AF").unwrap_err(),
+            FormError::NotUtf8
+        );
+        assert_eq!(OAuthForm::parse(b"a=\xff").unwrap_err(), FormError::NotUtf8);
+        assert_eq!(OAuthForm::parse(b"a=%00").unwrap().get("a"), Some("\0"));
+        let many: Vec<String> = (0..65).map(|i| format!("p{i}=1")).collect();
+        assert_eq!(
+            OAuthForm::parse(many.join("&").as_bytes()).unwrap_err(),
+            FormError::TooMany
+        );
+    }
+}
