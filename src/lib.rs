@@ -9,6 +9,7 @@
 //! ```text
 //! cli, service      process start-up: config, data directory, signals
 //!   http            the edge: TLS listener, limits, routes, the one error mapping
+//!     oauth         clients, client authentication, signing keys, access tokens
 //!     pki           certificate profile, CSR checks, DN, provenance, issuance engine
 //!     store         the Store trait and its sled backend
 //! config, clock     validated configuration; the only wall-clock read
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod oauth;
 pub mod pki;
 pub mod service;
 pub mod store;

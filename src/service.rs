@@ -13,6 +13,8 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::http::server::{TlsSetupError, serve as serve_http, tls_config};
 use crate::http::{AppState, RequestLimits, build_app};
+use crate::oauth::admin::{AdminToken, AdminTokenError};
+use crate::oauth::{TokenService, TokenServiceError};
 use crate::pki::ca::{CaError, InitReport, create_dir_private, init_data_dir};
 use crate::pki::issuer::{EngineError, IssuanceEngine};
 use crate::pki::trustroots::{TrustRootError, render_trustroots, trust_root_files};
@@ -41,6 +43,12 @@ pub enum ServiceError {
     /// TLS material unusable.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// The token service could not start (signing keys, pepper).
+    #[error(transparent)]
+    Tokens(#[from] TokenServiceError),
+    /// The admin token file is unusable.
+    #[error(transparent)]
+    AdminToken(#[from] AdminTokenError),
     /// Trust-root files could not be built.
     #[error(transparent)]
     TrustRoots(#[from] TrustRootError),
@@ -183,11 +191,34 @@ pub async fn serve(
     let opened = open(config, clock.as_ref(), StartMode::Run)?;
     on_start(&opened.report);
     crate::pki::ca::check_private_mode(&config.server.tls_key)?;
-    let tls = tls_config(&config.server.tls_cert, &config.server.tls_key)?;
+    let client_roots = [rustls_pki_types::CertificateDer::from(
+        opened.engine.ca_certificate().der().to_vec(),
+    )];
+    let tls = tls_config(
+        &config.server.tls_cert,
+        &config.server.tls_key,
+        &client_roots,
+    )?;
     let files = trust_root_files(opened.engine.ca_certificate(), &config.ca.profile.subject)?;
+    let store: Arc<dyn Store> = Arc::clone(&opened.store) as Arc<dyn Store>;
+    let tokens = Arc::new(TokenService::start(
+        config,
+        Arc::clone(&store),
+        clock.now(),
+    )?);
+    let admin = AdminToken::load(&config.admin_token_path())?;
+    let development = crate::pki::ca::is_development_ca(config);
+    if development {
+        tracing::warn!(
+            "development CA in use: loopback redirect URIs are accepted at registration"
+        );
+    }
     let state = AppState::new(
-        Arc::clone(&opened.store) as Arc<dyn Store>,
+        store,
         Arc::clone(&opened.engine),
+        tokens,
+        admin,
+        development,
         clock,
         render_trustroots(&files),
     );

@@ -224,3 +224,160 @@ impl From<crate::store::StoreError> for OAuthError {
         Self::unavailable(error)
     }
 }
+
+impl OAuthError {
+    /// A failed client authentication: always `invalid_client` (RFC 6749
+    /// §5.2) with one message, so the response does not say whether the id
+    /// or the secret was wrong; `WWW-Authenticate: Basic` when Basic was used.
+    pub fn from_client_auth(
+        error: crate::oauth::client_auth::ClientAuthError,
+        basic: bool,
+    ) -> Self {
+        use crate::oauth::client_auth::ClientAuthError;
+        match error {
+            ClientAuthError::Failed => Self::invalid_client("client authentication failed", basic),
+            ClientAuthError::NotActive(state) => {
+                Self::invalid_client(format!("the client is {state}"), basic)
+            }
+            ClientAuthError::Store(e) => Self::unavailable(e),
+        }
+    }
+}
+
+impl From<crate::oauth::GrantError> for OAuthError {
+    fn from(error: crate::oauth::GrantError) -> Self {
+        use crate::oauth::GrantError;
+        match error {
+            GrantError::UnauthorizedClient(m) => Self::unauthorized_client(m),
+            GrantError::InvalidScope(m) => Self::invalid_scope(m),
+            GrantError::Signing(e) => Self::server_error(e),
+            GrantError::Store(e) => Self::unavailable(e),
+        }
+    }
+}
+
+impl From<crate::oauth::RevokeError> for OAuthError {
+    fn from(error: crate::oauth::RevokeError) -> Self {
+        use crate::oauth::RevokeError;
+        match error {
+            // RFC 7009 §2.1: refused, and the client told why.
+            RevokeError::NotYours => Self::unauthorized_client(error.to_string()),
+            RevokeError::Store(e) => Self::unavailable(e),
+        }
+    }
+}
+
+/// An RFC 9457 problem document, for the client registration API. `error`
+/// carries the RFC 7591 §3.2.2 code (`invalid_redirect_uri`,
+/// `invalid_client_metadata`) where one applies.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    error: &'a str,
+}
+
+impl Problem {
+    /// 400 with an RFC 7591 code.
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// 401: no usable credentials.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_token",
+            detail: detail.into(),
+        }
+    }
+
+    fn with(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let body = ProblemBody {
+            kind: format!("urn:slcs:problem:{}", self.code),
+            title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            error: self.code,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"slcs\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::oauth::registry::RegistryError> for Problem {
+    fn from(error: crate::oauth::registry::RegistryError) -> Self {
+        use crate::oauth::registry::RegistryError;
+        let detail = error.to_string();
+        match error {
+            RegistryError::Invalid(e) if e.is_permission_denied() => {
+                Self::with(StatusCode::FORBIDDEN, "access_denied", detail)
+            }
+            RegistryError::Invalid(e) => {
+                Self::with(StatusCode::BAD_REQUEST, e.oauth_error_code(), detail)
+            }
+            RegistryError::NotFound => Self::with(StatusCode::NOT_FOUND, "not_found", detail),
+            RegistryError::Forbidden(_) => {
+                Self::with(StatusCode::FORBIDDEN, "access_denied", detail)
+            }
+            RegistryError::Exists(_) => {
+                Self::with(StatusCode::CONFLICT, "invalid_client_metadata", detail)
+            }
+            RegistryError::Conflict => Self::with(StatusCode::CONFLICT, "conflict", detail),
+            RegistryError::Status(_) | RegistryError::Access(_) | RegistryError::Rotate(_) => {
+                Self::with(StatusCode::BAD_REQUEST, "invalid_request", detail)
+            }
+            RegistryError::Secret(e) => {
+                tracing::error!(error = %e, "secret generation failed");
+                Self::with(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the server could not complete the request",
+                )
+            }
+            RegistryError::Store(e) => {
+                tracing::error!(error = %e, "store unavailable");
+                Self::with(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the service cannot store data right now; retry later",
+                )
+            }
+        }
+    }
+}

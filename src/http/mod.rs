@@ -12,20 +12,28 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
+use crate::oauth::TokenService;
+use crate::oauth::admin::AdminToken;
 use crate::pki::issuer::IssuanceEngine;
 use crate::store::Store;
 
+mod clients;
 pub mod error;
+pub mod extract;
 pub mod form;
 mod health;
+mod introspect;
+mod metadata;
+mod revoke;
 pub mod server;
+mod token;
 mod trust;
 
 /// Everything handlers may use.
@@ -37,16 +45,23 @@ pub struct AppState {
 struct AppInner {
     store: Arc<dyn Store>,
     engine: Arc<IssuanceEngine>,
+    tokens: Arc<TokenService>,
+    admin: AdminToken,
+    development: bool,
     clock: Arc<dyn Clock>,
     trustroots: String,
     started: Instant,
 }
 
 impl AppState {
-    /// Bundles the shared state. `trustroots` is rendered once at start.
+    /// Bundles the shared state. `trustroots` is rendered once at start;
+    /// `development` allows loopback redirect URIs at registration.
     pub fn new(
         store: Arc<dyn Store>,
         engine: Arc<IssuanceEngine>,
+        tokens: Arc<TokenService>,
+        admin: AdminToken,
+        development: bool,
         clock: Arc<dyn Clock>,
         trustroots: String,
     ) -> Self {
@@ -54,6 +69,9 @@ impl AppState {
             inner: Arc::new(AppInner {
                 store,
                 engine,
+                tokens,
+                admin,
+                development,
                 clock,
                 trustroots,
                 started: Instant::now(),
@@ -80,6 +98,39 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/ca.pem", get(trust::ca_pem))
         .route("/trustroots/", get(trust::trustroots))
+        .route("/token", post(token::token))
+        .route("/introspect", post(introspect::introspect))
+        .route("/revoke", post(revoke::revoke))
+        .route("/jwks", get(metadata::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata::authorization_server),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(metadata::authorization_server),
+        )
+        .route("/.well-known/webfinger", get(metadata::webfinger))
+        .route(
+            "/rest/v1/oidc/clients",
+            post(clients::create).get(clients::list),
+        )
+        .route(
+            "/rest/v1/oidc/clients/{id}",
+            get(clients::show).put(clients::replace),
+        )
+        .route(
+            "/rest/v1/oidc/clients/{id}/status",
+            put(clients::set_status),
+        )
+        .route(
+            "/rest/v1/oidc/clients/{id}/groups/{group}",
+            put(clients::grant_group).delete(clients::revoke_group),
+        )
+        .route(
+            "/rest/v1/oidc/clients/{id}/units/{unit}",
+            put(clients::grant_unit).delete(clients::revoke_unit),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

@@ -61,12 +61,29 @@ pub enum TlsSetupError {
     /// rustls refused the pair.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The client-certificate verifier could not be built.
+    #[error("TLS client-certificate verifier: {0}")]
+    ClientVerifier(String),
 }
+
+/// The client certificate chain a peer presented in the TLS handshake
+/// (leaf first), already verified against the client-certificate trust
+/// anchors. Inserted into every request of that connection; absent when the
+/// client sent none (client certificates are optional: RFC 8705 §2 mutual
+/// TLS is one client authentication method among several).
+#[derive(Clone, Debug)]
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 
 /// Builds the rustls server configuration: aws-lc-rs provider (the one
 /// crypto backend of slcs), TLS 1.2 and 1.3 with rustls' safe defaults,
-/// ALPN `http/1.1`.
-pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsSetupError> {
+/// ALPN `http/1.1`. Client certificates are requested but optional, and
+/// verified against `client_roots` (the slcs CA): a certificate that does
+/// not chain is a failed handshake, never an anonymous request.
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+    client_roots: &[CertificateDer<'static>],
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|iter| iter.collect())
         .map_err(|e| TlsSetupError::Certificate {
@@ -84,9 +101,20 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsSetup
         message: e.to_string(),
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for root in client_roots {
+        roots.add(root.clone())?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| TlsSetupError::ClientVerifier(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -187,6 +215,16 @@ impl Connection {
                     return;
                 }
             };
+        let peer_certificates = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .filter(|chain| !chain.is_empty())
+            .map(|chain| {
+                PeerCertificates(Arc::new(
+                    chain.iter().map(|c| c.clone().into_owned()).collect(),
+                ))
+            });
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(IdleIo {
             inner: tls,
@@ -195,6 +233,9 @@ impl Connection {
         let app = self.app;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(certificates) = &peer_certificates {
+                request.extensions_mut().insert(certificates.clone());
+            }
             app.clone().oneshot(request)
         });
         let connection = watcher.watch(self.http.serve_connection(io, service));

@@ -359,6 +359,11 @@ fn create_dev_ca(config: &Config, now: OffsetDateTime) -> Result<(), CaError> {
     Ok(())
 }
 
+/// Whether the configured CA is a development CA slcs created itself.
+pub fn is_development_ca(config: &Config) -> bool {
+    development_marker(config).exists()
+}
+
 /// Marks a CA that slcs created itself (`ca.pem` → `ca.development`).
 fn development_marker(config: &Config) -> PathBuf {
     config.ca.cert.with_extension("development")

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::oauth::clients::{Client, ClientId};
 use crate::pki::provenance::DelegationProvenance;
 
 pub mod memory;
@@ -60,6 +61,12 @@ pub enum StoreError {
     /// The serial is already in the issuance log.
     #[error("serial {0} is already recorded")]
     SerialInUse(Serial),
+    /// A client with this id exists already.
+    #[error("client {0} already exists")]
+    ClientExists(String),
+    /// The record changed since it was read; re-read and retry.
+    #[error("{0} was changed concurrently; retry")]
+    Conflict(String),
     /// No record with this serial.
     #[error("no issuance record for serial {0}")]
     UnknownSerial(Serial),
@@ -353,9 +360,40 @@ pub trait RevocationStore: Send + Sync {
     async fn is_revoked(&self, jti: &str, grant_id: &str) -> Result<bool, StoreError>;
 }
 
+/// Single-use identifiers: client assertion `jti`s (RFC 7523 §3 item 7,
+/// ATTACKS CA-05). The check and the insert are one atomic step, so of two
+/// concurrent uses exactly one wins, and it happens before anything is minted.
+#[async_trait]
+pub trait ReplayCache: Send + Sync {
+    /// Records `id` as used until `expires_at`; `Ok(false)` if it was
+    /// already recorded. Durable on `Ok`.
+    async fn use_once(&self, id: &str, expires_at: OffsetDateTime) -> Result<bool, StoreError>;
+}
+
+/// The client registry.
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    /// Creates a client; refuses an id in use (`ClientExists`), atomically.
+    /// Durable on `Ok`.
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError>;
+
+    /// Looks a client up.
+    async fn client(&self, id: &ClientId) -> Result<Option<Client>, StoreError>;
+
+    /// Replaces `expected` with `updated` if the stored client is still
+    /// `expected` (optimistic concurrency: two admins editing at once
+    /// cannot silently undo each other); `Conflict` otherwise. Durable on `Ok`.
+    async fn update_client(&self, expected: &Client, updated: &Client) -> Result<(), StoreError>;
+
+    /// Every client, ordered by id.
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+}
+
 /// Everything slcs keeps. Backends implement every supertrait.
 #[async_trait]
-pub trait Store: IssuanceLog + AuditLog + RevocationStore + Send + Sync {
+pub trait Store:
+    IssuanceLog + AuditLog + RevocationStore + ClientStore + ReplayCache + Send + Sync
+{
     /// Backend name, for health and logs.
     fn backend(&self) -> &'static str;
 

@@ -30,9 +30,11 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use time::OffsetDateTime;
 
+use crate::oauth::clients::{Client, ClientId};
+
 use super::{
-    AuditEvent, AuditLog, AuditRecord, IssuanceIntent, IssuanceLog, IssuanceRecord, Outcome,
-    RevocationStore, SCHEMA_VERSION, Serial, Store, StoreError, StoreHealth,
+    AuditEvent, AuditLog, AuditRecord, ClientStore, IssuanceIntent, IssuanceLog, IssuanceRecord,
+    Outcome, ReplayCache, RevocationStore, SCHEMA_VERSION, Serial, Store, StoreError, StoreHealth,
 };
 
 const META_SCHEMA_VERSION: &[u8] = b"schema_version";
@@ -80,8 +82,10 @@ pub struct SledStore {
     issuance: sled::Tree,
     issuance_by_key: sled::Tree,
     audit: sled::Tree,
+    clients: sled::Tree,
     revoked_tokens: sled::Tree,
     revoked_grants: sled::Tree,
+    used_once: sled::Tree,
     /// Records in `issuance`, counted once at open and kept in memory.
     issuance_records: AtomicU64,
     path: PathBuf,
@@ -117,8 +121,10 @@ impl SledStore {
         let issuance = tree("issuance")?;
         let issuance_by_key = tree("issuance_by_key")?;
         let audit = tree("audit")?;
+        let clients = tree("clients")?;
         let revoked_tokens = tree("revoked_tokens")?;
         let revoked_grants = tree("revoked_grants")?;
+        let used_once = tree("used_once")?;
 
         // sled writes its log with sync_file_range on Linux, which neither
         // flushes the drive's write cache nor the file's size: fine after a
@@ -135,8 +141,10 @@ impl SledStore {
             issuance,
             issuance_by_key,
             audit,
+            clients,
             revoked_tokens,
             revoked_grants,
+            used_once,
             issuance_records,
             path,
             commit,
@@ -339,7 +347,9 @@ impl AuditLog for SledStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         // sled's id generator is monotonic across restarts (it reserves
         // ranges durably), so sequence numbers are never reused.
-        let seq = self.db.generate_id().map_err(io)?;
+        // sled's ids start at 0; sequence numbers start at 1 so that
+        // `audit_events(0, …)` means "from the beginning".
+        let seq = self.db.generate_id().map_err(io)?.saturating_add(1);
         let value = serde_json::to_vec(event)
             .map_err(|e| StoreError::Io(format!("cannot encode audit event: {e}")))?;
         self.audit.insert(seq.to_be_bytes(), value).map_err(io)?;
@@ -365,6 +375,94 @@ impl AuditLog for SledStore {
             out.push(AuditRecord { seq, event });
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl ClientStore for SledStore {
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(client)
+            .map_err(|e| StoreError::Io(format!("cannot encode client: {e}")))?;
+        self.clients
+            // Keyed by the case-folded id: `Portal` cannot be registered
+            // beside `portal` (look-alike clients, ATTACKS REG-05).
+            .compare_and_swap(client.id.folded().as_bytes(), None::<&[u8]>, Some(value))
+            .map_err(io)?
+            .map_err(|_| StoreError::ClientExists(client.id.as_str().to_owned()))?;
+        self.durable().await
+    }
+
+    async fn client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
+        let stored = self
+            .clients
+            .get(id.folded().as_bytes())
+            .map_err(io)?
+            .map(|bytes| {
+                serde_json::from_slice::<Client>(&bytes).map_err(|e| StoreError::Decode {
+                    key: format!("client {}", id.as_str()),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()?;
+        // Unique regardless of case, but an id still names its client only
+        // when spelled exactly as registered.
+        Ok(stored.filter(|client| client.id == *id))
+    }
+
+    async fn update_client(&self, expected: &Client, updated: &Client) -> Result<(), StoreError> {
+        let encode_client = |c: &Client| {
+            serde_json::to_vec(c).map_err(|e| StoreError::Io(format!("cannot encode client: {e}")))
+        };
+        let folded = expected.id.folded();
+        let key = folded.as_bytes();
+        let current = self.clients.get(key).map_err(io)?;
+        let still_expected = current
+            .as_ref()
+            .and_then(|bytes| serde_json::from_slice::<Client>(bytes).ok())
+            .is_some_and(|stored| stored == *expected);
+        if !still_expected {
+            return Err(StoreError::Conflict(format!(
+                "client {}",
+                expected.id.as_str()
+            )));
+        }
+        self.clients
+            .compare_and_swap(key, current, Some(encode_client(updated)?))
+            .map_err(io)?
+            .map_err(|_| StoreError::Conflict(format!("client {}", expected.id.as_str())))?;
+        self.durable().await
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        self.clients
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(io)?;
+                serde_json::from_slice(&value).map_err(|e| StoreError::Decode {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl ReplayCache for SledStore {
+    async fn use_once(&self, id: &str, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+        let fresh = self
+            .used_once
+            .compare_and_swap(
+                id.as_bytes(),
+                None::<&[u8]>,
+                Some(&expires_at.unix_timestamp().to_be_bytes()[..]),
+            )
+            .map_err(io)?
+            .is_ok();
+        if fresh {
+            self.durable().await?;
+        }
+        Ok(fresh)
     }
 }
 
@@ -730,6 +828,30 @@ mod tests {
             tail.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![seqs[3], seqs[4]]
         );
+    }
+
+    #[tokio::test]
+    async fn ca_05_a_jti_is_used_once_even_concurrently() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = datetime!(2026-11-23 12:05:00 UTC);
+        let store =
+            Arc::new(SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap());
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store.use_once("client|jti-1", at).await
+            }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            if task.await.unwrap().unwrap() {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1);
+        assert!(!store.use_once("client|jti-1", at).await.unwrap());
+        assert!(store.use_once("client|jti-2", at).await.unwrap());
     }
 
     #[tokio::test]

@@ -1,0 +1,231 @@
+//! The client registration API, JSON-compatible with the EBRAINS OIDC client
+//! API (seed 003): `POST/GET /rest/v1/oidc/clients`,
+//! `GET/PUT /rest/v1/oidc/clients/{clientId}`,
+//! `PUT/DELETE …/{clientId}/groups/{group}` and `…/units/{unitPath}`, plus
+//! `PUT …/{clientId}/status` for administrators. Errors are RFC 9457 problem
+//! documents carrying the RFC 7591 §3.2.2 code in `error`.
+//!
+//! Callers authenticate with `Authorization: Bearer`: today the admin token;
+//! user access tokens join when users exist.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::Problem;
+use super::extract::bearer_token;
+use crate::oauth::clients::{ClientRepresentation, ClientStatus};
+use crate::oauth::registry::{AccessChange, Caller, ClientView, Registry};
+
+fn registry(state: &AppState) -> Registry<'_> {
+    Registry {
+        store: state.inner.store.as_ref(),
+        pepper: state.inner.tokens.pepper(),
+        development: state.inner.development,
+    }
+}
+
+/// The caller, from the bearer token.
+fn caller(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, Problem> {
+    let token = bearer_token(headers)
+        .map_err(|_| Problem::unauthorized("malformed Authorization header"))?
+        .ok_or_else(|| Problem::unauthorized("a bearer token is required"))?;
+    if state.inner.admin.verify(token) {
+        return Ok(Caller {
+            subject: "admin".into(),
+            is_admin: true,
+            source: Some(peer.ip().to_string()),
+        });
+    }
+    Err(Problem::unauthorized(
+        "the bearer token is not valid for this API",
+    ))
+}
+
+fn body(
+    json: Result<Json<ClientRepresentation>, JsonRejection>,
+) -> Result<ClientRepresentation, Problem> {
+    json.map(|Json(rep)| rep)
+        .map_err(|e| Problem::bad_request("invalid_client_metadata", e.body_text()))
+}
+
+/// The representation, with the new secret in `client.secret` when one was
+/// just generated (shown this once).
+fn view(status: StatusCode, view: ClientView) -> Response {
+    let mut json = serde_json::to_value(&view.representation).unwrap_or_default();
+    if let (Some(secret), Some(client)) = (&view.new_secret, json.get_mut("client"))
+        && let Some(object) = client.as_object_mut()
+    {
+        object.insert(
+            "secret".into(),
+            serde_json::Value::String(secret.expose().to_owned()),
+        );
+    }
+    (
+        status,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(json),
+    )
+        .into_response()
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    json: Result<Json<ClientRepresentation>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let caller = caller(&state, &headers, peer)?;
+    let rep = body(json)?;
+    let now = state.inner.clock.now();
+    let created = registry(&state).register(&caller, &rep, now).await?;
+    Ok(view(StatusCode::CREATED, created))
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let caller = caller(&state, &headers, peer)?;
+    let clients = registry(&state).list(&caller).await?;
+    let summaries: Vec<serde_json::Value> = clients
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "clientId": c.id.as_str(),
+                "name": c.name,
+                "kind": c.kind.name(),
+                "status": c.status.name(),
+                "owner": c.owner,
+            })
+        })
+        .collect();
+    Ok(Json(summaries).into_response())
+}
+
+pub(super) async fn show(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let caller = caller(&state, &headers, peer)?;
+    let rep = registry(&state).show(&caller, &id).await?;
+    Ok(Json(rep).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct ReplaceQuery {
+    #[serde(default)]
+    rotate_secret: bool,
+}
+
+pub(super) async fn replace(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<ReplaceQuery>,
+    json: Result<Json<ClientRepresentation>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let caller = caller(&state, &headers, peer)?;
+    let rep = body(json)?;
+    let now = state.inner.clock.now();
+    let updated = registry(&state)
+        .replace(&caller, &id, &rep, query.rotate_secret, now)
+        .await?;
+    Ok(view(StatusCode::OK, updated))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StatusChange {
+    status: String,
+    reason: Option<String>,
+}
+
+pub(super) async fn set_status(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    json: Result<Json<StatusChange>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let caller = caller(&state, &headers, peer)?;
+    let Json(change) = json.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
+    let status = match change.status.as_str() {
+        "active" => ClientStatus::Active,
+        "suspended" => ClientStatus::Suspended,
+        "pending" => ClientStatus::Pending,
+        other => {
+            return Err(Problem::bad_request(
+                "invalid_request",
+                format!("status must be active, suspended or pending, not {other:?}"),
+            ));
+        }
+    };
+    let now = state.inner.clock.now();
+    let rep = registry(&state)
+        .set_status(&caller, &id, status, change.reason.as_deref(), now)
+        .await?;
+    Ok(Json(rep).into_response())
+}
+
+async fn access(
+    state: AppState,
+    headers: HeaderMap,
+    peer: SocketAddr,
+    id: String,
+    name: String,
+    change: AccessChange,
+) -> Result<Response, Problem> {
+    let caller = caller(&state, &headers, peer)?;
+    let now = state.inner.clock.now();
+    let rep = registry(&state)
+        .change_access(&caller, &id, change, &name, now)
+        .await?;
+    Ok(Json(rep).into_response())
+}
+
+pub(super) async fn grant_group(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    access(state, headers, peer, id, name, AccessChange::GrantGroup).await
+}
+
+pub(super) async fn revoke_group(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    access(state, headers, peer, id, name, AccessChange::RevokeGroup).await
+}
+
+pub(super) async fn grant_unit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    access(state, headers, peer, id, name, AccessChange::GrantUnit).await
+}
+
+pub(super) async fn revoke_unit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    access(state, headers, peer, id, name, AccessChange::RevokeUnit).await
+}

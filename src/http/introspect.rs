@@ -1,0 +1,33 @@
+//! `POST /introspect` — RFC 7662. The caller must authenticate as a client
+//! (§2.1: "To prevent token scanning attacks, the endpoint MUST also require
+//! some form of authorization", ATTACKS IR-01); the answer for anything the
+//! caller may not see is `{"active": false}`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::OAuthError;
+use super::extract::presented_credentials;
+use super::form::OAuthForm;
+
+pub(super) async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: OAuthForm,
+) -> Result<Response, OAuthError> {
+    let service = &state.inner.tokens;
+    let now = state.inner.clock.now();
+    let presented = presented_credentials(&headers, &form)?;
+    let caller = service
+        .authenticate(&presented, now)
+        .await
+        .map_err(|e| OAuthError::from_client_auth(e, presented.used_basic()))?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let answer = service.introspect(&caller, token, now).await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
+}

@@ -1,0 +1,36 @@
+//! `POST /revoke` — RFC 7009. The caller authenticates; revoking a token
+//! that is not ours, or is malformed, answers 200 (§2.2: the client cannot
+//! learn whether a token was valid); `token_type_hint` is only a hint and
+//! an unknown one is ignored (ATTACKS IR-05).
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+
+use super::AppState;
+use super::error::OAuthError;
+use super::extract::presented_credentials;
+use super::form::OAuthForm;
+
+pub(super) async fn revoke(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: OAuthForm,
+) -> Result<Response, OAuthError> {
+    let service = &state.inner.tokens;
+    let now = state.inner.clock.now();
+    let presented = presented_credentials(&headers, &form)?;
+    let caller = service
+        .authenticate(&presented, now)
+        .await
+        .map_err(|e| OAuthError::from_client_auth(e, presented.used_basic()))?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    service
+        .revoke(&caller, token, Some(peer.ip().to_string()), now)
+        .await?;
+    Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response())
+}

@@ -1,0 +1,70 @@
+//! `POST /token` — RFC 6749 §3.2. The client credentials grant (§4.4) for
+//! service accounts; the other grants arrive with their issues and are
+//! `unsupported_grant_type` until then (ATTACKS ROB-15: an exhaustive match,
+//! never "parsed but unsupported, so allowed").
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+
+use super::AppState;
+use super::error::OAuthError;
+use super::extract::presented_credentials;
+use super::form::OAuthForm;
+
+pub(super) async fn token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: OAuthForm,
+) -> Result<Response, OAuthError> {
+    let service = &state.inner.tokens;
+    let now = state.inner.clock.now();
+    let presented = presented_credentials(&headers, &form)?;
+    let grant_type = form
+        .get("grant_type")
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    let client = service
+        .authenticate(&presented, now)
+        .await
+        .map_err(|e| OAuthError::from_client_auth(e, presented.used_basic()))?;
+    let response = match grant_type {
+        "client_credentials" => {
+            service
+                .client_credentials(&client, form.get("scope"), Some(peer.ip().to_string()), now)
+                .await?
+        }
+        "password" => {
+            // RFC 9700 §2.4: the resource owner password grant MUST NOT be used.
+            return Err(OAuthError::unsupported_grant_type(
+                "the password grant is not supported (RFC 9700 §2.4)",
+            ));
+        }
+        "authorization_code"
+        | "refresh_token"
+        | "urn:ietf:params:oauth:grant-type:device_code"
+        | "urn:ietf:params:oauth:grant-type:token-exchange"
+        | "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+            return Err(OAuthError::unsupported_grant_type(format!(
+                "grant type {grant_type} is not supported by this server yet"
+            )));
+        }
+        other => {
+            return Err(OAuthError::unsupported_grant_type(format!(
+                "unknown grant type {:?}",
+                other.chars().take(64).collect::<String>()
+            )));
+        }
+    };
+    // RFC 6749 §5.1: no-store on every token response.
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(response),
+    )
+        .into_response())
+}

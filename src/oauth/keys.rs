@@ -1,0 +1,1243 @@
+//! Access-token signing keys: generation, storage in the data directory,
+//! scheduled rotation with pre-publication, and the public JWK set
+//! (RFC 7517) that `GET /jwks` serves.
+//!
+//! This module owns `<data_dir>/keys/`: one PKCS#8 PEM file per key
+//! (`<kid>.pem`, mode 0600, created with `O_CREAT|O_EXCL`, never
+//! overwritten) and `keys.json`, the metadata (state, times) rewritten
+//! atomically. At any time the set holds exactly one `current` key (signs),
+//! one `next` key (already published, so verifiers that cache the JWKS know
+//! it before the first token it signs), and zero or more `retired` keys
+//! still published until the tokens they signed have expired.
+//!
+//! It must never: let a key sign or verify with more than one algorithm
+//! (RFC 8725 §3.1), put a private member in a JWK, overwrite or chmod a key
+//! file, or read the wall clock (`now` is always an argument).
+//!
+//! Key ids are `base64url(SHA-256(SubjectPublicKeyInfo DER))` truncated to
+//! 16 characters (96 bits): a fingerprint of the public key, not the RFC 7638
+//! JWK thumbprint. They are checked against the key file on every load, so a
+//! swapped file is refused.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
+    RsaKeyPair, RsaPublicKeyComponents,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Name of the metadata file inside the key directory.
+pub const METADATA_FILE: &str = "keys.json";
+
+/// Length of a key id in characters (12 digest octets in base64url).
+pub const KID_LEN: usize = 16;
+
+/// Version of the `keys.json` format.
+const METADATA_VERSION: u32 = 1;
+/// `keys.json` is ours and small; anything larger is not one.
+const MAX_METADATA_BYTES: u64 = 1 << 20;
+/// A PKCS#8 PEM of an RSA-8192 key is about 6.5 KiB; ours are far smaller.
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+const PEM_END: &str = "-----END PRIVATE KEY-----";
+
+/// The JWS algorithms slcs signs access tokens with. Each key is bound to
+/// exactly one of them for its whole life (RFC 8725 §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SigningAlgorithm {
+    /// ECDSA P-256 with SHA-256 (RFC 7518 §3.4); the default.
+    #[serde(rename = "ES256")]
+    Es256,
+    /// Ed25519 (RFC 8037 §3.1).
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 and a 2048-bit key (RFC 7518 §3.3).
+    #[serde(rename = "RS256")]
+    Rs256,
+}
+
+impl SigningAlgorithm {
+    /// The JWA name, as in a JWS `alg` header and a JWK `alg` member.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+            Self::Rs256 => "RS256",
+        }
+    }
+
+    /// The `jsonwebtoken` algorithm this maps to.
+    pub fn jwt_algorithm(self) -> Algorithm {
+        match self {
+            Self::Es256 => Algorithm::ES256,
+            Self::EdDsa => Algorithm::EdDSA,
+            Self::Rs256 => Algorithm::RS256,
+        }
+    }
+}
+
+impl std::fmt::Display for SigningAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An algorithm name slcs does not sign with.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown signing algorithm {0:?}: expected ES256, EdDSA or RS256")]
+pub struct UnknownAlgorithm(pub String);
+
+impl FromStr for SigningAlgorithm {
+    type Err = UnknownAlgorithm;
+
+    /// Exact JWA names: RFC 7515 §4.1.1 `alg` values are case-sensitive.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ES256" => Ok(Self::Es256),
+            "EdDSA" => Ok(Self::EdDsa),
+            "RS256" => Ok(Self::Rs256),
+            other => Err(UnknownAlgorithm(other.to_owned())),
+        }
+    }
+}
+
+/// Where a key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Signs new tokens; published.
+    Current,
+    /// Published ahead of use; becomes current at the next rotation.
+    Next,
+    /// No longer signs; published and accepted until its `verify_until`.
+    Retired,
+}
+
+/// Why the key set could not be created, loaded or rotated.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A private key file is readable or writable by group or others.
+    #[error("{0} is accessible to other users (mode {1:o}); run `chmod 600` on it")]
+    InsecureKeyFile(PathBuf, u32),
+    /// The key directory is writable by group or others, so its files could
+    /// be replaced.
+    #[error("{0} is writable by other users (mode {1:o}); run `chmod 700` on it")]
+    InsecureDirectory(PathBuf, u32),
+    /// Key files exist without `keys.json` (an interrupted first start or a
+    /// lost metadata file). slcs does not guess which keys to trust.
+    #[error(
+        "{0} holds key files but no {METADATA_FILE}; restore {METADATA_FILE}, or remove the key files to create new keys"
+    )]
+    Incomplete(PathBuf),
+    /// `keys.json` or a key file cannot be parsed or is inconsistent.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Key generation failed.
+    #[error("cannot generate a {0} signing key")]
+    Generate(SigningAlgorithm),
+    /// A duration does not fit the calendar (years beyond 9999).
+    #[error("{0} is out of range")]
+    DurationOutOfRange(&'static str),
+    /// The crypto library refused to sign.
+    #[error("signing failed")]
+    Sign,
+    /// The configured algorithm name is not one slcs signs with.
+    #[error(transparent)]
+    Config(UnknownAlgorithm),
+}
+
+/// One signing key with its metadata. Debug output names the key only;
+/// the private half never leaves this module except as a signature.
+pub struct SigningKey {
+    kid: String,
+    alg: SigningAlgorithm,
+    state: KeyState,
+    created_at: OffsetDateTime,
+    activated_at: Option<OffsetDateTime>,
+    retired_at: Option<OffsetDateTime>,
+    verify_until: Option<OffsetDateTime>,
+    material: KeyMaterial,
+    spki_der: Vec<u8>,
+    jwk: serde_json::Value,
+    decoding_key: DecodingKey,
+    signature_len: usize,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("state", &self.state)
+            .field("created_at", &self.created_at)
+            .field("activated_at", &self.activated_at)
+            .field("retired_at", &self.retired_at)
+            .field("verify_until", &self.verify_until)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Key id (`kid` header and JWK member).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The one algorithm this key signs and verifies with.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.alg
+    }
+
+    /// Where the key is in its life.
+    pub fn state(&self) -> KeyState {
+        self.state
+    }
+
+    /// When the key was generated.
+    pub fn created_at(&self) -> OffsetDateTime {
+        self.created_at
+    }
+
+    /// When the key became current (None while `next`).
+    pub fn activated_at(&self) -> Option<OffsetDateTime> {
+        self.activated_at
+    }
+
+    /// When the key was retired.
+    pub fn retired_at(&self) -> Option<OffsetDateTime> {
+        self.retired_at
+    }
+
+    /// Until when a retired key still verifies and is published.
+    pub fn verify_until(&self) -> Option<OffsetDateTime> {
+        self.verify_until
+    }
+
+    /// The public key as DER `SubjectPublicKeyInfo`.
+    pub fn public_key_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    /// The public JWK (RFC 7517 §4, RFC 7518 §6, RFC 8037 §2), with `kid`,
+    /// `alg` and `use: "sig"`. Holds no private member by construction.
+    pub fn jwk(&self) -> &serde_json::Value {
+        &self.jwk
+    }
+
+    /// Signs a JWS signing input with this key's algorithm.
+    pub(super) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let rng = SystemRandom::new();
+        match &self.material {
+            // RFC 7518 §3.4: R || S, 64 octets (the FIXED encoding).
+            KeyMaterial::Es256(pair) => pair
+                .sign(&rng, message)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| KeyError::Sign),
+            KeyMaterial::EdDsa(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+            KeyMaterial::Rs256(pair) => {
+                let mut signature = vec![0u8; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
+                    .map_err(|_| KeyError::Sign)?;
+                Ok(signature)
+            }
+        }
+    }
+
+    /// The verification key, built from the published JWK members so that
+    /// slcs verifies with exactly what it publishes.
+    pub(super) fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding_key
+    }
+
+    /// Length of a valid signature in octets (64 for ES256 and EdDSA, the
+    /// modulus length for RS256).
+    pub(super) fn signature_len(&self) -> usize {
+        self.signature_len
+    }
+
+    fn is_published_at(&self, now: OffsetDateTime) -> bool {
+        match self.state {
+            KeyState::Current | KeyState::Next => true,
+            KeyState::Retired => self.verify_until.is_some_and(|until| now < until),
+        }
+    }
+
+    fn record(&self) -> KeyRecord {
+        KeyRecord {
+            kid: self.kid.clone(),
+            alg: self.alg,
+            state: self.state,
+            created_at: self.created_at,
+            activated_at: self.activated_at,
+            retired_at: self.retired_at,
+            verify_until: self.verify_until,
+        }
+    }
+}
+
+/// The signing keys of this authorization server: always exactly one
+/// current and one next key (by construction), and the retired keys.
+#[derive(Debug)]
+pub struct KeySet {
+    /// Algorithm of keys generated from now on (existing keys keep theirs).
+    alg: SigningAlgorithm,
+    current: SigningKey,
+    next: SigningKey,
+    /// Newest retirement first.
+    retired: Vec<SigningKey>,
+}
+
+impl KeySet {
+    /// Loads the key set from `dir`, or on first start creates `dir` (0700)
+    /// with a `current` and a pre-published `next` key of algorithm `alg`.
+    ///
+    /// Loading never writes. Keys already on disk keep their algorithm; a
+    /// changed `alg` applies to keys generated by later rotations, so a
+    /// switch takes two rotations and never surprises a verifier.
+    pub fn load_or_create(
+        dir: &Path,
+        alg: SigningAlgorithm,
+        now: OffsetDateTime,
+    ) -> Result<Self, KeyError> {
+        ensure_private_dir(dir)?;
+        let metadata = dir.join(METADATA_FILE);
+        match fs::symlink_metadata(&metadata) {
+            Ok(_) => Self::load(dir, alg),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(dir, alg, now),
+            Err(source) => Err(KeyError::Io {
+                path: metadata,
+                source,
+            }),
+        }
+    }
+
+    /// Rotates: `next` becomes `current`, `current` becomes `retired` and
+    /// stays published and accepted until `now + keep_retired_for` (choose at
+    /// least the access-token lifetime plus leeway, so every token it signed
+    /// still verifies), a new `next` is generated, and retired keys past
+    /// their time leave the set.
+    ///
+    /// Order: the new key file is written, then `keys.json` is replaced
+    /// atomically, then `self` changes, then the files of dropped keys are
+    /// deleted (they can no longer sign anything anyone accepts). If the
+    /// metadata cannot be written, `self` is unchanged and the new key file
+    /// is left unused. A failed deletion is reported as an error although
+    /// the rotation itself is then complete.
+    pub fn rotate(
+        &mut self,
+        dir: &Path,
+        now: OffsetDateTime,
+        keep_retired_for: Duration,
+    ) -> Result<(), KeyError> {
+        let verify_until = add(now, keep_retired_for, "keep_retired_for")?;
+        let mut new_next = generate(dir, self.alg, now)?;
+        new_next.state = KeyState::Next;
+
+        let mut promoted = self.next.record();
+        promoted.state = KeyState::Current;
+        promoted.activated_at = Some(now);
+        let mut demoted = self.current.record();
+        demoted.state = KeyState::Retired;
+        demoted.retired_at = Some(now);
+        demoted.verify_until = Some(verify_until);
+        let mut records = vec![promoted, new_next.record(), demoted];
+        records.extend(
+            self.retired
+                .iter()
+                .filter(|k| k.is_published_at(now))
+                .map(SigningKey::record),
+        );
+        write_metadata(dir, &records)?;
+
+        // Persisted: now mirror it in memory.
+        let mut promoted = std::mem::replace(&mut self.next, new_next);
+        promoted.state = KeyState::Current;
+        promoted.activated_at = Some(now);
+        let mut demoted = std::mem::replace(&mut self.current, promoted);
+        demoted.state = KeyState::Retired;
+        demoted.retired_at = Some(now);
+        demoted.verify_until = Some(verify_until);
+        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|k| k.is_published_at(now));
+        self.retired = kept;
+        self.retired.insert(0, demoted);
+
+        for key in &dropped {
+            let path = key_path(dir, &key.kid);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(KeyError::Io { path, source }),
+            }
+        }
+        if !dropped.is_empty() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the current key has been current for `rotate_every` or more.
+    pub fn rotation_due(&self, now: OffsetDateTime, rotate_every: Duration) -> bool {
+        // Age counts from activation, not creation: the new current key was
+        // generated a whole period earlier, as `next`.
+        let since = self.current.activated_at.unwrap_or(self.current.created_at);
+        match time::Duration::try_from(rotate_every) {
+            Ok(period) => now - since >= period,
+            // A period beyond the calendar never elapses.
+            Err(_) => false,
+        }
+    }
+
+    /// The JWK set to publish (RFC 7517 §5): current, next and retired keys
+    /// still within their verification window; public members only.
+    pub fn jwks(&self, now: OffsetDateTime) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .keys()
+            .filter(|k| k.is_published_at(now))
+            .map(|k| k.jwk.clone())
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// The key that signs new tokens.
+    pub fn current(&self) -> &SigningKey {
+        &self.current
+    }
+
+    /// The pre-published key that becomes current at the next rotation.
+    pub fn next(&self) -> &SigningKey {
+        &self.next
+    }
+
+    /// The key named `kid` if a token signed by it may be accepted at
+    /// `now`: current, next, or retired within its window. `kid` is only a
+    /// lookup key into this fixed set (RFC 8725 §3.10).
+    pub fn verifying_key(&self, kid: &str, now: OffsetDateTime) -> Option<&SigningKey> {
+        self.keys().find(|k| k.kid == kid && k.is_published_at(now))
+    }
+
+    /// Every key in the set: current, next, then retired keys newest first,
+    /// including retired keys past their window until the next rotation
+    /// removes them.
+    pub fn keys(&self) -> impl Iterator<Item = &SigningKey> {
+        [&self.current, &self.next]
+            .into_iter()
+            .chain(self.retired.iter())
+    }
+
+    /// Algorithm of keys generated by later rotations.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.alg
+    }
+
+    fn create(dir: &Path, alg: SigningAlgorithm, now: OffsetDateTime) -> Result<Self, KeyError> {
+        // Key files without metadata: an interrupted first start or a lost
+        // keys.json. Refuse rather than silently start over.
+        let entries = fs::read_dir(dir).map_err(io_error(dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error(dir))?;
+            if entry.path().extension().is_some_and(|ext| ext == "pem") {
+                return Err(KeyError::Incomplete(dir.to_path_buf()));
+            }
+        }
+        let mut current = generate(dir, alg, now)?;
+        current.state = KeyState::Current;
+        current.activated_at = Some(now);
+        let mut next = generate(dir, alg, now)?;
+        next.state = KeyState::Next;
+        write_metadata(dir, &[current.record(), next.record()])?;
+        Ok(Self {
+            alg,
+            current,
+            next,
+            retired: Vec::new(),
+        })
+    }
+
+    fn load(dir: &Path, alg: SigningAlgorithm) -> Result<Self, KeyError> {
+        let path = dir.join(METADATA_FILE);
+        let invalid = |message: String| KeyError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        let bytes = read_bounded(&path, MAX_METADATA_BYTES)?;
+        let file: MetadataFile =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        if file.version != METADATA_VERSION {
+            return Err(invalid(format!("unsupported version {}", file.version)));
+        }
+        validate_records(&file.keys).map_err(invalid)?;
+        let (mut current, mut next, mut retired) = (None, None, Vec::new());
+        for record in file.keys {
+            let state = record.state;
+            let key = load_key(dir, record)?;
+            match state {
+                KeyState::Current => current = Some(key),
+                KeyState::Next => next = Some(key),
+                KeyState::Retired => retired.push(key),
+            }
+        }
+        let (Some(current), Some(next)) = (current, next) else {
+            return Err(invalid(
+                "expected exactly one current and one next key".into(),
+            ));
+        };
+        retired.sort_by_key(|k: &SigningKey| std::cmp::Reverse(k.retired_at));
+        Ok(Self {
+            alg,
+            current,
+            next,
+            retired,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Private: key material, metadata, files.
+
+enum KeyMaterial {
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+    Rs256(RsaKeyPair),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetadataFile {
+    version: u32,
+    keys: Vec<KeyRecord>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRecord {
+    kid: String,
+    alg: SigningAlgorithm,
+    state: KeyState,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    activated_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    retired_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    verify_until: Option<OffsetDateTime>,
+}
+
+fn validate_records(records: &[KeyRecord]) -> Result<(), String> {
+    let count = |state| records.iter().filter(|r| r.state == state).count();
+    if count(KeyState::Current) != 1 || count(KeyState::Next) != 1 {
+        return Err("expected exactly one current and one next key".into());
+    }
+    for (i, record) in records.iter().enumerate() {
+        if !is_valid_kid(&record.kid) {
+            return Err(format!("invalid key id {:?}", record.kid));
+        }
+        if records.iter().skip(i + 1).any(|r| r.kid == record.kid) {
+            return Err(format!("key id {} appears twice", record.kid));
+        }
+        let ok = match record.state {
+            KeyState::Current => record.activated_at.is_some() && record.verify_until.is_none(),
+            KeyState::Next => record.activated_at.is_none() && record.verify_until.is_none(),
+            KeyState::Retired => record.retired_at.is_some() && record.verify_until.is_some(),
+        };
+        if !ok {
+            return Err(format!(
+                "key {} has times that do not fit its state",
+                record.kid
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A kid we could have made: exactly `KID_LEN` base64url characters. Also
+/// what makes `<kid>.pem` a safe file name.
+fn is_valid_kid(kid: &str) -> bool {
+    kid.len() == KID_LEN
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn key_path(dir: &Path, kid: &str) -> PathBuf {
+    dir.join(format!("{kid}.pem"))
+}
+
+fn add(
+    now: OffsetDateTime,
+    duration: Duration,
+    what: &'static str,
+) -> Result<OffsetDateTime, KeyError> {
+    time::Duration::try_from(duration)
+        .ok()
+        .and_then(|d| now.checked_add(d))
+        .ok_or(KeyError::DurationOutOfRange(what))
+}
+
+/// Generates a key, writes its PEM file, and returns it (state `Next`,
+/// which the caller adjusts).
+fn generate(
+    dir: &Path,
+    alg: SigningAlgorithm,
+    now: OffsetDateTime,
+) -> Result<SigningKey, KeyError> {
+    let failed = |_| KeyError::Generate(alg);
+    let pkcs8: Vec<u8> = match alg {
+        SigningAlgorithm::Es256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .and_then(|pair| pair.to_pkcs8v1())
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+        SigningAlgorithm::EdDsa => Ed25519KeyPair::generate()
+            .and_then(|pair| pair.to_pkcs8v1())
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+        SigningAlgorithm::Rs256 => {
+            let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(failed)?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> = pair.as_der().map_err(failed)?;
+            der.as_ref().to_vec()
+        }
+    };
+    // Parse back through the same path as a load, so a generated key is
+    // exactly what a restart will see.
+    let record = KeyRecord {
+        kid: String::new(),
+        alg,
+        state: KeyState::Next,
+        created_at: now,
+        activated_at: None,
+        retired_at: None,
+        verify_until: None,
+    };
+    let key = from_pkcs8(&pkcs8, record).map_err(|_| KeyError::Generate(alg))?;
+    write_new_file(&key_path(dir, &key.kid), &encode_pem(&pkcs8))?;
+    Ok(key)
+}
+
+fn load_key(dir: &Path, record: KeyRecord) -> Result<SigningKey, KeyError> {
+    let path = key_path(dir, &record.kid);
+    let invalid = |message: String| KeyError::Invalid {
+        path: path.clone(),
+        message,
+    };
+    let text = read_private(&path)?;
+    let der = decode_pem(&text).ok_or_else(|| invalid("not a PKCS#8 PEM private key".into()))?;
+    let expected_kid = record.kid.clone();
+    let alg = record.alg;
+    let key = from_pkcs8(&der, record)
+        .map_err(|message| invalid(format!("not a usable {alg} key: {message}")))?;
+    if key.kid != expected_kid {
+        return Err(invalid(format!(
+            "the key's id is {}, not {expected_kid}; the file was replaced",
+            key.kid
+        )));
+    }
+    Ok(key)
+}
+
+/// Parses PKCS#8 for `record.alg` and derives kid, JWK, decoding key. The
+/// record's kid is replaced by the one computed from the key.
+fn from_pkcs8(der: &[u8], record: KeyRecord) -> Result<SigningKey, String> {
+    let alg = record.alg;
+    let (material, spki_der, params, signature_len) = match alg {
+        SigningAlgorithm::Es256 => {
+            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                .map_err(|e| e.to_string())?;
+            let spki = spki(pair.public_key().as_der())?;
+            // Uncompressed SEC1 point: 0x04 || X (32) || Y (32).
+            let point = pair.public_key().as_ref();
+            let (x, y) = match (point.first(), point.get(1..33), point.get(33..65)) {
+                (Some(4), Some(x), Some(y)) if point.len() == 65 => (x, y),
+                _ => return Err("unexpected P-256 public key encoding".into()),
+            };
+            let params = serde_json::json!({
+                "kty": "EC",
+                "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(x),
+                "y": URL_SAFE_NO_PAD.encode(y),
+            });
+            (KeyMaterial::Es256(pair), spki, params, 64)
+        }
+        SigningAlgorithm::EdDsa => {
+            let pair = Ed25519KeyPair::from_pkcs8(der).map_err(|e| e.to_string())?;
+            let spki = spki(pair.public_key().as_der())?;
+            let params = serde_json::json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+            });
+            (KeyMaterial::EdDsa(pair), spki, params, 64)
+        }
+        SigningAlgorithm::Rs256 => {
+            let pair = RsaKeyPair::from_pkcs8(der).map_err(|e| e.to_string())?;
+            // RFC 7518 §3.3: a key of 2048 bits or larger MUST be used.
+            if pair.public_modulus_len() < 256 {
+                return Err("RSA modulus shorter than 2048 bits".into());
+            }
+            let spki = spki(pair.public_key().as_der())?;
+            let components = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+            // RFC 7518 §6.3.1: Base64urlUInt, no leading zero octets.
+            let params = serde_json::json!({
+                "kty": "RSA",
+                "n": URL_SAFE_NO_PAD.encode(strip_leading_zeros(&components.n)),
+                "e": URL_SAFE_NO_PAD.encode(strip_leading_zeros(&components.e)),
+            });
+            let len = pair.public_modulus_len();
+            (KeyMaterial::Rs256(pair), spki, params, len)
+        }
+    };
+    let kid = kid_for(&spki_der)?;
+    let mut jwk = params;
+    if let Some(members) = jwk.as_object_mut() {
+        members.insert("kid".into(), kid.clone().into());
+        members.insert("alg".into(), alg.name().into());
+        members.insert("use".into(), "sig".into());
+    }
+    let parsed: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(jwk.clone()).map_err(|e| format!("JWK: {e}"))?;
+    let decoding_key = DecodingKey::from_jwk(&parsed).map_err(|e| format!("JWK: {e}"))?;
+    Ok(SigningKey {
+        kid,
+        alg,
+        state: record.state,
+        created_at: record.created_at,
+        activated_at: record.activated_at,
+        retired_at: record.retired_at,
+        verify_until: record.verify_until,
+        material,
+        spki_der,
+        jwk,
+        decoding_key,
+        signature_len,
+    })
+}
+
+fn spki(
+    der: Result<aws_lc_rs::encoding::PublicKeyX509Der<'static>, aws_lc_rs::error::Unspecified>,
+) -> Result<Vec<u8>, String> {
+    der.map(|d| d.as_ref().to_vec())
+        .map_err(|_| "cannot encode the public key".to_owned())
+}
+
+/// `base64url(SHA-256(spki))` truncated to 16 characters, i.e. the first
+/// 12 digest octets encoded (no partial character).
+fn kid_for(spki_der: &[u8]) -> Result<String, String> {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
+    digest
+        .as_ref()
+        .get(..12)
+        .map(|prefix| URL_SAFE_NO_PAD.encode(prefix))
+        .ok_or_else(|| "short digest".to_owned())
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    bytes.get(start..).unwrap_or(bytes)
+}
+
+fn encode_pem(der: &[u8]) -> Vec<u8> {
+    let b64 = STANDARD.encode(der);
+    let mut out = Vec::with_capacity(b64.len() + b64.len() / 64 + 64);
+    out.extend_from_slice(PEM_BEGIN.as_bytes());
+    out.push(b'\n');
+    for line in b64.as_bytes().chunks(64) {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(PEM_END.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+/// Strict: one `PRIVATE KEY` block, nothing around it but whitespace.
+fn decode_pem(text: &str) -> Option<Vec<u8>> {
+    let body = text.trim().strip_prefix(PEM_BEGIN)?.strip_suffix(PEM_END)?;
+    let b64: String = body.split_ascii_whitespace().collect();
+    STANDARD.decode(b64).ok()
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates `dir` with mode 0700, or checks an existing one.
+fn ensure_private_dir(dir: &Path) -> Result<(), KeyError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(io_error(dir))?;
+    let meta = fs::symlink_metadata(dir).map_err(io_error(dir))?;
+    if !meta.is_dir() {
+        return Err(KeyError::Invalid {
+            path: dir.to_path_buf(),
+            message: "not a directory".into(),
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode();
+        // Whoever can write here can swap keys.json and the key files.
+        if mode & 0o022 != 0 {
+            return Err(KeyError::InsecureDirectory(dir.to_path_buf(), mode & 0o777));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a private key file: a regular file (no symlink), no group or
+/// other permission bits, bounded size.
+fn read_private(path: &Path) -> Result<String, KeyError> {
+    let link = fs::symlink_metadata(path).map_err(io_error(path))?;
+    if !link.file_type().is_file() {
+        return Err(KeyError::Invalid {
+            path: path.to_path_buf(),
+            message: "not a regular file".into(),
+        });
+    }
+    let file = File::open(path).map_err(io_error(path))?;
+    // Check the mode of what was opened, not of what the path names now.
+    let meta = file.metadata().map_err(io_error(path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(KeyError::InsecureKeyFile(path.to_path_buf(), mode & 0o777));
+        }
+    }
+    let bytes = read_limited(file, path, meta.len(), MAX_KEY_FILE_BYTES)?;
+    String::from_utf8(bytes).map_err(|_| KeyError::Invalid {
+        path: path.to_path_buf(),
+        message: "not UTF-8 text".into(),
+    })
+}
+
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, KeyError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let len = file.metadata().map_err(io_error(path))?.len();
+    read_limited(file, path, len, limit)
+}
+
+fn read_limited(file: File, path: &Path, len: u64, limit: u64) -> Result<Vec<u8>, KeyError> {
+    if len > limit {
+        return Err(KeyError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("larger than {limit} bytes"),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error(path))?;
+    if bytes.len() as u64 > limit {
+        return Err(KeyError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("larger than {limit} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Creates `path` with `O_CREAT|O_EXCL` and mode 0600 from the first byte,
+/// writes, fsyncs the file and its directory. Never overwrites.
+fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io_error(path))?;
+    file.write_all(contents).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Replaces `keys.json` atomically: temporary file (0600, exclusive),
+/// fsync, rename over the old file, fsync the directory. A crash leaves
+/// either the old or the new metadata, never a mix.
+fn write_metadata(dir: &Path, records: &[KeyRecord]) -> Result<(), KeyError> {
+    let path = dir.join(METADATA_FILE);
+    let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
+    let file = MetadataFile {
+        version: METADATA_VERSION,
+        keys: records.to_vec(),
+    };
+    let mut json = serde_json::to_vec_pretty(&file).map_err(|e| KeyError::Invalid {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    json.push(b'\n');
+    // A temporary file left by a crash is ours and stale.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(KeyError::Io { path: tmp, source }),
+    }
+    write_new_file(&tmp, &json)?;
+    fs::rename(&tmp, &path).map_err(io_error(&path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), KeyError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2030-01-01 00:00 UTC);
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn new_set(alg: SigningAlgorithm) -> (tempfile::TempDir, PathBuf, KeySet) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let set = KeySet::load_or_create(&dir, alg, T0).unwrap();
+        (tmp, dir, set)
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn algorithm_names_round_trip() {
+        for alg in [
+            SigningAlgorithm::Es256,
+            SigningAlgorithm::EdDsa,
+            SigningAlgorithm::Rs256,
+        ] {
+            assert_eq!(alg.name().parse::<SigningAlgorithm>().unwrap(), alg);
+            assert_eq!(alg.to_string(), alg.name());
+            assert_eq!(
+                serde_json::to_value(alg).unwrap(),
+                serde_json::json!(alg.name())
+            );
+        }
+        assert_eq!(SigningAlgorithm::EdDsa.jwt_algorithm(), Algorithm::EdDSA);
+        for bad in ["es256", "EDDSA", "HS256", "none", "ES256 ", ""] {
+            assert!(bad.parse::<SigningAlgorithm>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn first_start_creates_current_and_next_with_private_modes() {
+        for alg in [
+            SigningAlgorithm::Es256,
+            SigningAlgorithm::EdDsa,
+            SigningAlgorithm::Rs256,
+        ] {
+            let (_tmp, dir, set) = new_set(alg);
+            assert_eq!(set.keys().count(), 2);
+            assert_eq!(set.current().state(), KeyState::Current);
+            assert_eq!(set.current().activated_at(), Some(T0));
+            assert_eq!(set.next().state(), KeyState::Next);
+            assert_ne!(set.current().kid(), set.next().kid());
+            for key in set.keys() {
+                assert_eq!(key.algorithm(), alg);
+                assert!(is_valid_kid(key.kid()));
+                let path = key_path(&dir, key.kid());
+                let text = fs::read_to_string(&path).unwrap();
+                assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+                #[cfg(unix)]
+                assert_eq!(mode(&path), 0o600);
+            }
+            #[cfg(unix)]
+            {
+                assert_eq!(mode(&dir), 0o700);
+                assert_eq!(mode(&dir.join(METADATA_FILE)), 0o600);
+            }
+            assert!(!dir.join("keys.json.tmp").exists());
+        }
+    }
+
+    #[test]
+    fn reload_gives_the_same_keys() {
+        let (_tmp, dir, set) = new_set(SigningAlgorithm::Es256);
+        let again = KeySet::load_or_create(&dir, SigningAlgorithm::Es256, T0 + DAY).unwrap();
+        let kids = |s: &KeySet| s.keys().map(|k| k.kid().to_owned()).collect::<Vec<_>>();
+        assert_eq!(kids(&set), kids(&again));
+        assert_eq!(set.jwks(T0), again.jwks(T0));
+        assert_eq!(again.current().activated_at(), Some(T0));
+    }
+
+    #[test]
+    fn kid_is_truncated_spki_sha256() {
+        let (_tmp, _dir, set) = new_set(SigningAlgorithm::EdDsa);
+        let key = set.current();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key_der());
+        let full = URL_SAFE_NO_PAD.encode(digest.as_ref());
+        assert_eq!(key.kid(), &full[..KID_LEN]);
+    }
+
+    #[test]
+    fn jwks_has_public_members_only() {
+        for alg in [
+            SigningAlgorithm::Es256,
+            SigningAlgorithm::EdDsa,
+            SigningAlgorithm::Rs256,
+        ] {
+            let (_tmp, _dir, set) = new_set(alg);
+            let jwks = set.jwks(T0);
+            let keys = jwks["keys"].as_array().unwrap();
+            assert_eq!(keys.len(), 2);
+            let allowed: &[&str] = match alg {
+                SigningAlgorithm::Es256 => &["kty", "crv", "x", "y", "kid", "alg", "use"],
+                SigningAlgorithm::EdDsa => &["kty", "crv", "x", "kid", "alg", "use"],
+                SigningAlgorithm::Rs256 => &["kty", "n", "e", "kid", "alg", "use"],
+            };
+            for jwk in keys {
+                let members = jwk.as_object().unwrap();
+                for name in members.keys() {
+                    assert!(allowed.contains(&name.as_str()), "{alg}: unexpected {name}");
+                }
+                // RFC 7518 §6.2.2, §6.3.2, RFC 8037 §2: private members.
+                for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+                    assert!(!members.contains_key(private), "{alg}: {private}");
+                }
+                assert_eq!(jwk["alg"], alg.name());
+                assert_eq!(jwk["use"], "sig");
+            }
+            match alg {
+                SigningAlgorithm::Es256 => {
+                    assert_eq!(keys[0]["kty"], "EC");
+                    assert_eq!(keys[0]["crv"], "P-256");
+                    assert_eq!(
+                        URL_SAFE_NO_PAD
+                            .decode(keys[0]["x"].as_str().unwrap())
+                            .unwrap()
+                            .len(),
+                        32
+                    );
+                }
+                SigningAlgorithm::EdDsa => {
+                    assert_eq!(keys[0]["kty"], "OKP");
+                    assert_eq!(keys[0]["crv"], "Ed25519");
+                }
+                SigningAlgorithm::Rs256 => {
+                    assert_eq!(keys[0]["kty"], "RSA");
+                    assert_eq!(keys[0]["e"], "AQAB");
+                    let n = URL_SAFE_NO_PAD
+                        .decode(keys[0]["n"].as_str().unwrap())
+                        .unwrap();
+                    assert_eq!(n.len(), 256);
+                    assert_ne!(n[0], 0);
+                }
+            }
+            // The private scalar must not appear anywhere in the output.
+            let text = serde_json::to_string(&jwks).unwrap();
+            assert!(!text.contains("PRIVATE"));
+        }
+    }
+
+    #[test]
+    fn rotation_promotes_next_and_keeps_retired_until_its_time() {
+        let (_tmp, dir, mut set) = new_set(SigningAlgorithm::Es256);
+        let first = set.current().kid().to_owned();
+        let second = set.next().kid().to_owned();
+
+        assert!(!set.rotation_due(T0 + DAY * 29, DAY * 30));
+        assert!(set.rotation_due(T0 + DAY * 30, DAY * 30));
+
+        let t1 = T0 + DAY * 30;
+        set.rotate(&dir, t1, HOUR).unwrap();
+        assert_eq!(set.current().kid(), second);
+        assert_eq!(set.current().activated_at(), Some(t1));
+        // Age counts from activation: not due again right away.
+        assert!(!set.rotation_due(t1, DAY * 30));
+        let third = set.next().kid().to_owned();
+        assert_eq!(set.next().state(), KeyState::Next);
+        let old = set.verifying_key(&first, t1).unwrap();
+        assert_eq!(old.state(), KeyState::Retired);
+        assert_eq!(old.retired_at(), Some(t1));
+        assert_eq!(old.verify_until(), Some(t1 + HOUR));
+
+        let published = |s: &KeySet, at| {
+            s.jwks(at)["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            published(&set, t1),
+            vec![second.clone(), third.clone(), first.clone()]
+        );
+        assert_eq!(
+            published(&set, t1 + HOUR),
+            vec![second.clone(), third.clone()]
+        );
+        assert!(set.verifying_key(&first, t1 + HOUR).is_none());
+        assert!(set.verifying_key(&third, t1).is_some(), "next verifies");
+
+        // Survives a restart.
+        let reloaded = KeySet::load_or_create(&dir, SigningAlgorithm::Es256, t1).unwrap();
+        assert_eq!(published(&reloaded, t1), published(&set, t1));
+
+        // The next rotation drops the expired retired key and its file.
+        let t2 = t1 + DAY * 30;
+        set.rotate(&dir, t2, HOUR).unwrap();
+        assert!(set.keys().all(|k| k.kid() != first));
+        assert!(!key_path(&dir, &first).exists());
+        assert!(key_path(&dir, &second).exists());
+        assert_eq!(set.current().kid(), third);
+        assert_eq!(set.keys().count(), 3);
+        let reloaded = KeySet::load_or_create(&dir, SigningAlgorithm::Es256, t2).unwrap();
+        assert_eq!(reloaded.keys().count(), 3);
+    }
+
+    #[test]
+    fn changed_algorithm_applies_to_new_keys_only() {
+        let (_tmp, dir, _set) = new_set(SigningAlgorithm::Es256);
+        let mut set = KeySet::load_or_create(&dir, SigningAlgorithm::EdDsa, T0).unwrap();
+        assert_eq!(set.current().algorithm(), SigningAlgorithm::Es256);
+        set.rotate(&dir, T0 + DAY, HOUR).unwrap();
+        assert_eq!(set.current().algorithm(), SigningAlgorithm::Es256);
+        assert_eq!(set.next().algorithm(), SigningAlgorithm::EdDsa);
+        set.rotate(&dir, T0 + DAY * 2, HOUR).unwrap();
+        assert_eq!(set.current().algorithm(), SigningAlgorithm::EdDsa);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_key_file_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (_tmp, dir, set) = new_set(SigningAlgorithm::Es256);
+        let path = key_path(&dir, set.current().kid());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = KeySet::load_or_create(&dir, SigningAlgorithm::Es256, T0).unwrap_err();
+        assert!(matches!(err, KeyError::InsecureKeyFile(_, 0o644)), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(KeySet::load_or_create(&dir, SigningAlgorithm::Es256, T0).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_world_writable_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (_tmp, dir, _set) = new_set(SigningAlgorithm::Es256);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = KeySet::load_or_create(&dir, SigningAlgorithm::Es256, T0).unwrap_err();
+        assert!(matches!(err, KeyError::InsecureDirectory(..)), "{err}");
+    }
+
+    #[test]
+    fn refuses_swapped_key_file() {
+        let (_tmp, dir, set) = new_set(SigningAlgorithm::Es256);
+        let current = key_path(&dir, set.current().kid());
+        let next = key_path(&dir, set.next().kid());
+        let next_pem = fs::read(&next).unwrap();
+        fs::remove_file(&current).unwrap();
+        write_new_file(&current, &next_pem).unwrap();
+        let err = KeySet::load_or_create(&dir, SigningAlgorithm::Es256, T0).unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+    }
+
+    #[test]
+    fn refuses_tampered_metadata() {
+        let (_tmp, dir, set) = new_set(SigningAlgorithm::Es256);
+        let path = dir.join(METADATA_FILE);
+        let original = fs::read_to_string(&path).unwrap();
+        let kid = set.current().kid();
+        for tampered in [
+            original.replace(kid, "../../etc/passw"),
+            original.replace("\"next\"", "\"current\""),
+            original.replace("\"ES256\"", "\"HS256\""),
+            original.replace("\"version\": 1", "\"version\": 2"),
+            "[]".to_owned(),
+        ] {
+            fs::write(&path, tampered).unwrap();
+            assert!(KeySet::load_or_create(&dir, SigningAlgorithm::Es256, T0).is_err());
+        }
+        // Algorithm recorded for a key file of another type.
+        fs::write(&path, original.replace("\"ES256\"", "\"EdDSA\"")).unwrap();
+        assert!(KeySet::load_or_create(&dir, SigningAlgorithm::Es256, T0).is_err());
+    }
+
+    #[test]
+    fn refuses_orphan_key_files_without_metadata() {
+        let (_tmp, dir, _set) = new_set(SigningAlgorithm::Es256);
+        fs::remove_file(dir.join(METADATA_FILE)).unwrap();
+        let err = KeySet::load_or_create(&dir, SigningAlgorithm::Es256, T0).unwrap_err();
+        assert!(matches!(err, KeyError::Incomplete(_)), "{err}");
+    }
+
+    #[test]
+    fn huge_retention_is_an_error_not_a_panic() {
+        let (_tmp, dir, mut set) = new_set(SigningAlgorithm::EdDsa);
+        let before = set.current().kid().to_owned();
+        let err = set.rotate(&dir, T0, Duration::MAX).unwrap_err();
+        assert!(matches!(err, KeyError::DurationOutOfRange(_)));
+        assert_eq!(set.current().kid(), before);
+        assert!(!set.rotation_due(T0 + DAY * 365, Duration::MAX));
+    }
+
+    #[test]
+    fn pem_round_trip_and_strictness() {
+        let der: Vec<u8> = (0..=255u8).collect();
+        let pem = String::from_utf8(encode_pem(&der)).unwrap();
+        assert_eq!(decode_pem(&pem).unwrap(), der);
+        assert!(decode_pem(&pem.replace("PRIVATE KEY", "RSA PRIVATE KEY")).is_none());
+        assert!(decode_pem(&format!("junk{pem}")).is_none());
+        assert!(decode_pem("").is_none());
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let (_tmp, _dir, set) = new_set(SigningAlgorithm::Es256);
+        let debug = format!("{set:?}");
+        assert!(debug.contains(set.current().kid()));
+        assert!(!debug.contains("material"));
+    }
+}

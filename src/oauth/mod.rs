@@ -1,0 +1,386 @@
+//! The authorization server: clients, their authentication, signing keys,
+//! access tokens, introspection and revocation.
+//!
+//! [`TokenService`] is what the HTTP edge calls: one method per endpoint,
+//! each taking `now`. It owns the signing keys and the client-secret pepper;
+//! nothing outside this module sees either.
+
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::{Config, OAuthConfig};
+use crate::store::{AuditEvent, Store, StoreError};
+
+pub mod admin;
+pub mod client_auth;
+pub mod clients;
+pub mod jwt;
+pub mod keys;
+pub mod metadata;
+pub mod registry;
+pub mod secrets;
+
+use client_auth::{AuthenticatedClient, ClientAuthError, PresentedCredentials};
+use clients::{ClientKind, GrantType};
+use jwt::{AccessTokenClaims, Audience, Expectations, SubjectType};
+use keys::{KeySet, SigningAlgorithm};
+use secrets::SecretPepper;
+
+/// Leeway for clock skew between slcs instances and relying parties.
+const CLOCK_LEEWAY_SECS: u64 = 30;
+
+/// The token service behind `/token`, `/introspect`, `/revoke` and `/jwks`.
+pub struct TokenService {
+    store: Arc<dyn Store>,
+    keys: RwLock<KeySet>,
+    pepper: SecretPepper,
+    config: OAuthConfig,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("issuer", &self.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the token service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenServiceError {
+    /// Signing keys unusable.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    /// The pepper file unusable.
+    #[error(transparent)]
+    Pepper(#[from] secrets::PepperError),
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenResponse {
+    /// The access token (an RFC 9068 JWT).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until expiry.
+    pub expires_in: u64,
+    /// The granted scope (RFC 6749 §5.1: always returned here, so clients
+    /// never have to guess when it was narrowed).
+    pub scope: String,
+}
+
+/// Why a grant was refused; each maps to its RFC 6749 §5.2 code.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// `unauthorized_client`: the client may not use this grant.
+    #[error("{0}")]
+    UnauthorizedClient(String),
+    /// `invalid_scope`.
+    #[error("{0}")]
+    InvalidScope(String),
+    /// Token minting failed (`server_error`).
+    #[error("token signing failed: {0}")]
+    Signing(String),
+    /// The store failed (`temporarily_unavailable`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An RFC 7662 §2.2 introspection response.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Introspection {
+    /// Whether the token is active for this caller.
+    pub active: bool,
+    /// The claims, only when active.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<IntrospectedClaims>,
+}
+
+/// The members of an active introspection response.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntrospectedClaims {
+    scope: String,
+    client_id: String,
+    token_type: &'static str,
+    exp: i64,
+    iat: i64,
+    sub: String,
+    aud: Audience,
+    iss: String,
+    jti: String,
+    grant_id: String,
+}
+
+impl TokenService {
+    /// Loads (or on first start creates) the signing keys and the pepper,
+    /// rotating the signing key if it is due.
+    pub fn start(
+        config: &Config,
+        store: Arc<dyn Store>,
+        now: OffsetDateTime,
+    ) -> Result<Self, TokenServiceError> {
+        let alg: SigningAlgorithm = config
+            .oauth
+            .signing_alg
+            .parse()
+            .map_err(keys::KeyError::Config)?;
+        let mut keys = KeySet::load_or_create(&config.keys_dir(), alg, now)?;
+        if keys.rotation_due(now, config.oauth.key_rotation) {
+            keys.rotate(&config.keys_dir(), now, retired_key_validity(&config.oauth))?;
+            tracing::info!("signing key rotated");
+        }
+        let pepper = SecretPepper::load_or_create(&config.pepper_path())?;
+        Ok(Self {
+            store,
+            keys: RwLock::new(keys),
+            pepper,
+            config: config.oauth.clone(),
+        })
+    }
+
+    /// The issuer configuration.
+    pub fn config(&self) -> &OAuthConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The pepper clients' secrets are hashed with.
+    pub fn pepper(&self) -> &SecretPepper {
+        &self.pepper
+    }
+
+    /// Authenticates a client at a token-service endpoint.
+    pub async fn authenticate(
+        &self,
+        presented: &PresentedCredentials,
+        now: OffsetDateTime,
+    ) -> Result<AuthenticatedClient, ClientAuthError> {
+        client_auth::authenticate(self.store.as_ref(), &self.pepper, presented, now).await
+    }
+
+    /// The client credentials grant (RFC 6749 §4.4): a service account acts
+    /// only as itself; its token's subject is `service:<client_id>`, never a
+    /// person (BRIEF §3, ATTACKS RS-04/TX-15).
+    pub async fn client_credentials(
+        &self,
+        client: &AuthenticatedClient,
+        requested_scope: Option<&str>,
+        source: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<TokenResponse, GrantError> {
+        let registered = &client.client;
+        if registered.kind != ClientKind::Service
+            || !registered
+                .grant_types
+                .contains(&GrantType::ClientCredentials)
+        {
+            return Err(GrantError::UnauthorizedClient(
+                "this client is not registered for the client_credentials grant".into(),
+            ));
+        }
+        let scope = narrow_scope(requested_scope, &registered.scopes)?;
+        let lifetime = self.config.access_token_lifetime;
+        let iat = now.unix_timestamp();
+        let exp = iat + i64::try_from(lifetime.as_secs()).unwrap_or(900);
+        let claims = AccessTokenClaims {
+            iss: self.config.issuer.clone(),
+            sub: format!("service:{}", registered.id.as_str()),
+            aud: Audience::one(self.config.certificate_audience.clone()),
+            client_id: registered.id.as_str().to_owned(),
+            scope: scope.clone(),
+            jti: random_id("at")?,
+            iat,
+            exp,
+            nbf: None,
+            grant_id: random_id("cc")?,
+            subject_type: SubjectType::Service,
+            act: None,
+        };
+        let token = {
+            let keys = self
+                .keys
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            jwt::mint(&keys, &claims).map_err(|e| GrantError::Signing(e.to_string()))?
+        };
+        self.store
+            .append_audit(&AuditEvent {
+                at: now,
+                actor: format!("client:{}", registered.id.as_str()),
+                action: "token.issue".into(),
+                target: claims.jti.clone(),
+                source,
+                detail: serde_json::json!({
+                    "grant_type": "client_credentials",
+                    "grant_id": claims.grant_id,
+                    "scope": scope,
+                    "client_auth": client.method.name(),
+                    "exp": exp,
+                }),
+            })
+            .await?;
+        Ok(TokenResponse {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: lifetime.as_secs(),
+            scope,
+        })
+    }
+
+    /// RFC 7662 introspection for an authenticated `caller`. Anything
+    /// unknown, expired, revoked, malformed, or not the caller's business
+    /// (neither issued to it nor naming it in `aud`) is the same
+    /// `{"active": false}` (§2.2, ATTACKS IR-02/IR-03).
+    pub async fn introspect(
+        &self,
+        caller: &AuthenticatedClient,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Introspection, StoreError> {
+        let Some(claims) = self.verify_any(token, now) else {
+            return Ok(Introspection::default());
+        };
+        let caller_id = caller.client.id.as_str();
+        let entitled = claims.client_id == caller_id || claims.aud.contains(caller_id);
+        if !entitled || self.store.is_revoked(&claims.jti, &claims.grant_id).await? {
+            return Ok(Introspection::default());
+        }
+        Ok(Introspection {
+            active: true,
+            claims: Some(IntrospectedClaims {
+                scope: claims.scope,
+                client_id: claims.client_id,
+                token_type: "Bearer",
+                exp: claims.exp,
+                iat: claims.iat,
+                sub: claims.sub,
+                aud: claims.aud,
+                iss: claims.iss,
+                jti: claims.jti,
+                grant_id: claims.grant_id,
+            }),
+        })
+    }
+
+    /// RFC 7009 revocation by an authenticated `caller`. A token that is not
+    /// one of ours answers success without effect (§2.2: no oracle); a token
+    /// of ours issued to another client is refused (§2.1).
+    pub async fn revoke(
+        &self,
+        caller: &AuthenticatedClient,
+        token: &str,
+        source: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(), RevokeError> {
+        let Some(claims) = self.verify_any(token, now) else {
+            return Ok(());
+        };
+        if claims.client_id != caller.client.id.as_str() {
+            return Err(RevokeError::NotYours);
+        }
+        let expires_at = OffsetDateTime::from_unix_timestamp(claims.exp).unwrap_or(now);
+        self.store.revoke_token(&claims.jti, expires_at).await?;
+        self.store
+            .append_audit(&AuditEvent {
+                at: now,
+                actor: format!("client:{}", claims.client_id),
+                action: "token.revoke".into(),
+                target: claims.jti,
+                source,
+                detail: serde_json::json!({ "grant_id": claims.grant_id }),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The JWK set: current, next and still-valid retired keys.
+    pub fn jwks(&self, now: OffsetDateTime) -> serde_json::Value {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .jwks(now)
+    }
+
+    /// Verifies signature, issuer, expiry and type, for any audience.
+    fn verify_any(&self, token: &str, now: OffsetDateTime) -> Option<AccessTokenClaims> {
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        jwt::verify_for_any_audience(
+            &keys,
+            token,
+            &Expectations {
+                issuer: &self.config.issuer,
+                audience: "",
+                now: now.unix_timestamp(),
+                leeway_secs: CLOCK_LEEWAY_SECS,
+            },
+        )
+        .ok()
+    }
+}
+
+/// Why a revocation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// RFC 7009 §2.1: the token was issued to another client.
+    #[error("the token was not issued to this client")]
+    NotYours,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Retired keys stay in the JWK set as long as a token they signed can live.
+fn retired_key_validity(config: &OAuthConfig) -> std::time::Duration {
+    config.access_token_lifetime + std::time::Duration::from_secs(CLOCK_LEEWAY_SECS)
+}
+
+/// RFC 6749 §3.3: the requested scope, which must be within the
+/// registered one (`invalid_scope` otherwise, never silently widened); all
+/// registered scopes when none is requested.
+fn narrow_scope(
+    requested: Option<&str>,
+    registered: &std::collections::BTreeSet<String>,
+) -> Result<String, GrantError> {
+    let Some(requested) = requested else {
+        return Ok(registered.iter().cloned().collect::<Vec<_>>().join(" "));
+    };
+    let mut granted: Vec<&str> = Vec::new();
+    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !registered.contains(scope) {
+            return Err(GrantError::InvalidScope(format!(
+                "scope {scope:?} is not registered for this client"
+            )));
+        }
+        if !granted.contains(&scope) {
+            granted.push(scope);
+        }
+    }
+    if granted.is_empty() {
+        return Err(GrantError::InvalidScope(
+            "the requested scope is empty".into(),
+        ));
+    }
+    Ok(granted.join(" "))
+}
+
+/// A random identifier: `prefix` + 128 bits, base64url.
+fn random_id(prefix: &str) -> Result<String, GrantError> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| GrantError::Signing("random generator failed".into()))?;
+    Ok(format!(
+        "{prefix}_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
