@@ -185,7 +185,11 @@ impl TokenService {
                 "this client is not registered for the client_credentials grant".into(),
             ));
         }
-        let scope = narrow_scope(requested_scope, &registered.scopes)?;
+        let scope = narrow_scope(
+            requested_scope,
+            &registered.scopes,
+            &registered.default_scopes,
+        )?;
         let lifetime = self.config.access_token_lifetime;
         let iat = now.unix_timestamp();
         let exp = iat + i64::try_from(lifetime.as_secs()).unwrap_or(900);
@@ -345,14 +349,20 @@ fn retired_key_validity(config: &OAuthConfig) -> std::time::Duration {
 }
 
 /// RFC 6749 §3.3: the requested scope, which must be within the
-/// registered one (`invalid_scope` otherwise, never silently widened); all
-/// registered scopes when none is requested.
+/// registered one (`invalid_scope` otherwise, never silently widened); the
+/// client's default scopes when none is requested.
 fn narrow_scope(
     requested: Option<&str>,
     registered: &std::collections::BTreeSet<String>,
+    defaults: &std::collections::BTreeSet<String>,
 ) -> Result<String, GrantError> {
     let Some(requested) = requested else {
-        return Ok(registered.iter().cloned().collect::<Vec<_>>().join(" "));
+        if defaults.is_empty() {
+            return Err(GrantError::InvalidScope(
+                "no scope requested and the client has no default scopes".into(),
+            ));
+        }
+        return Ok(defaults.iter().cloned().collect::<Vec<_>>().join(" "));
     };
     let mut granted: Vec<&str> = Vec::new();
     for scope in requested.split(' ').filter(|s| !s.is_empty()) {

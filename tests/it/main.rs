@@ -17,6 +17,7 @@ mod issuance;
 mod pkilint;
 mod refusals;
 mod server;
+mod token;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -150,6 +151,50 @@ impl Server {
         self.request(&format!(
             "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         ))
+    }
+
+    /// A POST with a body and extra headers over a fresh TLS connection.
+    pub fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: &str,
+    ) -> HttpResponse {
+        self.send("POST", path, headers, Some((content_type, body)))
+    }
+
+    /// Any method, with optional body.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &str)>,
+    ) -> HttpResponse {
+        let mut raw =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            raw.push_str(&format!("{name}: {value}\r\n"));
+        }
+        match body {
+            Some((content_type, body)) => {
+                raw.push_str(&format!(
+                    "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ));
+            }
+            None => raw.push_str("Content-Length: 0\r\n\r\n"),
+        }
+        self.request(&raw)
+    }
+
+    /// The admin token written on first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     /// Sends raw request bytes over a fresh TLS connection; reads to EOF.

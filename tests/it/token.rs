@@ -1,0 +1,576 @@
+//! The token service over real HTTPS: a service account registered with the
+//! seed's server-to-server JSON obtains tokens by client credentials, the
+//! token verifies against `/jwks` with an implementation independent of the
+//! server's (aws-lc-rs ECDSA over the JWS signing input), introspection and
+//! revocation behave per RFC 7662/7009, and the ATTACKS entries of sections
+//! 3, 6 and 8 that apply without users are refused.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::{HttpResponse, Server};
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The seed's server-to-server shape (003: standardFlowEnabled=false,
+/// consentRequired=false, no redirect URIs, serviceAccountsEnabled=true).
+pub fn service_client_json(id: &str) -> Value {
+    json!({
+        "client": {
+            "clientId": id,
+            "name": "openEO batch jobs",
+            "description": "Service account for unattended processing",
+            "standardFlowEnabled": false,
+            "consentRequired": false,
+            "serviceAccountsEnabled": true,
+            "redirectUris": [],
+            "defaultClientScopes": ["openid", "slcs:certificate"]
+        },
+        "maintainers": [],
+        "featureAuthenticate": false
+    })
+}
+
+pub fn admin(server: &Server) -> String {
+    format!("Bearer {}", server.admin_token())
+}
+
+/// Registers a client as admin; returns (response JSON, secret).
+pub fn register(server: &Server, body: &Value) -> (HttpResponse, Option<String>) {
+    let auth = admin(server);
+    let response = server.post(
+        "/rest/v1/oidc/clients",
+        &[("Authorization", &auth)],
+        "application/json",
+        &body.to_string(),
+    );
+    let secret = (response.status == 201)
+        .then(|| {
+            response.json()["client"]["secret"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .flatten();
+    (response, secret)
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+fn token_basic(server: &Server, id: &str, secret: &str, body: &str) -> HttpResponse {
+    let auth = basic(id, secret);
+    server.post("/token", &[("Authorization", &auth)], FORM, body)
+}
+
+/// Verifies an ES256 JWS with aws-lc-rs directly, using the JWK from /jwks:
+/// no JWT library involved.
+fn verify_independently(server: &Server, token: &str) -> Value {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "ES256");
+    let jwks = server.get("/jwks").json();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("kid published in /jwks");
+    assert!(key.get("d").is_none(), "private key material published");
+    let mut point = vec![4u8];
+    point.extend(b64.decode(key["x"].as_str().unwrap()).unwrap());
+    point.extend(b64.decode(key["y"].as_str().unwrap()).unwrap());
+    let signature = b64.decode(parts[2]).unwrap();
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        &point,
+    )
+    .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+    .expect("signature verifies with the published key");
+    serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap()
+}
+
+#[test]
+fn service_account_client_credentials_introspection_and_revocation() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (created, secret) = register(&server, &service_client_json("openeo-batch"));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let secret = secret.expect("secret shown once at creation");
+    assert!(secret.starts_with("slcs_cs_"), "scanner-friendly prefix");
+
+    // Shown once: a later GET has no secret.
+    let auth = admin(&server);
+    let shown = server.send(
+        "GET",
+        "/rest/v1/oidc/clients/openeo-batch",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(shown.status, 200, "{}", shown.text());
+    assert!(!shown.text().contains(&secret));
+    assert!(shown.json()["client"].get("secret").is_none());
+
+    // client_secret_basic and client_secret_post.
+    let by_basic = token_basic(
+        &server,
+        "openeo-batch",
+        &secret,
+        "grant_type=client_credentials",
+    );
+    assert_eq!(by_basic.status, 200, "{}", by_basic.text());
+    assert_eq!(by_basic.header("cache-control"), Some("no-store"));
+    let by_post = server.post(
+        "/token",
+        &[],
+        FORM,
+        &format!("grant_type=client_credentials&client_id=openeo-batch&client_secret={secret}&scope=slcs%3Acertificate"),
+    );
+    assert_eq!(by_post.status, 200, "{}", by_post.text());
+    assert_eq!(by_post.json()["scope"], "slcs:certificate");
+
+    let body = by_basic.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["scope"], "openid slcs:certificate");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let claims = verify_independently(&server, &token);
+    assert_eq!(claims["sub"], "service:openeo-batch");
+    assert_eq!(claims["client_id"], "openeo-batch");
+    assert_eq!(claims["iss"], "https://localhost:8443");
+    assert_eq!(claims["aud"], "https://localhost:8443/certificate");
+    assert_eq!(claims["slcs_sub_type"], "service");
+    assert!(claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap());
+
+    // Introspection by the client itself: active, with the claims.
+    let introspect = |token: &str| {
+        let auth = basic("openeo-batch", &secret);
+        server.post(
+            "/introspect",
+            &[("Authorization", &auth)],
+            FORM,
+            &format!("token={token}"),
+        )
+    };
+    let active = introspect(&token);
+    assert_eq!(active.status, 200, "{}", active.text());
+    let active = active.json();
+    assert_eq!(active["active"], true);
+    assert_eq!(active["sub"], "service:openeo-batch");
+    assert_eq!(active["scope"], "openid slcs:certificate");
+
+    // Revocation: then inactive; the other token stays active.
+    let auth = basic("openeo-batch", &secret);
+    let revoked = server.post(
+        "/revoke",
+        &[("Authorization", &auth)],
+        FORM,
+        &format!("token={token}"),
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert_eq!(introspect(&token).json(), json!({"active": false}));
+    let other = by_post.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(introspect(&other).json()["active"], true);
+
+    // IR-05: unknown tokens revoke "successfully" without effect.
+    let garbage = server.post(
+        "/revoke",
+        &[("Authorization", &auth)],
+        FORM,
+        "token=garbage&token_type_hint=foo",
+    );
+    assert_eq!(garbage.status, 200);
+
+    // The audit log recorded creation, issuance and revocation.
+    drop(server);
+}
+
+#[test]
+fn ca_01_wrong_missing_or_doubled_client_credentials() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, secret) = register(&server, &service_client_json("svc"));
+    let secret = secret.unwrap();
+
+    let wrong = token_basic(&server, "svc", "wrong", "grant_type=client_credentials");
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.json()["error"], "invalid_client");
+    assert!(
+        wrong
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("Basic")
+    );
+
+    let mut near = secret.clone();
+    let last = near.pop().unwrap();
+    near.push(if last == 'A' { 'B' } else { 'A' });
+    let near_miss = token_basic(&server, "svc", &near, "grant_type=client_credentials");
+    assert_eq!(near_miss.status, 401);
+    // Unknown client: the same answer.
+    let unknown = token_basic(&server, "nobody", &secret, "grant_type=client_credentials");
+    assert_eq!(unknown.status, 401);
+    assert_eq!(unknown.json(), wrong.json());
+
+    let missing = server.post("/token", &[], FORM, "grant_type=client_credentials");
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.json()["error"], "invalid_client");
+
+    // CA-02: a confidential client without its secret.
+    let no_secret = server.post(
+        "/token",
+        &[],
+        FORM,
+        "grant_type=client_credentials&client_id=svc",
+    );
+    assert_eq!(no_secret.status, 401);
+
+    let doubled = token_basic(
+        &server,
+        "svc",
+        &secret,
+        &format!("grant_type=client_credentials&client_secret={secret}"),
+    );
+    assert_eq!(doubled.status, 400);
+    assert_eq!(doubled.json()["error"], "invalid_request");
+}
+
+#[test]
+fn ir_01_introspection_requires_client_authentication() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let response = server.post("/introspect", &[], FORM, "token=abc");
+    assert_eq!(response.status, 401);
+    assert_eq!(response.json()["error"], "invalid_client");
+}
+
+#[test]
+fn ir_02_introspection_of_another_clients_token_is_inactive() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, a) = register(&server, &service_client_json("svc-a"));
+    let (_, b) = register(&server, &service_client_json("svc-b"));
+    let token = token_basic(
+        &server,
+        "svc-a",
+        &a.unwrap(),
+        "grant_type=client_credentials",
+    )
+    .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = basic("svc-b", &b.unwrap());
+    let answer = server.post(
+        "/introspect",
+        &[("Authorization", &auth)],
+        FORM,
+        &format!("token={token}"),
+    );
+    assert_eq!(answer.json(), json!({"active": false}));
+    // RFC 7009 §2.1: B may not revoke A's token.
+    let revoke = server.post(
+        "/revoke",
+        &[("Authorization", &auth)],
+        FORM,
+        &format!("token={token}"),
+    );
+    assert_eq!(revoke.status, 400);
+    assert_eq!(revoke.json()["error"], "unauthorized_client");
+}
+
+#[test]
+fn jwt_01_alg_none_and_forged_tokens_are_inactive_at_introspection() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, secret) = register(&server, &service_client_json("svc"));
+    let secret = secret.unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = json!({
+        "iss": "https://localhost:8443", "sub": "service:svc", "aud": "https://localhost:8443/certificate",
+        "client_id": "svc", "scope": "slcs:certificate", "jti": "forged", "iat": 1_900_000_000i64,
+        "exp": 4_000_000_000i64, "grant_id": "g", "slcs_sub_type": "service"
+    });
+    let payload = b64.encode(claims.to_string());
+    let auth = basic("svc", &secret);
+    for alg in ["none", "None", "NONE", "HS256"] {
+        let header = b64.encode(json!({"alg": alg, "typ": "at+jwt"}).to_string());
+        for signature in ["", "c2ln"] {
+            let token = format!("{header}.{payload}.{signature}");
+            let answer = server.post(
+                "/introspect",
+                &[("Authorization", &auth)],
+                FORM,
+                &format!("token={token}"),
+            );
+            assert_eq!(answer.json(), json!({"active": false}), "alg {alg}");
+        }
+    }
+}
+
+#[test]
+fn grants_and_clients_that_may_not_get_tokens_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, secret) = register(&server, &service_client_json("svc"));
+    let secret = secret.unwrap();
+
+    // AZ-13: the password grant does not exist; unknown grants fail closed.
+    let password = token_basic(
+        &server,
+        "svc",
+        &secret,
+        "grant_type=password&username=a&password=b",
+    );
+    assert_eq!(password.json()["error"], "unsupported_grant_type");
+    let unknown = token_basic(&server, "svc", &secret, "grant_type=urn%3Ax%3Aunknown");
+    assert_eq!(unknown.json()["error"], "unsupported_grant_type");
+    // RFC 6749 §3.3: scopes beyond the registration.
+    let scope = token_basic(
+        &server,
+        "svc",
+        &secret,
+        "grant_type=client_credentials&scope=slcs%3Aadmin",
+    );
+    assert_eq!(scope.json()["error"], "invalid_scope");
+    // AZ-07: repeated parameters.
+    let repeated = token_basic(
+        &server,
+        "svc",
+        &secret,
+        "grant_type=client_credentials&grant_type=client_credentials",
+    );
+    assert_eq!(repeated.json()["error"], "invalid_request");
+
+    // A suspended client is refused.
+    let auth = admin(&server);
+    let suspended = server.send(
+        "PUT",
+        "/rest/v1/oidc/clients/svc/status",
+        &[("Authorization", &auth)],
+        Some((
+            "application/json",
+            r#"{"status":"suspended","reason":"test"}"#,
+        )),
+    );
+    assert_eq!(suspended.status, 200, "{}", suspended.text());
+    let refused = token_basic(&server, "svc", &secret, "grant_type=client_credentials");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["error"], "invalid_client");
+}
+
+#[test]
+fn registration_rules_are_enforced_with_problem_documents() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+
+    // No credentials, or a wrong token: 401 problem, nothing created.
+    let anonymous = server.post(
+        "/rest/v1/oidc/clients",
+        &[],
+        "application/json",
+        &service_client_json("x1").to_string(),
+    );
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.header("content-type"),
+        Some("application/problem+json")
+    );
+    let wrong = server.post(
+        "/rest/v1/oidc/clients",
+        &[("Authorization", "Bearer not-the-admin-token")],
+        "application/json",
+        &service_client_json("x1").to_string(),
+    );
+    assert_eq!(wrong.status, 401);
+
+    let web = |uris: Value, extra: Value| {
+        let mut body = json!({
+            "client": {
+                "clientId": "portal",
+                "name": "Climate Portal",
+                "standardFlowEnabled": true,
+                "consentRequired": true,
+                "redirectUris": uris,
+            }
+        });
+        if let (Some(client), Some(extra)) = (body["client"].as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                client.insert(k.clone(), v.clone());
+            }
+        }
+        body
+    };
+    let cases = [
+        (
+            "AZ-04 wildcard",
+            web(json!(["https://portal.example/login/*"]), json!({})),
+            "invalid_redirect_uri",
+        ),
+        (
+            "AZ-04 javascript:",
+            web(json!(["JaVaScRiPt:alert(1)//"]), json!({})),
+            "invalid_redirect_uri",
+        ),
+        (
+            "AZ-04 http",
+            web(json!(["http://portal.example/cb"]), json!({})),
+            "invalid_redirect_uri",
+        ),
+        (
+            "AZ-04 fragment",
+            web(json!(["https://portal.example/cb#x"]), json!({})),
+            "invalid_redirect_uri",
+        ),
+        (
+            "AZ-04 code in query",
+            web(json!(["https://portal.example/cb?code=1"]), json!({})),
+            "invalid_redirect_uri",
+        ),
+        (
+            "AZ-04 relative",
+            web(json!(["/cb"]), json!({})),
+            "invalid_redirect_uri",
+        ),
+        (
+            "REG-06 implicit",
+            web(
+                json!(["https://portal.example/cb"]),
+                json!({"implicitFlowEnabled": true}),
+            ),
+            "invalid_client_metadata",
+        ),
+        (
+            "REG-06 password",
+            web(
+                json!(["https://portal.example/cb"]),
+                json!({"directAccessGrantsEnabled": true}),
+            ),
+            "invalid_client_metadata",
+        ),
+        (
+            "seed: standard flow without consent",
+            web(
+                json!(["https://portal.example/cb"]),
+                json!({"consentRequired": false}),
+            ),
+            "invalid_client_metadata",
+        ),
+        (
+            "REG-02 chosen secret",
+            web(
+                json!(["https://portal.example/cb"]),
+                json!({"secret": "chosen"}),
+            ),
+            "invalid_client_metadata",
+        ),
+        (
+            "seed: service account with redirect URIs",
+            json!({"client": {"clientId": "svc2", "name": "s", "serviceAccountsEnabled": true, "redirectUris": ["https://a.example/cb"]}}),
+            "invalid_redirect_uri",
+        ),
+        (
+            "TX-15 client id in the service namespace",
+            service_client_json("service:alice"),
+            "invalid_client_metadata",
+        ),
+    ];
+    let auth = admin(&server);
+    for (label, body, code) in cases {
+        let response = server.post(
+            "/rest/v1/oidc/clients",
+            &[("Authorization", &auth)],
+            "application/json",
+            &body.to_string(),
+        );
+        assert_eq!(response.status, 400, "{label}: {}", response.text());
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json"),
+            "{label}"
+        );
+        let problem = response.json();
+        assert_eq!(problem["error"], code, "{label}: {problem}");
+        assert!(!problem["detail"].as_str().unwrap().is_empty(), "{label}");
+    }
+    // Nothing of the above was created.
+    let listed = server.send(
+        "GET",
+        "/rest/v1/oidc/clients",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(listed.json(), json!([]));
+
+    // A valid web client, then the same id again (any case): 409.
+    let ok = server.post(
+        "/rest/v1/oidc/clients",
+        &[("Authorization", &auth)],
+        "application/json",
+        &web(json!(["https://portal.example/cb"]), json!({})).to_string(),
+    );
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    let mut again = web(json!(["https://portal.example/cb"]), json!({}));
+    again["client"]["clientId"] = json!("Portal");
+    let clash = server.post(
+        "/rest/v1/oidc/clients",
+        &[("Authorization", &auth)],
+        "application/json",
+        &again.to_string(),
+    );
+    assert_eq!(clash.status, 409, "{}", clash.text());
+}
+
+#[test]
+fn discovery_jwks_and_webfinger() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let metadata = server.get(path).json();
+        assert_eq!(metadata["issuer"], "https://localhost:8443");
+        assert_eq!(metadata["token_endpoint"], "https://localhost:8443/token");
+        assert_eq!(metadata["jwks_uri"], "https://localhost:8443/jwks");
+        assert_eq!(
+            metadata["grant_types_supported"],
+            json!(["client_credentials"])
+        );
+    }
+    let jwks = server.get("/jwks");
+    assert_eq!(
+        jwks.header("content-type"),
+        Some("application/jwk-set+json")
+    );
+    let keys = jwks.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 2, "current and pre-published next key");
+    for key in &keys {
+        assert_eq!(key["alg"], "ES256");
+        assert_eq!(key["use"], "sig");
+        assert!(key.get("d").is_none());
+    }
+    let finger = server.get("/.well-known/webfinger?resource=acct%3Aalice%40localhost");
+    assert_eq!(finger.status, 200, "{}", finger.text());
+    assert_eq!(finger.json()["links"][0]["href"], "https://localhost:8443");
+    let elsewhere = server.get("/.well-known/webfinger?resource=acct%3Aalice%40other.example");
+    assert_eq!(elsewhere.status, 404);
+    // Keys survive a restart unchanged.
+    let kids: Vec<Value> = keys.iter().map(|k| k["kid"].clone()).collect();
+    let data = server.data_dir.clone();
+    assert!(server.terminate().success());
+    let again = Server::start(&data, &[]);
+    let kids_again: Vec<Value> = again.get("/jwks").json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].clone())
+        .collect();
+    assert_eq!(kids, kids_again);
+}
