@@ -98,6 +98,11 @@ pub struct Server {
 impl Server {
     /// Starts `slcs serve` on 127.0.0.1:0 with `data_dir`; waits until it listens.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_on(data_dir, "127.0.0.1:0", env)
+    }
+
+    /// Starts `slcs serve` on `listen`.
+    pub fn start_on(data_dir: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
         let stderr_path = data_dir.with_extension(format!("stderr-{}", rand_tag()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut command = Command::new(slcs_bin());
@@ -107,7 +112,7 @@ impl Server {
                 data_dir.to_str().unwrap(),
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
             ])
             .env_remove("SLCS_CONFIG")
             .stdout(Stdio::piped())

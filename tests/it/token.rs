@@ -574,3 +574,63 @@ fn discovery_jwks_and_webfinger() {
         .collect();
     assert_eq!(kids, kids_again);
 }
+
+/// The openEO/EGI pattern end to end (seed 000): the real `openeo` Python
+/// client runs `authenticate_oidc_client_credentials` with the id and secret
+/// from environment variables against a fake openEO backend that lists slcs
+/// as its provider, and the backend verifies the token with PyJWT against
+/// slcs's JWKS. `.ci/run` installs openeo and PyJWT into `.venv` and sets
+/// `OPENEO_REQUIRED=1`, so in CI a missing client fails instead of skipping.
+#[test]
+fn openeo_client_credentials_from_python() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let has_openeo = python.is_file()
+        && std::process::Command::new(&python)
+            .args(["-c", "import openeo, jwt"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !has_openeo {
+        assert!(
+            std::env::var("OPENEO_REQUIRED").is_err(),
+            "openeo is required (OPENEO_REQUIRED) but not installed in .venv"
+        );
+        println!("openeo not installed in .venv; skipping (run .ci/run to install it)");
+        return;
+    }
+    // The issuer must be the URL clients reach, so the port is chosen first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer = format!("https://localhost:{port}");
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start_on(
+        &work.path().join("data"),
+        &format!("127.0.0.1:{port}"),
+        &[("SLCS_OAUTH_ISSUER", &issuer)],
+    );
+    let (created, secret) = register(&server, &service_client_json("openeo-ci"));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let ca = server.data_dir.join("ca").join("ca.pem");
+    let output = std::process::Command::new(&python)
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python/openeo_client_credentials.py"),
+        )
+        .env("SLCS_TEST_ISSUER", &issuer)
+        .env("OPENEO_CLIENT_ID", "openeo-ci")
+        .env("OPENEO_CLIENT_SECRET", secret.unwrap())
+        .env("REQUESTS_CA_BUNDLE", &ca)
+        .env_remove("SLCS_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.stderr()
+    );
+    assert!(stdout.contains("user_id=service:openeo-ci"), "{stdout}");
+}
