@@ -6,6 +6,8 @@ use base64::Engine as _;
 
 use super::error::OAuthError;
 use super::form::{OAuthForm, decode};
+use super::server::PeerCertificates;
+use crate::oauth::assertion::{JWT_BEARER_ASSERTION, claimed_client};
 use crate::oauth::client_auth::PresentedCredentials;
 
 /// Reads the client's credentials from the `Authorization` header and the
@@ -15,6 +17,7 @@ use crate::oauth::client_auth::PresentedCredentials;
 pub fn presented_credentials(
     headers: &HeaderMap,
     form: &OAuthForm,
+    peer_certificates: Option<&PeerCertificates>,
 ) -> Result<PresentedCredentials, OAuthError> {
     let authorization = authorization_header(headers)?;
     let basic = match authorization {
@@ -32,10 +35,31 @@ pub fn presented_credentials(
     let body_secret = form.get("client_secret");
     let body_id = form.get("client_id");
     if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
-        return Err(OAuthError::invalid_client(
-            "client assertions (private_key_jwt) are not accepted by this server yet",
-            basic.is_some(),
-        ));
+        if basic.is_some() || body_secret.is_some() {
+            return Err(OAuthError::invalid_request(
+                "the client used two authentication methods (an assertion and a secret); use one",
+            ));
+        }
+        if form.get("client_assertion_type") != Some(JWT_BEARER_ASSERTION) {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {JWT_BEARER_ASSERTION}"
+            )));
+        }
+        let assertion = form
+            .get("client_assertion")
+            .ok_or_else(|| OAuthError::invalid_request("client_assertion is missing"))?;
+        // RFC 7523 §3 item 2: the assertion's sub is the client; a
+        // client_id parameter, if sent, must agree.
+        if let Some(id) = body_id
+            && claimed_client(assertion).as_deref() != Some(id)
+        {
+            return Err(OAuthError::invalid_request(
+                "client_id differs from the client assertion's subject",
+            ));
+        }
+        return Ok(PresentedCredentials::Assertion {
+            assertion: assertion.to_owned(),
+        });
     }
     match (basic, body_secret) {
         (Some(_), Some(_)) => Err(OAuthError::invalid_request(
@@ -59,6 +83,13 @@ pub fn presented_credentials(
             })
         }
         (None, None) => match body_id {
+            // RFC 8705 §2: mutual TLS, with client_id in the request.
+            Some(client_id) if peer_certificates.is_some() => peer_certificates
+                .and_then(|chain| chain.0.first())
+                .and_then(|leaf| {
+                    PresentedCredentials::from_certificate(client_id.to_owned(), leaf.as_ref())
+                })
+                .ok_or_else(|| OAuthError::invalid_client("unreadable client certificate", false)),
             Some(client_id) => Ok(PresentedCredentials::None {
                 client_id: client_id.to_owned(),
             }),
@@ -135,7 +166,7 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_decoded() {
         let form = OAuthForm::parse(b"grant_type=client_credentials").unwrap();
-        let presented = presented_credentials(&basic("svc%3A1", "s%2Bx+y"), &form).unwrap();
+        let presented = presented_credentials(&basic("svc%3A1", "s%2Bx+y"), &form, None).unwrap();
         assert_eq!(
             presented,
             PresentedCredentials::Basic {
@@ -148,10 +179,10 @@ mod tests {
     #[test]
     fn ca_01_two_methods_are_invalid_request() {
         let form = OAuthForm::parse(b"client_id=svc&client_secret=x").unwrap();
-        let err = presented_credentials(&basic("svc", "x"), &form).unwrap_err();
+        let err = presented_credentials(&basic("svc", "x"), &form, None).unwrap_err();
         assert_eq!(err.code(), "invalid_request");
         let form = OAuthForm::parse(b"client_id=other").unwrap();
-        let err = presented_credentials(&basic("svc", "x"), &form).unwrap_err();
+        let err = presented_credentials(&basic("svc", "x"), &form, None).unwrap_err();
         assert_eq!(err.code(), "invalid_request");
     }
 
@@ -159,7 +190,7 @@ mod tests {
     fn missing_or_malformed_credentials_are_invalid_client() {
         let empty = OAuthForm::default();
         assert_eq!(
-            presented_credentials(&HeaderMap::new(), &empty)
+            presented_credentials(&HeaderMap::new(), &empty, None)
                 .unwrap_err()
                 .code(),
             "invalid_client"
@@ -167,7 +198,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
         assert_eq!(
-            presented_credentials(&headers, &empty).unwrap_err().code(),
+            presented_credentials(&headers, &empty, None)
+                .unwrap_err()
+                .code(),
             "invalid_client"
         );
         headers.insert(
@@ -175,7 +208,9 @@ mod tests {
             HeaderValue::from_static("Bearer abc"),
         );
         assert_eq!(
-            presented_credentials(&headers, &empty).unwrap_err().code(),
+            presented_credentials(&headers, &empty, None)
+                .unwrap_err()
+                .code(),
             "invalid_client"
         );
     }

@@ -12,17 +12,20 @@ use super::AppState;
 use super::error::OAuthError;
 use super::extract::presented_credentials;
 use super::form::OAuthForm;
+use super::server::PeerCertificates;
 
 pub(super) async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer_certificates: Option<axum::Extension<PeerCertificates>>,
     form: OAuthForm,
 ) -> Result<Response, OAuthError> {
     let service = &state.inner.tokens;
     let now = state.inner.clock.now();
-    let presented = presented_credentials(&headers, &form)?;
+    let presented =
+        presented_credentials(&headers, &form, peer_certificates.as_ref().map(|e| &e.0))?;
     let caller = service
-        .authenticate(&presented, now)
+        .authenticate(&presented, "/introspect", now)
         .await
         .map_err(|e| OAuthError::from_client_auth(e, presented.used_basic()))?;
     let token = form

@@ -12,18 +12,21 @@ use super::AppState;
 use super::error::OAuthError;
 use super::extract::presented_credentials;
 use super::form::OAuthForm;
+use super::server::PeerCertificates;
 
 pub(super) async fn revoke(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    peer_certificates: Option<axum::Extension<PeerCertificates>>,
     form: OAuthForm,
 ) -> Result<Response, OAuthError> {
     let service = &state.inner.tokens;
     let now = state.inner.clock.now();
-    let presented = presented_credentials(&headers, &form)?;
+    let presented =
+        presented_credentials(&headers, &form, peer_certificates.as_ref().map(|e| &e.0))?;
     let caller = service
-        .authenticate(&presented, now)
+        .authenticate(&presented, "/revoke", now)
         .await
         .map_err(|e| OAuthError::from_client_auth(e, presented.used_basic()))?;
     let token = form

@@ -13,21 +13,24 @@ use super::AppState;
 use super::error::OAuthError;
 use super::extract::presented_credentials;
 use super::form::OAuthForm;
+use super::server::PeerCertificates;
 
 pub(super) async fn token(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    peer_certificates: Option<axum::Extension<PeerCertificates>>,
     form: OAuthForm,
 ) -> Result<Response, OAuthError> {
     let service = &state.inner.tokens;
     let now = state.inner.clock.now();
-    let presented = presented_credentials(&headers, &form)?;
+    let presented =
+        presented_credentials(&headers, &form, peer_certificates.as_ref().map(|e| &e.0))?;
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
     let client = service
-        .authenticate(&presented, now)
+        .authenticate(&presented, "/token", now)
         .await
         .map_err(|e| OAuthError::from_client_auth(e, presented.used_basic()))?;
     let response = match grant_type {

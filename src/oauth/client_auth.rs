@@ -9,9 +9,10 @@
 
 use time::OffsetDateTime;
 
+use super::assertion::{AssertionExpectations, claimed_client, verify_assertion};
 use super::clients::{Client, ClientId, ClientStatus, TokenEndpointAuthMethod};
 use super::secrets::{SecretPepper, verify_secret, verify_secret_dummy};
-use crate::store::{ClientStore, StoreError};
+use crate::store::{Store, StoreError};
 
 /// What a client presented to authenticate, and how.
 #[derive(Clone, PartialEq, Eq)]
@@ -30,6 +31,19 @@ pub enum PresentedCredentials {
         /// Secret.
         secret: String,
     },
+    /// `private_key_jwt`: a JWT signed with a registered key (RFC 7523 §2.2).
+    Assertion {
+        /// The assertion.
+        assertion: String,
+    },
+    /// `tls_client_auth`: `client_id` plus the subject DN of the client
+    /// certificate the TLS layer verified (RFC 8705 §2.1).
+    Certificate {
+        /// Client id.
+        client_id: String,
+        /// RFC 4514 subject of the verified client certificate.
+        subject_dn: String,
+    },
     /// Only `client_id`: a public client.
     None {
         /// Client id.
@@ -43,6 +57,8 @@ impl std::fmt::Debug for PresentedCredentials {
         match self {
             Self::Basic { client_id, .. } => write!(f, "Basic({client_id})"),
             Self::Post { client_id, .. } => write!(f, "Post({client_id})"),
+            Self::Assertion { .. } => f.write_str("Assertion"),
+            Self::Certificate { client_id, .. } => write!(f, "Certificate({client_id})"),
             Self::None { client_id } => write!(f, "None({client_id})"),
         }
     }
@@ -54,8 +70,22 @@ impl PresentedCredentials {
         match self {
             Self::Basic { .. } => TokenEndpointAuthMethod::ClientSecretBasic,
             Self::Post { .. } => TokenEndpointAuthMethod::ClientSecretPost,
+            Self::Assertion { .. } => TokenEndpointAuthMethod::PrivateKeyJwt,
+            Self::Certificate { .. } => TokenEndpointAuthMethod::TlsClientAuth,
             Self::None { .. } => TokenEndpointAuthMethod::None,
         }
+    }
+
+    /// `tls_client_auth` credentials from a verified client certificate
+    /// (DER, leaf); `None` if it cannot be parsed.
+    pub fn from_certificate(client_id: String, certificate_der: &[u8]) -> Option<Self> {
+        use x509_parser::prelude::FromDer as _;
+        let (_, cert) =
+            x509_parser::certificate::X509Certificate::from_der(certificate_der).ok()?;
+        Some(Self::Certificate {
+            client_id,
+            subject_dn: crate::pki::inspect::name_to_rfc4514(cert.subject()),
+        })
     }
 
     /// Whether HTTP Basic was used (then `invalid_client` carries
@@ -64,11 +94,13 @@ impl PresentedCredentials {
         matches!(self, Self::Basic { .. })
     }
 
-    fn client_id(&self) -> &str {
+    fn client_id(&self) -> Option<String> {
         match self {
             Self::Basic { client_id, .. }
             | Self::Post { client_id, .. }
-            | Self::None { client_id } => client_id,
+            | Self::Certificate { client_id, .. }
+            | Self::None { client_id } => Some(client_id.clone()),
+            Self::Assertion { assertion } => claimed_client(assertion),
         }
     }
 }
@@ -97,16 +129,18 @@ pub enum ClientAuthError {
     Store(#[from] StoreError),
 }
 
-/// Authenticates `presented` against the registry.
+/// Authenticates `presented` against the registry. `audiences` are the
+/// values a client assertion's `aud` may carry (the issuer, the endpoint).
 pub async fn authenticate(
-    store: &dyn ClientStore,
+    store: &dyn Store,
     pepper: &SecretPepper,
     presented: &PresentedCredentials,
-    _now: OffsetDateTime,
+    audiences: &[String],
+    now: OffsetDateTime,
 ) -> Result<AuthenticatedClient, ClientAuthError> {
-    let client = match ClientId::parse(presented.client_id()) {
-        Ok(id) => store.client(&id).await?,
-        Err(_) => None,
+    let client = match presented.client_id().map(|id| ClientId::parse(&id)) {
+        Some(Ok(id)) => store.client(&id).await?,
+        _ => None,
     };
     let Some(client) = client else {
         // Same work as for a known client: no timing oracle on client ids.
@@ -134,6 +168,38 @@ pub async fn authenticate(
         // A confidential client sending no secret (CA-02), or a public client:
         // public clients have no secret to check, and only grants that allow
         // them (authorization code with PKCE, later) accept `none`.
+        (PresentedCredentials::Assertion { assertion }, _) => {
+            let Some(jwks) = &client.jwks else {
+                return Err(ClientAuthError::Failed);
+            };
+            let verified = verify_assertion(
+                jwks,
+                assertion,
+                &AssertionExpectations {
+                    client_id: client.id.as_str(),
+                    audiences,
+                    now: now.unix_timestamp(),
+                },
+            )
+            .map_err(|e| {
+                tracing::debug!(client = client.id.as_str(), error = %e, "client assertion refused");
+                ClientAuthError::Failed
+            })?;
+            // RFC 7523 §3 item 7 / ATTACKS CA-05: one use per jti, decided
+            // atomically before anything is minted.
+            let expires = OffsetDateTime::from_unix_timestamp(verified.exp).unwrap_or(now);
+            let key = format!("assertion\0{}\0{}", client.id.as_str(), verified.jti);
+            store.use_once(&key, expires).await?
+        }
+        (PresentedCredentials::Certificate { subject_dn, .. }, _) => {
+            // RFC 8705 §2.1.2: the certificate (already verified by the TLS
+            // layer against the slcs CA) must carry the registered subject
+            // DN, compared as RFC 4514 strings.
+            client
+                .tls_client_auth_subject_dn
+                .as_deref()
+                .is_some_and(|registered| registered == subject_dn)
+        }
         (PresentedCredentials::None { .. }, stored) => stored.is_none(),
     };
     // The method must be the one the client registered (RFC 7591 §2

@@ -26,6 +26,7 @@ pub struct ServerMetadata {
     response_types_supported: Vec<&'static str>,
     grant_types_supported: Vec<&'static str>,
     token_endpoint_auth_methods_supported: Vec<&'static str>,
+    token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     revocation_endpoint_auth_methods_supported: Vec<&'static str>,
     /// RFC 9068 access tokens are signed with this algorithm.
@@ -35,7 +36,12 @@ pub struct ServerMetadata {
 /// The metadata for `config`.
 pub fn server_metadata(config: &OAuthConfig) -> ServerMetadata {
     let url = |path: &str| format!("{}{path}", config.issuer);
-    let auth_methods = vec!["client_secret_basic", "client_secret_post"];
+    let auth_methods = vec![
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "tls_client_auth",
+    ];
     ServerMetadata {
         issuer: config.issuer.clone(),
         token_endpoint: url("/token"),
@@ -46,6 +52,10 @@ pub fn server_metadata(config: &OAuthConfig) -> ServerMetadata {
         response_types_supported: Vec::new(),
         grant_types_supported: vec!["client_credentials"],
         token_endpoint_auth_methods_supported: auth_methods.clone(),
+        // The algorithms src/oauth/assertion.rs verifies.
+        token_endpoint_auth_signing_alg_values_supported: vec![
+            "ES256", "ES384", "EdDSA", "RS256", "PS256",
+        ],
         introspection_endpoint_auth_methods_supported: auth_methods.clone(),
         revocation_endpoint_auth_methods_supported: auth_methods,
         access_token_signing_alg_values_supported: vec![config.signing_alg.clone()],

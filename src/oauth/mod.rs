@@ -14,6 +14,7 @@ use crate::config::{Config, OAuthConfig};
 use crate::store::{AuditEvent, Store, StoreError};
 
 pub mod admin;
+pub mod assertion;
 pub mod client_auth;
 pub mod clients;
 pub mod jwt;
@@ -156,13 +157,27 @@ impl TokenService {
         &self.pepper
     }
 
-    /// Authenticates a client at a token-service endpoint.
+    /// Authenticates a client at a token-service endpoint (`endpoint` is
+    /// its path, e.g. `/token`: a client assertion may name the endpoint
+    /// URL or the issuer as its audience, RFC 7523 §3 item 3).
     pub async fn authenticate(
         &self,
         presented: &PresentedCredentials,
+        endpoint: &str,
         now: OffsetDateTime,
     ) -> Result<AuthenticatedClient, ClientAuthError> {
-        client_auth::authenticate(self.store.as_ref(), &self.pepper, presented, now).await
+        let audiences = [
+            self.config.issuer.clone(),
+            format!("{}{endpoint}", self.config.issuer),
+        ];
+        client_auth::authenticate(
+            self.store.as_ref(),
+            &self.pepper,
+            presented,
+            &audiences,
+            now,
+        )
+        .await
     }
 
     /// The client credentials grant (RFC 6749 §4.4): a service account acts

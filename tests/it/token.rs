@@ -634,3 +634,208 @@ fn openeo_client_credentials_from_python() {
     );
     assert!(stdout.contains("user_id=service:openeo-ci"), "{stdout}");
 }
+
+/// A P-256 key pair for client assertions, its public JWK, and a signer.
+struct AssertionKey {
+    pair: aws_lc_rs::signature::EcdsaKeyPair,
+    jwk: Value,
+}
+
+impl AssertionKey {
+    fn new(kid: &str) -> Self {
+        use aws_lc_rs::signature::KeyPair as _;
+        let pair = aws_lc_rs::signature::EcdsaKeyPair::generate(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        )
+        .unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+            "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65]),
+        });
+        Self { pair, jwk }
+    }
+
+    fn sign(&self, header: &Value, claims: &Value) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let input = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let signature = self.pair.sign(&rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", b64.encode(signature.as_ref()))
+    }
+
+    fn assertion(&self, client: &str, audience: &str, jti: &str) -> String {
+        let now = crate::now().unix_timestamp();
+        self.sign(
+            &json!({"alg": "ES256", "kid": self.jwk["kid"], "typ": "JWT"}),
+            &json!({"iss": client, "sub": client, "aud": audience, "jti": jti, "iat": now, "exp": now + 60}),
+        )
+    }
+}
+
+fn assertion_body(assertion: &str) -> String {
+    format!(
+        "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}"
+    )
+}
+
+#[test]
+fn private_key_jwt_client_credentials_and_ca_05_replay() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let key = AssertionKey::new("k1");
+    let mut body = service_client_json("jwt-svc");
+    body["slcs"] =
+        json!({"tokenEndpointAuthMethod": "private_key_jwt", "jwks": {"keys": [key.jwk.clone()]}});
+    let (created, secret) = register(&server, &body);
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert!(secret.is_none(), "no secret for private_key_jwt");
+
+    let audience = "https://localhost:8443/token";
+    let assertion = key.assertion("jwt-svc", audience, "jti-1");
+    let ok = server.post("/token", &[], FORM, &assertion_body(&assertion));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let claims = verify_independently(&server, ok.json()["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], "service:jwt-svc");
+
+    // CA-05: the same assertion again.
+    let replay = server.post("/token", &[], FORM, &assertion_body(&assertion));
+    assert_eq!(replay.status, 401, "{}", replay.text());
+    assert_eq!(replay.json()["error"], "invalid_client");
+
+    // CA-05: ten concurrent uses of a fresh assertion, exactly one wins.
+    let fresh = key.assertion("jwt-svc", audience, "jti-2");
+    let results: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..10)
+            .map(|_| {
+                scope.spawn(|| {
+                    server
+                        .post("/token", &[], FORM, &assertion_body(&fresh))
+                        .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|s| **s == 200).count(),
+        1,
+        "{results:?}"
+    );
+
+    // JWT-04 for assertions: an embedded key, a wrong audience, another
+    // client's key, an over-long lifetime.
+    let now = crate::now().unix_timestamp();
+    let embedded = key.sign(
+        &json!({"alg": "ES256", "kid": "k1", "jwk": key.jwk}),
+        &json!({"iss": "jwt-svc", "sub": "jwt-svc", "aud": audience, "jti": "j3", "exp": now + 60}),
+    );
+    let wrong_aud = key.assertion("jwt-svc", "https://evil.example/token", "j4");
+    let other = AssertionKey::new("k1").assertion("jwt-svc", audience, "j5");
+    let long = key.sign(
+        &json!({"alg": "ES256", "kid": "k1"}),
+        &json!({"iss": "jwt-svc", "sub": "jwt-svc", "aud": audience, "jti": "j6", "exp": now + 86_400}),
+    );
+    for (label, assertion) in [
+        ("embedded jwk", embedded),
+        ("audience", wrong_aud),
+        ("foreign key", other),
+        ("lifetime", long),
+    ] {
+        let refused = server.post("/token", &[], FORM, &assertion_body(&assertion));
+        assert_eq!(refused.status, 401, "{label}: {}", refused.text());
+        assert_eq!(refused.json()["error"], "invalid_client", "{label}");
+    }
+}
+
+/// RFC 8705 tls_client_auth: a service certificate issued by slcs itself
+/// authenticates the client whose registered subject DN it carries.
+#[tokio::test]
+async fn tls_client_auth_with_an_slcs_certificate() {
+    use rustls_pki_types::pem::PemObject as _;
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    // Issue a service certificate before the server takes the data directory.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
+    let certificate = {
+        let (_config, opened) = crate::open_engine(&data, "ecdsa-p256");
+        let mut request = crate::issuance::person_request("", crate::now());
+        request.identity = slcs::pki::dn::CertificateIdentity::ServiceAccount {
+            client_id: "mtls-svc".into(),
+        };
+        opened
+            .engine
+            .issue(csr.der(), &request, crate::now())
+            .await
+            .unwrap()
+    };
+    let server = Server::start(&data, &[]);
+    let mut body = service_client_json("mtls-svc");
+    body["slcs"] = json!({
+        "tokenEndpointAuthMethod": "tls_client_auth",
+        "tlsClientAuthSubjectDn": certificate.subject,
+    });
+    let (created, _) = register(&server, &body);
+    assert_eq!(created.status, 201, "{}", created.text());
+
+    let connect_with_certificate = || {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(server.ca_pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let chain = vec![rustls_pki_types::CertificateDer::from(
+            certificate.der.clone(),
+        )];
+        let private =
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
+                .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, private)
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = std::net::TcpStream::connect(server.addr).unwrap();
+        rustls::StreamOwned::new(connection, tcp)
+    };
+    let form = "grant_type=client_credentials&client_id=mtls-svc";
+    let request = format!(
+        "POST /token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let mut tls = connect_with_certificate();
+    std::io::Write::write_all(&mut tls, request.as_bytes()).unwrap();
+    let ok = crate::read_response(&mut tls);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(
+        verify_independently(&server, ok.json()["access_token"].as_str().unwrap())["sub"],
+        "service:mtls-svc"
+    );
+
+    // Without the certificate the same request is refused.
+    let without = server.post("/token", &[], FORM, form);
+    assert_eq!(without.status, 401, "{}", without.text());
+    // The certificate does not authenticate a client registered with another DN.
+    let mut other = service_client_json("mtls-other");
+    other["slcs"] = json!({"tokenEndpointAuthMethod": "tls_client_auth", "tlsClientAuthSubjectDn": "CN=someone-else,O=slcs development"});
+    assert_eq!(register(&server, &other).0.status, 201);
+    let form = "grant_type=client_credentials&client_id=mtls-other";
+    let request = format!(
+        "POST /token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let mut tls = connect_with_certificate();
+    std::io::Write::write_all(&mut tls, request.as_bytes()).unwrap();
+    assert_eq!(crate::read_response(&mut tls).status, 401);
+}
