@@ -82,6 +82,111 @@ enum Command {
     },
     /// Measure the issuance engine (certificates per second).
     Bench(BenchArgs),
+    /// Manage OAuth clients on the running server (admin token).
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Obtain tokens from the running server.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Signing keys of the running server (admin token).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Read the audit log of the running server (admin token).
+    Audit {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Where the running server is and how to trust it.
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Server URL (default: https://localhost:<port of server.listen>).
+    #[arg(long, value_name = "URL", global = true)]
+    server: Option<String>,
+    /// CA certificate to trust (default: the slcs CA of the data directory).
+    #[arg(long, value_name = "FILE", global = true)]
+    cacert: Option<PathBuf>,
+    /// Print JSON for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientAction {
+    /// Register a client from a JSON representation (file, or - for stdin).
+    Create {
+        /// The representation (EBRAINS/Keycloak JSON, see docs/clients.md).
+        file: PathBuf,
+    },
+    /// List clients.
+    List,
+    /// Show one client.
+    Show {
+        /// Client id.
+        id: String,
+    },
+    /// Approve a pending client.
+    Approve {
+        /// Client id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Suspend a client.
+    Suspend {
+        /// Client id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Replace a client's secret; prints the new one once.
+    RotateSecret {
+        /// Client id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Client credentials grant; the secret comes from SLCS_CLIENT_SECRET or --secret-file.
+    ClientCredentials {
+        /// Client id.
+        #[arg(long)]
+        client_id: String,
+        /// File holding the client secret.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        /// Scope to request.
+        #[arg(long)]
+        scope: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Rotate the signing keys now: the pre-published next key takes over.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,7 +337,268 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
             Ok(())
         }
         Command::Bench(args) => bench(&cli, args),
+        Command::Client { action, server } => {
+            let api = remote(&cli, server)?;
+            runtime(Some(1))?.block_on(client_command(&api, action))
+        }
+        Command::Token { action, server } => {
+            let api = remote(&cli, server)?;
+            runtime(Some(1))?.block_on(token_command(&api, action))
+        }
+        Command::Keys {
+            action: KeysAction::Rotate,
+            server,
+        } => {
+            let api = remote(&cli, server)?;
+            runtime(Some(1))?.block_on(async {
+                let answer = api.admin("POST", "/admin/keys/rotate", None).await?;
+                api.print(answer)
+            })
+        }
+        Command::Audit {
+            after,
+            limit,
+            server,
+        } => {
+            let api = remote(&cli, server)?;
+            let path = format!("/admin/audit?after={after}&limit={limit}");
+            runtime(Some(1))?.block_on(async {
+                let answer = api.admin("GET", &path, None).await?;
+                api.print(answer)
+            })
+        }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Verbs that talk to the running server.
+
+type RemoteFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ServiceError>> + 'a>>;
+
+/// A connection to the running server with the operator's credentials.
+struct Remote {
+    client: crate::admin_client::AdminClient,
+    admin_token: Option<String>,
+    json: bool,
+}
+
+impl Remote {
+    async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<crate::admin_client::Answer, ServiceError> {
+        let token = self
+            .admin_token
+            .as_deref()
+            .ok_or_else(|| ServiceError::Io {
+                context: "the admin token".into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not readable in the data directory (run on the server host, as the slcs user)",
+                ),
+            })?;
+        let authorization = format!("Bearer {token}");
+        self.client
+            .send(
+                method,
+                path,
+                Some(&authorization),
+                body.map(|b| ("application/json", b)),
+            )
+            .await
+            .map_err(remote_error)
+    }
+
+    /// Prints the answer (pretty JSON, or the raw JSON with --json) and
+    /// fails on an error status.
+    fn print(&self, answer: crate::admin_client::Answer) -> Result<(), ServiceError> {
+        let json = answer.json();
+        if self.json {
+            say!("{json}");
+        } else {
+            say!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
+        }
+        if answer.status >= 400 {
+            return Err(ServiceError::Io {
+                context: format!("the server answered {}", answer.status),
+                source: std::io::Error::other(
+                    json.get("detail")
+                        .or_else(|| json.get("error_description"))
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("request refused")
+                        .to_owned(),
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn remote_error(error: crate::admin_client::ClientError) -> ServiceError {
+    ServiceError::Io {
+        context: "request to the server".into(),
+        source: std::io::Error::other(error.to_string()),
+    }
+}
+
+fn remote(cli: &Cli, args: &ServerArgs) -> Result<Remote, ServiceError> {
+    let config = load_config(cli, CliOverrides::default())?;
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| format!("https://localhost:{}", config.server.listen.port()));
+    let cacert = args
+        .cacert
+        .clone()
+        .unwrap_or_else(|| config.ca.cert.clone());
+    let client = crate::admin_client::AdminClient::new(&server, &cacert).map_err(remote_error)?;
+    let admin_token = std::fs::read_to_string(config.admin_token_path())
+        .ok()
+        .map(|t| t.trim().to_owned());
+    Ok(Remote {
+        client,
+        admin_token,
+        json: args.json,
+    })
+}
+
+fn client_command<'a>(api: &'a Remote, action: &'a ClientAction) -> RemoteFuture<'a> {
+    Box::pin(async move {
+        let status = |id: &str, status: &str, reason: &Option<String>| {
+            (
+                format!("/rest/v1/oidc/clients/{}/status", path_segment(id)),
+                serde_json::json!({ "status": status, "reason": reason })
+                    .to_string()
+                    .into_bytes(),
+            )
+        };
+        let answer = match action {
+            ClientAction::Create { file } => {
+                let body = if file.as_os_str() == "-" {
+                    let mut buffer = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer).map_err(
+                        |source| ServiceError::Io {
+                            context: "cannot read standard input".into(),
+                            source,
+                        },
+                    )?;
+                    buffer
+                } else {
+                    std::fs::read(file).map_err(|source| ServiceError::Io {
+                        context: format!("cannot read {}", file.display()),
+                        source,
+                    })?
+                };
+                api.admin("POST", "/rest/v1/oidc/clients", Some(body))
+                    .await?
+            }
+            ClientAction::List => api.admin("GET", "/rest/v1/oidc/clients", None).await?,
+            ClientAction::Show { id } => {
+                api.admin(
+                    "GET",
+                    &format!("/rest/v1/oidc/clients/{}", path_segment(id)),
+                    None,
+                )
+                .await?
+            }
+            ClientAction::Approve { id, reason } => {
+                let (path, body) = status(id, "active", reason);
+                api.admin("PUT", &path, Some(body)).await?
+            }
+            ClientAction::Suspend { id, reason } => {
+                let (path, body) = status(id, "suspended", reason);
+                api.admin("PUT", &path, Some(body)).await?
+            }
+            ClientAction::RotateSecret { id } => {
+                let path = format!("/rest/v1/oidc/clients/{}", path_segment(id));
+                let current = api.admin("GET", &path, None).await?;
+                if current.status != 200 {
+                    return api.print(current);
+                }
+                api.admin(
+                    "PUT",
+                    &format!("{path}?rotate_secret=true"),
+                    Some(current.body),
+                )
+                .await?
+            }
+        };
+        api.print(answer)
+    })
+}
+
+fn token_command<'a>(api: &'a Remote, action: &'a TokenAction) -> RemoteFuture<'a> {
+    Box::pin(async move {
+        let TokenAction::ClientCredentials {
+            client_id,
+            secret_file,
+            scope,
+        } = action;
+        let secret = match secret_file {
+            Some(file) => std::fs::read_to_string(file).map_err(|source| ServiceError::Io {
+                context: format!("cannot read {}", file.display()),
+                source,
+            })?,
+            None => std::env::var(config::CLIENT_SECRET_ENV).map_err(|_| ServiceError::Io {
+                context: "the client secret".into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("set {} or pass --secret-file", config::CLIENT_SECRET_ENV),
+                ),
+            })?,
+        };
+        let encode = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    other => format!("%{other:02X}"),
+                })
+                .collect()
+        };
+        // RFC 6749 §2.3.1: form-encode id and secret before Basic.
+        let basic = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{}", encode(client_id), encode(secret.trim())),
+        );
+        let mut form = "grant_type=client_credentials".to_owned();
+        if let Some(scope) = scope {
+            form.push_str("&scope=");
+            form.push_str(&encode(scope));
+        }
+        let answer = api
+            .client
+            .send(
+                "POST",
+                "/token",
+                Some(&format!("Basic {basic}")),
+                Some(("application/x-www-form-urlencoded", form.into_bytes())),
+            )
+            .await
+            .map_err(remote_error)?;
+        api.print(answer)
+    })
+}
+
+/// Percent-encodes a path segment (client ids are `[A-Za-z0-9._-]`, but a
+/// typo must not turn into another path).
+fn path_segment(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                char::from(b).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 fn print_report(report: &InitReport) {

@@ -20,6 +20,10 @@ use crate::pki::profile::{Profile, ProfileError};
 /// variable that is not a configuration key.
 pub const CONFIG_ENV: &str = "SLCS_CONFIG";
 
+/// The environment variable `slcs token client-credentials` reads a client
+/// secret from (never from the command line); not a configuration key.
+pub const CLIENT_SECRET_ENV: &str = "SLCS_CLIENT_SECRET";
+
 /// The data directory used when none is configured.
 pub const DEFAULT_DATA_DIR: &str = "./slcs-data";
 
@@ -450,7 +454,11 @@ fn apply_env(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     for (name, value) in env {
-        if !name.starts_with("SLCS_") || name == CONFIG_ENV || is_service_link(&name) {
+        if !name.starts_with("SLCS_")
+            || name == CONFIG_ENV
+            || name == CLIENT_SECRET_ENV
+            || is_service_link(&name)
+        {
             continue;
         }
         let key = KEYS

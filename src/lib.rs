@@ -19,6 +19,7 @@
 //! [`pki::provenance::DelegationProvenance::from_der`] or
 //! [`pki::inspect::provenance_of`].
 
+pub mod admin_client;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -306,6 +306,26 @@ impl Problem {
         }
     }
 
+    /// 500; the detail goes to the log only.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::with(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the server could not complete the request",
+        )
+    }
+
+    /// 503; the detail goes to the log only.
+    pub fn unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "store unavailable");
+        Self::with(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the service cannot store data right now; retry later",
+        )
+    }
+
     fn with(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self {
             status,

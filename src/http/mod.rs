@@ -24,6 +24,7 @@ use crate::oauth::admin::AdminToken;
 use crate::pki::issuer::IssuanceEngine;
 use crate::store::Store;
 
+mod admin;
 mod clients;
 pub mod error;
 pub mod extract;
@@ -123,6 +124,8 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
             "/rest/v1/oidc/clients/{id}/status",
             put(clients::set_status),
         )
+        .route("/admin/keys/rotate", post(admin::rotate_keys))
+        .route("/admin/audit", get(admin::audit))
         .route(
             "/rest/v1/oidc/clients/{id}/groups/{group}",
             put(clients::grant_group).delete(clients::revoke_group),

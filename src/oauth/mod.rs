@@ -36,6 +36,7 @@ const CLOCK_LEEWAY_SECS: u64 = 30;
 pub struct TokenService {
     store: Arc<dyn Store>,
     keys: RwLock<KeySet>,
+    keys_dir: std::path::PathBuf,
     pepper: SecretPepper,
     config: OAuthConfig,
 }
@@ -57,6 +58,9 @@ pub enum TokenServiceError {
     /// The pepper file unusable.
     #[error(transparent)]
     Pepper(#[from] secrets::PepperError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -137,6 +141,7 @@ impl TokenService {
         Ok(Self {
             store,
             keys: RwLock::new(keys),
+            keys_dir: config.keys_dir(),
             pepper,
             config: config.oauth.clone(),
         })
@@ -317,6 +322,56 @@ impl TokenService {
             })
             .await?;
         Ok(())
+    }
+
+    /// Rotates the signing keys now (`force`) or if the current key is older
+    /// than the rotation period; the next key was published in the JWK set
+    /// since the last rotation, so verifiers already have it. Returns
+    /// whether a rotation happened.
+    pub async fn rotate_keys(
+        &self,
+        force: bool,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, TokenServiceError> {
+        let rotated = {
+            let mut keys = self
+                .keys
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !force && !keys.rotation_due(now, self.config.key_rotation) {
+                false
+            } else {
+                keys.rotate(&self.keys_dir, now, retired_key_validity(&self.config))?;
+                true
+            }
+        };
+        if rotated {
+            let current = self.current_kid();
+            tracing::info!(kid = %current, "signing key rotated");
+            self.store
+                .append_audit(&AuditEvent {
+                    at: now,
+                    actor: actor.to_owned(),
+                    action: "keys.rotate".into(),
+                    target: current,
+                    source: None,
+                    detail: serde_json::Value::Null,
+                })
+                .await
+                .map_err(TokenServiceError::Store)?;
+        }
+        Ok(rotated)
+    }
+
+    /// The kid of the key that signs now.
+    pub fn current_kid(&self) -> String {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .current()
+            .kid()
+            .to_owned()
     }
 
     /// The JWK set: current, next and still-valid retired keys.

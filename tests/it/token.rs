@@ -839,3 +839,123 @@ async fn tls_client_auth_with_an_slcs_certificate() {
     std::io::Write::write_all(&mut tls, request.as_bytes()).unwrap();
     assert_eq!(crate::read_response(&mut tls).status, 401);
 }
+
+/// The admin verbs of the `slcs` binary against a running server:
+/// `client create|list|show|suspend|approve|rotate-secret`,
+/// `token client-credentials` (secret from SLCS_CLIENT_SECRET), `keys
+/// rotate` and `audit`.
+#[test]
+fn cli_admin_verbs_against_the_running_server() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &[]);
+    let url = format!("https://localhost:{}", server.addr.port());
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["--data-dir", data.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--server", &url, "--json"]);
+        let output = crate::run_slcs(&all, env);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let json: Value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+        (
+            output.status.code(),
+            json,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let file = work.path().join("client.json");
+    std::fs::write(&file, service_client_json("cli-svc").to_string()).unwrap();
+
+    let (code, created, err) = run(&["client", "create", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let secret = created["client"]["secret"].as_str().unwrap().to_owned();
+
+    let (code, listed, _) = run(&["client", "list"], &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(listed[0]["clientId"], "cli-svc");
+
+    let (code, suspended, _) = run(&["client", "suspend", "cli-svc", "--reason", "test"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(suspended.to_string().contains("suspended"), "{suspended}");
+    let (code, _, _) = run(
+        &["token", "client-credentials", "--client-id", "cli-svc"],
+        &[("SLCS_CLIENT_SECRET", &secret)],
+    );
+    assert_ne!(code, Some(0), "a suspended client gets no token");
+    let (code, _, _) = run(&["client", "approve", "cli-svc"], &[]);
+    assert_eq!(code, Some(0));
+
+    let (code, token, err) = run(
+        &["token", "client-credentials", "--client-id", "cli-svc"],
+        &[("SLCS_CLIENT_SECRET", &secret)],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(token["access_token"].as_str().unwrap().starts_with("ey"));
+
+    let (code, rotated, _) = run(&["client", "rotate-secret", "cli-svc"], &[]);
+    assert_eq!(code, Some(0));
+    let fresh = rotated["client"]["secret"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, secret);
+    let (code, _, _) = run(
+        &["token", "client-credentials", "--client-id", "cli-svc"],
+        &[("SLCS_CLIENT_SECRET", &secret)],
+    );
+    assert_ne!(code, Some(0), "REG-11: the old secret stops working");
+    let secret_file = work.path().join("secret");
+    std::fs::write(&secret_file, &fresh).unwrap();
+    let (code, _, err) = run(
+        &[
+            "token",
+            "client-credentials",
+            "--client-id",
+            "cli-svc",
+            "--secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+
+    let before = server.get("/jwks").json();
+    let (code, rotated_keys, _) = run(&["keys", "rotate"], &[]);
+    assert_eq!(code, Some(0));
+    let after = server.get("/jwks").json();
+    let kids = |jwks: &Value| -> Vec<String> {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The pre-published next key signs now; the old one stays published.
+    assert!(kids(&before).contains(&rotated_keys["current_kid"].as_str().unwrap().to_owned()));
+    assert!(kids(&before).iter().all(|kid| kids(&after).contains(kid)));
+    assert_eq!(kids(&after).len(), 3);
+
+    let (code, audit, _) = run(&["audit", "--limit", "100"], &[]);
+    assert_eq!(code, Some(0));
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "client.create",
+        "client.suspend",
+        "client.approve",
+        "token.issue",
+        "client.update",
+        "keys.rotate",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    assert!(
+        !audit.to_string().contains(&fresh),
+        "secrets never reach the audit log"
+    );
+}
