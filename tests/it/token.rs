@@ -363,6 +363,20 @@ fn grants_and_clients_that_may_not_get_tokens_are_refused() {
     let refused = token_basic(&server, "svc", &secret, "grant_type=client_credentials");
     assert_eq!(refused.status, 401);
     assert_eq!(refused.json()["error"], "invalid_client");
+
+    // Approved again: served; sent back to review (pending): refused; a
+    // suspended client cannot skip back to review.
+    for (status, expected) in [("active", 200), ("pending", 401), ("active", 200)] {
+        let changed = server.send(
+            "PUT",
+            "/rest/v1/oidc/clients/svc/status",
+            &[("Authorization", &auth)],
+            Some(("application/json", &format!(r#"{{"status":"{status}"}}"#))),
+        );
+        assert_eq!(changed.status, 200, "{status}: {}", changed.text());
+        let answer = token_basic(&server, "svc", &secret, "grant_type=client_credentials");
+        assert_eq!(answer.status, expected, "{status}: {}", answer.text());
+    }
 }
 
 #[test]
