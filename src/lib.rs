@@ -26,5 +26,6 @@ pub mod config;
 pub mod http;
 pub mod oauth;
 pub mod pki;
+pub mod secure_fs;
 pub mod service;
 pub mod store;

@@ -7,8 +7,9 @@ use base64::Engine as _;
 use super::error::OAuthError;
 use super::form::{OAuthForm, decode};
 use super::server::PeerCertificates;
+use crate::oauth::TokenService;
 use crate::oauth::assertion::{JWT_BEARER_ASSERTION, claimed_client};
-use crate::oauth::client_auth::PresentedCredentials;
+use crate::oauth::client_auth::{AuthenticatedClient, PresentedCredentials};
 
 /// Reads the client's credentials from the `Authorization` header and the
 /// form. RFC 6749 §2.3: exactly one method per request — Basic together with
@@ -99,6 +100,23 @@ pub fn presented_credentials(
             )),
         },
     }
+}
+
+/// Reads the client's credentials and authenticates them at `endpoint`
+/// (`/token`, `/introspect`, `/revoke`); failures answer `invalid_client`.
+pub(super) async fn authenticated_client(
+    tokens: &TokenService,
+    headers: &HeaderMap,
+    peer_certificates: Option<&PeerCertificates>,
+    form: &OAuthForm,
+    endpoint: &str,
+    now: time::OffsetDateTime,
+) -> Result<AuthenticatedClient, OAuthError> {
+    let presented = presented_credentials(headers, form, peer_certificates)?;
+    tokens
+        .authenticate(&presented, endpoint, now)
+        .await
+        .map_err(|e| OAuthError::from_client_auth(e, presented.used_basic()))
 }
 
 /// The `Authorization` header, if present; refused if repeated or not text.

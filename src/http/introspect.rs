@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::OAuthError;
-use super::extract::presented_credentials;
+use super::extract::authenticated_client;
 use super::form::OAuthForm;
 use super::server::PeerCertificates;
 
@@ -22,12 +22,15 @@ pub(super) async fn introspect(
 ) -> Result<Response, OAuthError> {
     let service = &state.inner.tokens;
     let now = state.inner.clock.now();
-    let presented =
-        presented_credentials(&headers, &form, peer_certificates.as_ref().map(|e| &e.0))?;
-    let caller = service
-        .authenticate(&presented, "/introspect", now)
-        .await
-        .map_err(|e| OAuthError::from_client_auth(e, presented.used_basic()))?;
+    let caller = authenticated_client(
+        service,
+        &headers,
+        peer_certificates.as_ref().map(|e| &e.0),
+        &form,
+        "/introspect",
+        now,
+    )
+    .await?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use super::AppState;
 use super::error::OAuthError;
-use super::extract::presented_credentials;
+use super::extract::authenticated_client;
 use super::form::OAuthForm;
 use super::server::PeerCertificates;
 
@@ -23,12 +23,15 @@ pub(super) async fn revoke(
 ) -> Result<Response, OAuthError> {
     let service = &state.inner.tokens;
     let now = state.inner.clock.now();
-    let presented =
-        presented_credentials(&headers, &form, peer_certificates.as_ref().map(|e| &e.0))?;
-    let caller = service
-        .authenticate(&presented, "/revoke", now)
-        .await
-        .map_err(|e| OAuthError::from_client_auth(e, presented.used_basic()))?;
+    let caller = authenticated_client(
+        service,
+        &headers,
+        peer_certificates.as_ref().map(|e| &e.0),
+        &form,
+        "/revoke",
+        now,
+    )
+    .await?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;

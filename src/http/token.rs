@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use super::AppState;
 use super::error::OAuthError;
-use super::extract::presented_credentials;
+use super::extract::authenticated_client;
 use super::form::OAuthForm;
 use super::server::PeerCertificates;
 
@@ -24,15 +24,18 @@ pub(super) async fn token(
 ) -> Result<Response, OAuthError> {
     let service = &state.inner.tokens;
     let now = state.inner.clock.now();
-    let presented =
-        presented_credentials(&headers, &form, peer_certificates.as_ref().map(|e| &e.0))?;
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
-    let client = service
-        .authenticate(&presented, "/token", now)
-        .await
-        .map_err(|e| OAuthError::from_client_auth(e, presented.used_basic()))?;
+    let client = authenticated_client(
+        service,
+        &headers,
+        peer_certificates.as_ref().map(|e| &e.0),
+        &form,
+        "/token",
+        now,
+    )
+    .await?;
     let response = match grant_type {
         "client_credentials" => {
             service

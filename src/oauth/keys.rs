@@ -19,8 +19,8 @@
 //! JWK thumbprint. They are checked against the key file on every load, so a
 //! swapped file is refused.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::fs::{self, File};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -880,20 +880,7 @@ fn read_limited(file: File, path: &Path, len: u64, limit: u64) -> Result<Vec<u8>
 /// Creates `path` with `O_CREAT|O_EXCL` and mode 0600 from the first byte,
 /// writes, fsyncs the file and its directory. Never overwrites.
 fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(io_error(path))?;
-    file.write_all(contents).map_err(io_error(path))?;
-    file.sync_all().map_err(io_error(path))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        sync_dir(dir)?;
-    }
-    Ok(())
+    crate::secure_fs::write_new_file(path, contents, true).map_err(io_error(path))
 }
 
 /// Replaces `keys.json` atomically: temporary file (0600, exclusive),
@@ -923,9 +910,7 @@ fn write_metadata(dir: &Path, records: &[KeyRecord]) -> Result<(), KeyError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), KeyError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
+    crate::secure_fs::sync_dir(dir).map_err(io_error(dir))
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@
 //! it is [`ClientSecret::expose`], called once by the handler that shows it.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::{constant_time, hmac, rand};
@@ -237,47 +236,24 @@ impl SecretPepper {
 }
 
 /// Refuses a pepper file that group or others can read.
-#[cfg(unix)]
 fn check_private_mode(path: &Path) -> Result<(), PepperError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = fs::metadata(path)
-        .map_err(|source| PepperError::Io {
+    match crate::secure_fs::exposed_mode(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(PepperError::InsecureMode {
+            path: path.to_path_buf(),
+            mode,
+        }),
+        Err(source) => Err(PepperError::Io {
             path: path.to_path_buf(),
             source,
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(PepperError::InsecureMode {
-            path: path.to_path_buf(),
-            mode: mode & 0o777,
-        });
+        }),
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private_mode(_path: &Path) -> Result<(), PepperError> {
-    Ok(())
 }
 
 /// Creates `path` exclusively with mode 0600, writes, fsyncs the file and
 /// its directory.
 fn write_new_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::secure_fs::write_new_file(path, contents, true)
 }
 
 impl fmt::Debug for SecretPepper {

@@ -6,8 +6,7 @@
 //! writing), fsynced, and its directory fsynced. Private keys leave this
 //! module only towards [`super::issuer`] (`pub(super)`).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -289,26 +288,15 @@ fn load_private_key(path: &Path) -> Result<KeyPair, CaError> {
 }
 
 /// Refuses a private key file that group or others can read.
-#[cfg(unix)]
 pub fn check_private_mode(path: &Path) -> Result<(), CaError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = fs::metadata(path)
-        .map_err(|source| CaError::Io {
+    match crate::secure_fs::exposed_mode(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(CaError::InsecureKeyFile(path.to_path_buf(), mode)),
+        Err(source) => Err(CaError::Io {
             path: path.to_path_buf(),
             source,
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(CaError::InsecureKeyFile(path.to_path_buf(), mode & 0o777));
+        }),
     }
-    Ok(())
-}
-
-/// Refuses a private key file that group or others can read.
-#[cfg(not(unix))]
-pub fn check_private_mode(_path: &Path) -> Result<(), CaError> {
-    Ok(())
 }
 
 fn create_dev_ca(config: &Config, now: OffsetDateTime) -> Result<(), CaError> {
@@ -457,27 +445,8 @@ pub fn create_dir_private(dir: &Path) -> Result<(), CaError> {
 /// Writes a new file (never an existing one), mode 0600 for secrets and 0644
 /// otherwise, fsyncs it and its directory.
 fn write_new_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), CaError> {
-    let io = |source| CaError::Io {
+    crate::secure_fs::write_new_file(path, contents, secret).map_err(|source| CaError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(if secret { 0o600 } else { 0o644 });
-    }
-    let mut file = options.open(path).map_err(io)?;
-    file.write_all(contents).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| CaError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-    }
-    Ok(())
+    })
 }
