@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -46,6 +46,13 @@ fn caller(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<Cal
     Err(Problem::unauthorized(
         "the bearer token is not valid for this API",
     ))
+}
+
+/// Path parameters are checked after the caller, so an anonymous request
+/// learns nothing but 401; a bad one is a problem document, not plain text.
+fn path_value(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    path.map(|Path(value)| value)
+        .map_err(|e| Problem::bad_request("invalid_request", e.body_text()))
 }
 
 fn body(
@@ -114,9 +121,10 @@ pub(super) async fn show(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let caller = caller(&state, &headers, peer)?;
+    let id = path_value(id)?;
     let rep = registry(&state).show(&caller, &id).await?;
     Ok(Json(rep).into_response())
 }
@@ -131,11 +139,13 @@ pub(super) async fn replace(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(query): Query<ReplaceQuery>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReplaceQuery>, QueryRejection>,
     json: Result<Json<ClientRepresentation>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let caller = caller(&state, &headers, peer)?;
+    let id = path_value(id)?;
+    let Query(query) = query.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
     let rep = body(json)?;
     let now = state.inner.clock.now();
     let updated = registry(&state)
@@ -155,10 +165,11 @@ pub(super) async fn set_status(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     json: Result<Json<StatusChange>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let caller = caller(&state, &headers, peer)?;
+    let id = path_value(id)?;
     let Json(change) = json.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
     let status = match change.status.as_str() {
         "active" => ClientStatus::Active,
@@ -182,11 +193,12 @@ async fn access(
     state: AppState,
     headers: HeaderMap,
     peer: SocketAddr,
-    id: String,
-    name: String,
+    path: Result<Path<(String, String)>, PathRejection>,
     change: AccessChange,
 ) -> Result<Response, Problem> {
     let caller = caller(&state, &headers, peer)?;
+    let Path((id, name)) =
+        path.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
     let now = state.inner.clock.now();
     let rep = registry(&state)
         .change_access(&caller, &id, change, &name, now)
@@ -198,34 +210,34 @@ pub(super) async fn grant_group(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path((id, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
-    access(state, headers, peer, id, name, AccessChange::GrantGroup).await
+    access(state, headers, peer, path, AccessChange::GrantGroup).await
 }
 
 pub(super) async fn revoke_group(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path((id, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
-    access(state, headers, peer, id, name, AccessChange::RevokeGroup).await
+    access(state, headers, peer, path, AccessChange::RevokeGroup).await
 }
 
 pub(super) async fn grant_unit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path((id, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
-    access(state, headers, peer, id, name, AccessChange::GrantUnit).await
+    access(state, headers, peer, path, AccessChange::GrantUnit).await
 }
 
 pub(super) async fn revoke_unit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path((id, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
-    access(state, headers, peer, id, name, AccessChange::RevokeUnit).await
+    access(state, headers, peer, path, AccessChange::RevokeUnit).await
 }

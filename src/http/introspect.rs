@@ -31,6 +31,13 @@ pub(super) async fn introspect(
         now,
     )
     .await?;
+    // RFC 7662 §2.1: a public client (no credentials) may not introspect.
+    if !caller.has_credentials() {
+        return Err(OAuthError::invalid_client(
+            "introspection requires client authentication",
+            false,
+        ));
+    }
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;

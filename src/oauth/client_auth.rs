@@ -114,6 +114,13 @@ pub struct AuthenticatedClient {
     pub method: TokenEndpointAuthMethod,
 }
 
+impl AuthenticatedClient {
+    /// Whether it proved possession of a credential (anything but `none`).
+    pub fn has_credentials(&self) -> bool {
+        self.method != TokenEndpointAuthMethod::None
+    }
+}
+
 /// Why a client was not authenticated. Every variant answers
 /// `invalid_client`; the messages do not reveal which part was wrong.
 #[derive(Debug, thiserror::Error)]

@@ -165,6 +165,14 @@ impl Registry<'_> {
         let validated = clients::validate_registration(representation, &ctx)?;
         let mut change =
             clients::apply_update(&existing, validated, &ctx, self.pepper, rotate_secret)?;
+        // Asked to rotate a secret the client does not have: say so rather
+        // than answer success without a secret.
+        if rotate_secret && change.new_secret.is_none() {
+            return Err(RegistryError::Rotate(RotateSecretError::NoSecretMethod {
+                id: existing.id.clone(),
+                method: change.client.token_endpoint_auth_method,
+            }));
+        }
         // A change that widens what a non-admin's client may do goes back to
         // review (pending), as a new registration would.
         if !caller.is_admin && clients::needs_review(&existing, &change.client) {

@@ -973,3 +973,71 @@ fn cli_admin_verbs_against_the_running_server() {
         "secrets never reach the audit log"
     );
 }
+
+/// Review findings, each a regression test: a public client cannot
+/// introspect (RFC 7662 §2.1); rotating the secret of a client without one
+/// is an error, not a silent success; malformed paths and queries of the
+/// registration API answer problem documents, and only after the caller.
+#[test]
+fn registration_and_introspection_edge_cases() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let auth = admin(&server);
+    let spa = json!({"client": {
+        "clientId": "spa", "name": "SPA", "publicClient": true, "standardFlowEnabled": true,
+        "consentRequired": true, "redirectUris": ["https://spa.example/cb"]
+    }});
+    let (created, secret) = register(&server, &spa);
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert!(secret.is_none());
+    let public = server.post("/introspect", &[], FORM, "client_id=spa&token=anything");
+    assert_eq!(public.status, 401, "{}", public.text());
+    assert_eq!(public.json()["error"], "invalid_client");
+
+    let key = AssertionKey::new("k1");
+    let mut body = service_client_json("jwt-only");
+    body["slcs"] =
+        json!({"tokenEndpointAuthMethod": "private_key_jwt", "jwks": {"keys": [key.jwk.clone()]}});
+    assert_eq!(register(&server, &body).0.status, 201);
+    let rotate = server.send(
+        "PUT",
+        "/rest/v1/oidc/clients/jwt-only?rotate_secret=true",
+        &[("Authorization", &auth)],
+        Some(("application/json", &body.to_string())),
+    );
+    assert_eq!(rotate.status, 400, "{}", rotate.text());
+    assert_eq!(
+        rotate.header("content-type"),
+        Some("application/problem+json")
+    );
+
+    let bad_query = server.send(
+        "PUT",
+        "/rest/v1/oidc/clients/jwt-only?rotate_secret=yes",
+        &[("Authorization", &auth)],
+        Some(("application/json", &body.to_string())),
+    );
+    assert_eq!(bad_query.status, 400);
+    assert_eq!(
+        bad_query.header("content-type"),
+        Some("application/problem+json")
+    );
+    let anonymous = server.send(
+        "PUT",
+        "/rest/v1/oidc/clients/jwt-only?rotate_secret=yes",
+        &[],
+        Some(("application/json", &body.to_string())),
+    );
+    assert_eq!(anonymous.status, 401, "the caller is checked first");
+    let bad_path = server.send(
+        "GET",
+        "/rest/v1/oidc/clients/%FF",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(bad_path.status, 400);
+    assert_eq!(
+        bad_path.header("content-type"),
+        Some("application/problem+json")
+    );
+}
