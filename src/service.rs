@@ -206,8 +206,7 @@ pub async fn serve(
         Arc::clone(&store),
         clock.now(),
     )?);
-    let tokens_for_rotation = Arc::clone(&tokens);
-    let clock_for_rotation = Arc::clone(&clock);
+    let rotation = spawn_key_rotation(Arc::clone(&tokens), Arc::clone(&clock));
     let admin = AdminToken::load(&config.admin_token_path())?;
     let development = crate::pki::ca::is_development_ca(config);
     if development {
@@ -248,21 +247,6 @@ pub async fn serve(
         "slcs listening"
     );
     on_ready(local);
-    // Scheduled signing-key rotation: checked hourly, rotates once the
-    // current key is older than `oauth.key_rotation_days`.
-    let rotation = {
-        let tokens = Arc::clone(&tokens_for_rotation);
-        let clock = Arc::clone(&clock_for_rotation);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                if let Err(error) = tokens.rotate_keys(false, "scheduler", clock.now()).await {
-                    tracing::error!(%error, "scheduled key rotation failed");
-                }
-            }
-        })
-    };
     serve_http(listener, app, tls, &config.server, shutdown_signal()).await;
     rotation.abort();
 
@@ -271,6 +255,23 @@ pub async fn serve(
     opened.store.flush().await?;
     tracing::info!("store flushed; stopped");
     Ok(())
+}
+
+/// Scheduled signing-key rotation: checked hourly, rotates once the current
+/// key is older than `oauth.key_rotation_days`.
+fn spawn_key_rotation(
+    tokens: Arc<TokenService>,
+    clock: Arc<dyn Clock>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if let Err(error) = tokens.rotate_keys(false, "scheduler", clock.now()).await {
+                tracing::error!(%error, "scheduled key rotation failed");
+            }
+        }
+    })
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
