@@ -52,6 +52,7 @@ impl AdminToken {
 fn digest(token: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    // Invariant: a SHA-256 digest is 32 bytes, so the lengths always match.
     out.copy_from_slice(digest.as_ref());
     out
 }

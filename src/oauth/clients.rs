@@ -1666,19 +1666,7 @@ pub fn grant_group(
     now: OffsetDateTime,
 ) -> Result<bool, AccessGrantError> {
     check_group_name(group)?;
-    let fa = &mut client.feature_authenticate;
-    if !fa.enabled {
-        return Err(AccessGrantError::FeatureAuthenticateDisabled);
-    }
-    if fa.groups.contains(group) {
-        return Ok(false);
-    }
-    if fa.groups.len() >= MAX_ACCESS_GRANTS {
-        return Err(AccessGrantError::TooManyGrants);
-    }
-    fa.groups.insert(group.to_owned());
-    client.updated_at = now;
-    Ok(true)
+    grant(client, |fa| &mut fa.groups, group, now)
 }
 
 /// Revokes `group` (`DELETE …/groups/{group}`). Returns whether it was
@@ -1689,11 +1677,7 @@ pub fn revoke_group(
     now: OffsetDateTime,
 ) -> Result<bool, AccessGrantError> {
     check_group_name(group)?;
-    let removed = client.feature_authenticate.groups.remove(group);
-    if removed {
-        client.updated_at = now;
-    }
-    Ok(removed)
+    Ok(revoke(client, |fa| &mut fa.groups, group, now))
 }
 
 /// Grants the unit at `path` access (`PUT …/{clientId}/units/{unitPath}`,
@@ -1704,19 +1688,7 @@ pub fn grant_unit(
     now: OffsetDateTime,
 ) -> Result<bool, AccessGrantError> {
     check_unit_path(path)?;
-    let fa = &mut client.feature_authenticate;
-    if !fa.enabled {
-        return Err(AccessGrantError::FeatureAuthenticateDisabled);
-    }
-    if fa.units.contains(path) {
-        return Ok(false);
-    }
-    if fa.units.len() >= MAX_ACCESS_GRANTS {
-        return Err(AccessGrantError::TooManyGrants);
-    }
-    fa.units.insert(path.to_owned());
-    client.updated_at = now;
-    Ok(true)
+    grant(client, |fa| &mut fa.units, path, now)
 }
 
 /// Revokes the unit at `path` (`DELETE …/units/{unitPath}`). Returns
@@ -1727,11 +1699,44 @@ pub fn revoke_unit(
     now: OffsetDateTime,
 ) -> Result<bool, AccessGrantError> {
     check_unit_path(path)?;
-    let removed = client.feature_authenticate.units.remove(path);
+    Ok(revoke(client, |fa| &mut fa.units, path, now))
+}
+
+/// Adds `name` to the grant set `set` picks; only while
+/// `featureAuthenticate` is on, and within [`MAX_ACCESS_GRANTS`].
+fn grant(
+    client: &mut Client,
+    set: impl FnOnce(&mut FeatureAuthenticate) -> &mut BTreeSet<String>,
+    name: &str,
+    now: OffsetDateTime,
+) -> Result<bool, AccessGrantError> {
+    if !client.feature_authenticate.enabled {
+        return Err(AccessGrantError::FeatureAuthenticateDisabled);
+    }
+    let grants = set(&mut client.feature_authenticate);
+    if grants.contains(name) {
+        return Ok(false);
+    }
+    if grants.len() >= MAX_ACCESS_GRANTS {
+        return Err(AccessGrantError::TooManyGrants);
+    }
+    grants.insert(name.to_owned());
+    client.updated_at = now;
+    Ok(true)
+}
+
+/// Removes `name` from the grant set `set` picks; whether it was there.
+fn revoke(
+    client: &mut Client,
+    set: impl FnOnce(&mut FeatureAuthenticate) -> &mut BTreeSet<String>,
+    name: &str,
+    now: OffsetDateTime,
+) -> bool {
+    let removed = set(&mut client.feature_authenticate).remove(name);
     if removed {
         client.updated_at = now;
     }
-    Ok(removed)
+    removed
 }
 
 // ---------------------------------------------------------------------------
