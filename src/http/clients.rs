@@ -5,8 +5,11 @@
 //! `PUT …/{clientId}/status` for administrators. Errors are RFC 9457 problem
 //! documents carrying the RFC 7591 §3.2.2 code in `error`.
 //!
-//! Callers authenticate with `Authorization: Bearer`: today the admin token;
-//! user access tokens join when users exist.
+//! Callers authenticate with `Authorization: Bearer`: the admin token, or an
+//! access token issued by this server for this API (RFC 8707 resource
+//! `<issuer>/rest/v1/oidc/clients`, scope `slcs:clients`), whose subject
+//! becomes the owner of what it registers and may then manage only clients
+//! it owns or maintains.
 
 use std::net::SocketAddr;
 
@@ -22,6 +25,7 @@ use super::error::Problem;
 use super::extract::bearer_token;
 use crate::oauth::clients::{ClientRepresentation, ClientStatus};
 use crate::oauth::registry::{AccessChange, Caller, ClientView, Registry};
+use crate::oauth::resource::Resource;
 
 fn registry(state: &AppState) -> Registry<'_> {
     Registry {
@@ -31,21 +35,34 @@ fn registry(state: &AppState) -> Registry<'_> {
     }
 }
 
-/// The caller, from the bearer token.
-fn caller(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, Problem> {
+/// The caller, from the bearer token: the admin token or an access token
+/// for this API.
+async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Caller, Problem> {
     let token = bearer_token(headers)
         .map_err(|_| Problem::unauthorized("malformed Authorization header"))?
         .ok_or_else(|| Problem::unauthorized("a bearer token is required"))?;
+    let source = Some(peer.ip().to_string());
     if state.inner.admin.verify(token) {
         return Ok(Caller {
             subject: "admin".into(),
             is_admin: true,
-            source: Some(peer.ip().to_string()),
+            source,
         });
     }
-    Err(Problem::unauthorized(
-        "the bearer token is not valid for this API",
-    ))
+    let claims = state
+        .inner
+        .tokens
+        .authorize_bearer(token, Resource::ClientRegistration, state.inner.clock.now())
+        .await?;
+    Ok(Caller {
+        subject: claims.sub,
+        is_admin: false,
+        source,
+    })
 }
 
 /// Path parameters are checked after the caller, so an anonymous request
@@ -88,7 +105,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     json: Result<Json<ClientRepresentation>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state, &headers, peer)?;
+    let caller = caller(&state, &headers, peer).await?;
     let rep = body(json)?;
     let now = state.inner.clock.now();
     let created = registry(&state).register(&caller, &rep, now).await?;
@@ -100,7 +117,7 @@ pub(super) async fn list(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state, &headers, peer)?;
+    let caller = caller(&state, &headers, peer).await?;
     let clients = registry(&state).list(&caller).await?;
     let summaries: Vec<serde_json::Value> = clients
         .iter()
@@ -123,7 +140,7 @@ pub(super) async fn show(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state, &headers, peer)?;
+    let caller = caller(&state, &headers, peer).await?;
     let id = path_value(id)?;
     let rep = registry(&state).show(&caller, &id).await?;
     Ok(Json(rep).into_response())
@@ -143,7 +160,7 @@ pub(super) async fn replace(
     query: Result<Query<ReplaceQuery>, QueryRejection>,
     json: Result<Json<ClientRepresentation>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state, &headers, peer)?;
+    let caller = caller(&state, &headers, peer).await?;
     let id = path_value(id)?;
     let Query(query) = query.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
     let rep = body(json)?;
@@ -168,7 +185,7 @@ pub(super) async fn set_status(
     id: Result<Path<String>, PathRejection>,
     json: Result<Json<StatusChange>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state, &headers, peer)?;
+    let caller = caller(&state, &headers, peer).await?;
     let id = path_value(id)?;
     let Json(change) = json.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
     let status = match change.status.as_str() {
@@ -196,7 +213,7 @@ async fn access(
     path: Result<Path<(String, String)>, PathRejection>,
     change: AccessChange,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state, &headers, peer)?;
+    let caller = caller(&state, &headers, peer).await?;
     let Path((id, name)) =
         path.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
     let now = state.inner.clock.now();

@@ -165,6 +165,11 @@ impl OAuthError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
     }
 
+    /// `invalid_target` (400, RFC 8707 §2): an invalid or unknown resource.
+    pub fn invalid_target(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_target", description)
+    }
+
     /// `unsupported_token_type` (400, RFC 7009 §2.2.1).
     pub fn unsupported_token_type(description: impl Into<String>) -> Self {
         Self::new(
@@ -253,6 +258,7 @@ impl From<crate::oauth::GrantError> for OAuthError {
         match error {
             GrantError::UnauthorizedClient(m) => Self::unauthorized_client(m),
             GrantError::InvalidScope(m) => Self::invalid_scope(m),
+            GrantError::InvalidTarget(m) => Self::invalid_target(m),
             GrantError::Signing(e) => Self::server_error(e),
             GrantError::Store(e) => Self::unavailable(e),
         }
@@ -365,6 +371,21 @@ impl IntoResponse for Problem {
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         }
         response
+    }
+}
+
+impl From<crate::oauth::resource::BearerError> for Problem {
+    fn from(error: crate::oauth::resource::BearerError) -> Self {
+        use crate::oauth::resource::BearerError;
+        match error {
+            BearerError::InvalidRequest(m) => Self::bad_request("invalid_request", m),
+            BearerError::InvalidToken(m) => Self::unauthorized(m),
+            // RFC 6750 §3.1: 403 for a token without the needed scope.
+            e @ BearerError::InsufficientScope(_) => {
+                Self::with(StatusCode::FORBIDDEN, "insufficient_scope", e.to_string())
+            }
+            BearerError::Store(e) => Self::unavailable(e),
+        }
     }
 }
 

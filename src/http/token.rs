@@ -39,7 +39,13 @@ pub(super) async fn token(
     let response = match grant_type {
         "client_credentials" => {
             service
-                .client_credentials(&client, form.get("scope"), Some(peer.ip().to_string()), now)
+                .client_credentials(
+                    &client,
+                    form.get("scope"),
+                    form.get("resource"),
+                    Some(peer.ip().to_string()),
+                    now,
+                )
                 .await?
         }
         "password" => {

@@ -10,7 +10,13 @@ use serde::Serialize;
 use crate::config::OAuthConfig;
 
 /// The scopes slcs knows.
-pub const SCOPES: &[&str] = &["openid", "profile", "email", "slcs:certificate"];
+pub const SCOPES: &[&str] = &[
+    "openid",
+    "profile",
+    "email",
+    super::resource::CERTIFICATE_SCOPE,
+    super::resource::CLIENTS_SCOPE,
+];
 
 /// RFC 8414 §2 authorization server metadata.
 #[derive(Clone, Debug, Serialize)]

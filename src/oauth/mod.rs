@@ -21,12 +21,14 @@ pub mod jwt;
 pub mod keys;
 pub mod metadata;
 pub mod registry;
+pub mod resource;
 pub mod secrets;
 
 use client_auth::{AuthenticatedClient, ClientAuthError, PresentedCredentials};
 use clients::{ClientKind, GrantType};
 use jwt::{AccessTokenClaims, Audience, Expectations, SubjectType};
 use keys::{KeySet, SigningAlgorithm};
+use resource::{BearerError, Resource};
 use secrets::SecretPepper;
 
 /// Leeway for clock skew between slcs instances and relying parties.
@@ -86,6 +88,9 @@ pub enum GrantError {
     /// `invalid_scope`.
     #[error("{0}")]
     InvalidScope(String),
+    /// `invalid_target` (RFC 8707 §2): an unknown or unusable resource.
+    #[error("{0}")]
+    InvalidTarget(String),
     /// Token minting failed (`server_error`).
     #[error("token signing failed: {0}")]
     Signing(String),
@@ -192,10 +197,12 @@ impl TokenService {
         &self,
         client: &AuthenticatedClient,
         requested_scope: Option<&str>,
+        requested_resource: Option<&str>,
         source: Option<String>,
         now: OffsetDateTime,
     ) -> Result<TokenResponse, GrantError> {
         let registered = &client.client;
+        let resource = self.resource(requested_resource)?;
         if registered.kind != ClientKind::Service
             || !registered
                 .grant_types
@@ -209,6 +216,7 @@ impl TokenService {
             requested_scope,
             &registered.scopes,
             &registered.default_scopes,
+            resource,
         )?;
         let lifetime = self.config.access_token_lifetime;
         let iat = now.unix_timestamp();
@@ -216,7 +224,7 @@ impl TokenService {
         let claims = AccessTokenClaims {
             iss: self.config.issuer.clone(),
             sub: format!("service:{}", registered.id.as_str()),
-            aud: Audience::one(self.config.certificate_audience.clone()),
+            aud: Audience::one(self.indicator(resource)),
             client_id: registered.id.as_str().to_owned(),
             scope: scope.clone(),
             jti: random_id("at")?,
@@ -245,6 +253,7 @@ impl TokenService {
                     "grant_type": "client_credentials",
                     "grant_id": claims.grant_id,
                     "scope": scope,
+                    "aud": claims.aud,
                     "client_auth": client.method.name(),
                     "exp": exp,
                 }),
@@ -256,6 +265,56 @@ impl TokenService {
             expires_in: lifetime.as_secs(),
             scope,
         })
+    }
+
+    /// The resource indicator (and token audience) of `resource`.
+    pub fn indicator(&self, resource: Resource) -> String {
+        resource.indicator(&self.config.issuer, &self.config.certificate_audience)
+    }
+
+    /// RFC 8707 §2: the resource a token request names, the certificate
+    /// endpoint when it names none; anything else is `invalid_target`.
+    fn resource(&self, requested: Option<&str>) -> Result<Resource, GrantError> {
+        let Some(requested) = requested else {
+            return Ok(Resource::Certificate);
+        };
+        Resource::ALL
+            .into_iter()
+            .find(|r| self.indicator(*r) == requested)
+            .ok_or_else(|| {
+                GrantError::InvalidTarget(format!(
+                    "unknown resource; this server issues tokens for {} and {}",
+                    self.indicator(Resource::Certificate),
+                    self.indicator(Resource::ClientRegistration)
+                ))
+            })
+    }
+
+    /// The resource-server check of a bearer token presented at `resource`
+    /// (RFC 6750, RFC 9068 §4): see [`resource::check_bearer`].
+    pub async fn authorize_bearer(
+        &self,
+        token: &str,
+        resource: Resource,
+        now: OffsetDateTime,
+    ) -> Result<AccessTokenClaims, BearerError> {
+        let audience = self.indicator(resource);
+        resource::check_bearer(
+            self.store.as_ref(),
+            |expect| {
+                let keys = self
+                    .keys
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                jwt::verify(&keys, token, expect).ok()
+            },
+            &self.config.issuer,
+            &audience,
+            resource,
+            now,
+            CLOCK_LEEWAY_SECS,
+        )
+        .await
     }
 
     /// RFC 7662 introspection for an authenticated `caller`. Anything
@@ -421,18 +480,37 @@ fn retired_key_validity(config: &OAuthConfig) -> std::time::Duration {
 /// RFC 6749 §3.3: the requested scope, which must be within the
 /// registered one (`invalid_scope` otherwise, never silently widened); the
 /// client's default scopes when none is requested.
+///
+/// Scopes belong to resources (RFC 8707 §2): the defaults are those the
+/// resource admits, and asking for another resource's scope is
+/// `invalid_scope` with the resource to ask instead.
 fn narrow_scope(
     requested: Option<&str>,
     registered: &std::collections::BTreeSet<String>,
     defaults: &std::collections::BTreeSet<String>,
+    resource: Resource,
 ) -> Result<String, GrantError> {
     let Some(requested) = requested else {
+        let defaults: Vec<&str> = match resource {
+            Resource::Certificate => defaults.iter().map(String::as_str).collect(),
+            // The registration API has one scope: a client registered for it
+            // gets it without asking.
+            Resource::ClientRegistration => registered
+                .iter()
+                .map(String::as_str)
+                .filter(|s| *s == resource::CLIENTS_SCOPE)
+                .collect(),
+        };
+        let defaults: Vec<&str> = defaults
+            .into_iter()
+            .filter(|s| resource.admits_scope(s))
+            .collect();
         if defaults.is_empty() {
             return Err(GrantError::InvalidScope(
-                "no scope requested and the client has no default scopes".into(),
+                "no scope requested and the client has no default scope for this resource".into(),
             ));
         }
-        return Ok(defaults.iter().cloned().collect::<Vec<_>>().join(" "));
+        return Ok(defaults.join(" "));
     };
     let mut granted: Vec<&str> = Vec::new();
     for scope in requested.split(' ').filter(|s| !s.is_empty()) {
@@ -440,6 +518,18 @@ fn narrow_scope(
             return Err(GrantError::InvalidScope(format!(
                 "scope {scope:?} is not registered for this client"
             )));
+        }
+        if !resource.admits_scope(scope) {
+            return Err(GrantError::InvalidScope(match resource {
+                Resource::Certificate => format!(
+                    "scope {scope:?} is for the client registration API; request it with resource=<issuer>{}",
+                    resource::CLIENTS_API_PATH
+                ),
+                Resource::ClientRegistration => format!(
+                    "scope {scope:?} is not for the client registration API, whose only scope is {}",
+                    resource::CLIENTS_SCOPE
+                ),
+            }));
         }
         if !granted.contains(&scope) {
             granted.push(scope);

@@ -1041,3 +1041,199 @@ fn registration_and_introspection_edge_cases() {
         Some("application/problem+json")
     );
 }
+
+/// A service client that may call the registration API, with its secret.
+fn api_caller(server: &Server, id: &str) -> String {
+    let mut body = service_client_json(id);
+    body["client"]["optionalClientScopes"] = json!(["slcs:clients"]);
+    let (created, secret) = register(server, &body);
+    assert_eq!(created.status, 201, "{}", created.text());
+    secret.unwrap()
+}
+
+/// An access token for the registration API (RFC 8707 resource indicator).
+fn api_token(server: &Server, id: &str, secret: &str) -> String {
+    let issuer = server.get("/.well-known/oauth-authorization-server").json()["issuer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resource = format!("{issuer}/rest/v1/oidc/clients");
+    let body = format!(
+        "grant_type=client_credentials&resource={}",
+        crate::form_encode(&resource)
+    );
+    let response = token_basic(server, id, secret, &body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let json = response.json();
+    assert_eq!(json["scope"], "slcs:clients");
+    let claims = verify_independently(server, json["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], resource.as_str());
+    format!("Bearer {}", json["access_token"].as_str().unwrap())
+}
+
+#[test]
+fn reg_01_only_owner_maintainer_or_admin_manages_a_client() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let alice_secret = api_caller(&server, "ci-alice");
+    let mallory_secret = api_caller(&server, "ci-mallory");
+    let alice = api_token(&server, "ci-alice", &alice_secret);
+    let mallory = api_token(&server, "ci-mallory", &mallory_secret);
+
+    // Alice registers a client with her API token: she owns it, and as she is
+    // not an administrator it waits for approval.
+    let created = server.post(
+        "/rest/v1/oidc/clients",
+        &[("Authorization", &alice)],
+        "application/json",
+        &service_client_json("alice-jobs").to_string(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["owner"], "service:ci-alice");
+    assert_eq!(created.json()["slcs"]["status"], "pending");
+    let path = "/rest/v1/oidc/clients/alice-jobs";
+    let read = server.send("GET", path, &[("Authorization", &alice)], None);
+    assert_eq!(read.status, 200, "{}", read.text());
+
+    // Mallory can neither read, replace, re-scope nor list it; the answers
+    // do not even confirm that it exists (ATTACKS REG-01).
+    let before = server.send("GET", path, &[("Authorization", &admin(&server))], None);
+    assert_eq!(
+        server
+            .send("GET", path, &[("Authorization", &mallory)], None)
+            .status,
+        404
+    );
+    let mut hijack = service_client_json("alice-jobs");
+    hijack["maintainers"] = json!(["service:ci-mallory"]);
+    let put = server.send(
+        "PUT",
+        path,
+        &[("Authorization", &mallory)],
+        Some(("application/json", &hijack.to_string())),
+    );
+    assert_eq!(put.status, 404, "{}", put.text());
+    let group = server.send(
+        "PUT",
+        &format!("{path}/groups/everyone"),
+        &[("Authorization", &mallory)],
+        None,
+    );
+    assert_eq!(group.status, 404, "{}", group.text());
+    let listed = server.send(
+        "GET",
+        "/rest/v1/oidc/clients",
+        &[("Authorization", &mallory)],
+        None,
+    );
+    assert_eq!(listed.status, 200);
+    assert_eq!(
+        listed.json(),
+        json!([]),
+        "Mallory sees only her own clients"
+    );
+    // A non-admin cannot approve, not even her own client.
+    let approve = server.send(
+        "PUT",
+        &format!("{path}/status"),
+        &[("Authorization", &alice)],
+        Some(("application/json", r#"{"status":"active"}"#)),
+    );
+    assert_eq!(approve.status, 403, "{}", approve.text());
+    let after = server.send("GET", path, &[("Authorization", &admin(&server))], None);
+    assert_eq!(before.json(), after.json(), "nothing changed");
+
+    // Alice makes Mallory a maintainer: now Mallory may read and update it.
+    let mut shared = service_client_json("alice-jobs");
+    shared["maintainers"] = json!(["service:ci-mallory"]);
+    let put = server.send(
+        "PUT",
+        path,
+        &[("Authorization", &alice)],
+        Some(("application/json", &shared.to_string())),
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    let read = server.send("GET", path, &[("Authorization", &mallory)], None);
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(read.json()["owner"], "service:ci-alice");
+}
+
+#[test]
+fn rs_05_tokens_are_bound_to_one_resource() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let secret = api_caller(&server, "ci-bot");
+    let clients = "/rest/v1/oidc/clients";
+
+    // A certificate-endpoint token (the default resource) is refused by the
+    // registration API: it names another audience.
+    let certificate = token_basic(&server, "ci-bot", &secret, "grant_type=client_credentials");
+    assert_eq!(certificate.status, 200, "{}", certificate.text());
+    assert!(
+        !certificate.json()["scope"]
+            .as_str()
+            .unwrap()
+            .contains("slcs:clients")
+    );
+    let bearer = format!(
+        "Bearer {}",
+        certificate.json()["access_token"].as_str().unwrap()
+    );
+    let refused = server.send("GET", clients, &[("Authorization", &bearer)], None);
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "invalid_token");
+
+    // The registration scope only with the registration resource, and that
+    // resource only with its scope (RFC 8707 §2).
+    let mixed = token_basic(
+        &server,
+        "ci-bot",
+        &secret,
+        "grant_type=client_credentials&scope=slcs:clients",
+    );
+    assert_eq!(mixed.status, 400);
+    assert_eq!(mixed.json()["error"], "invalid_scope");
+    let issuer = server.get("/.well-known/oauth-authorization-server").json()["issuer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resource = crate::form_encode(&format!("{issuer}{clients}"));
+    let wrong_scope = token_basic(
+        &server,
+        "ci-bot",
+        &secret,
+        &format!("grant_type=client_credentials&scope=slcs:certificate&resource={resource}"),
+    );
+    assert_eq!(wrong_scope.status, 400);
+    assert_eq!(wrong_scope.json()["error"], "invalid_scope");
+    let unknown = token_basic(
+        &server,
+        "ci-bot",
+        &secret,
+        "grant_type=client_credentials&resource=https%3A%2F%2Fevil.example%2F",
+    );
+    assert_eq!(unknown.status, 400);
+    assert_eq!(unknown.json()["error"], "invalid_target");
+
+    // A registration token stops working when revoked or when its client is
+    // suspended.
+    let api = api_token(&server, "ci-bot", &secret);
+    assert_eq!(
+        server
+            .send("GET", clients, &[("Authorization", &api)], None)
+            .status,
+        200
+    );
+    let suspend = server.send(
+        "PUT",
+        &format!("{clients}/ci-bot/status"),
+        &[("Authorization", &admin(&server))],
+        Some((
+            "application/json",
+            r#"{"status":"suspended","reason":"test"}"#,
+        )),
+    );
+    assert_eq!(suspend.status, 200, "{}", suspend.text());
+    let refused = server.send("GET", clients, &[("Authorization", &api)], None);
+    assert_eq!(refused.status, 401, "{}", refused.text());
+}
