@@ -193,6 +193,18 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Age at which the current signing key is replaced by the pre-published next one.",
     },
     KeyDoc {
+        path: "certificate.quota_per_token",
+        kind: KeyKind::Int,
+        default: "100",
+        doc: "Most certificates one access token may obtain (1 to 1000000); the next request is answered 429.",
+    },
+    KeyDoc {
+        path: "certificate.quota_per_subject_per_hour",
+        kind: KeyKind::Int,
+        default: "1000",
+        doc: "Most certificates issued for one subject (user or service account) per clock hour, over all its tokens (1 to 1000000).",
+    },
+    KeyDoc {
         path: "store.backend",
         kind: KeyKind::Str,
         default: "sled",
@@ -301,6 +313,17 @@ pub struct Config {
     pub log: LogConfig,
     /// The authorization server.
     pub oauth: OAuthConfig,
+    /// The certificate endpoint.
+    pub certificate: CertificateConfig,
+}
+
+/// Validated `[certificate]` settings.
+#[derive(Clone, Copy, Debug)]
+pub struct CertificateConfig {
+    /// Most certificates per access token.
+    pub quota_per_token: u64,
+    /// Most certificates per subject per clock hour.
+    pub quota_per_subject_per_hour: u64,
 }
 
 /// Validated `[oauth]` settings.
@@ -541,6 +564,23 @@ struct FileConfig {
     store: FileStore,
     log: FileLog,
     oauth: FileOAuth,
+    certificate: FileCertificate,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileCertificate {
+    quota_per_token: u64,
+    quota_per_subject_per_hour: u64,
+}
+
+impl Default for FileCertificate {
+    fn default() -> Self {
+        Self {
+            quota_per_token: 100,
+            quota_per_subject_per_hour: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -878,6 +918,21 @@ impl FileConfig {
             });
         }
         let oauth = self.oauth.validate()?;
+        let c = self.certificate;
+        let certificate = CertificateConfig {
+            quota_per_token: bounded(
+                "certificate.quota_per_token",
+                c.quota_per_token,
+                1,
+                1_000_000,
+            )? as u64,
+            quota_per_subject_per_hour: bounded(
+                "certificate.quota_per_subject_per_hour",
+                c.quota_per_subject_per_hour,
+                1,
+                1_000_000,
+            )? as u64,
+        };
         Ok(Config {
             data_dir,
             server,
@@ -888,6 +943,7 @@ impl FileConfig {
                 level: self.log.level,
             },
             oauth,
+            certificate,
         })
     }
 }

@@ -20,12 +20,14 @@
 //! [`pki::inspect::provenance_of`].
 
 pub mod admin_client;
+pub mod certificate;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
 pub mod oauth;
 pub mod pki;
+pub mod relying_party;
 pub mod secure_fs;
 pub mod service;
 pub mod store;

@@ -218,6 +218,7 @@ pub async fn serve(
         store,
         Arc::clone(&opened.engine),
         tokens,
+        config.certificate,
         admin,
         development,
         clock,

@@ -66,3 +66,59 @@ pub(super) async fn audit(
         .map_err(Problem::unavailable)?;
     Ok(Json(events).into_response())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RevokeBody {
+    reason: Option<String>,
+}
+
+/// `POST /admin/certificates/{serial}/revoke`: marks an issued certificate
+/// revoked in the issuance log (`slcs cert revoke`).
+pub(super) async fn revoke_certificate(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    serial: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    use crate::store::RevokeOutcome;
+    require_admin(&state, &headers)?;
+    let axum::extract::Path(serial) =
+        serial.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
+    let serial: crate::store::Serial = serial
+        .parse()
+        .map_err(|e: String| Problem::bad_request("invalid_request", e))?;
+    // An empty body is allowed: the reason is optional.
+    let reason = match body {
+        Ok(Json(body)) => body.reason,
+        Err(axum::extract::rejection::JsonRejection::MissingJsonContentType(_)) => None,
+        Err(e) => return Err(Problem::bad_request("invalid_request", e.body_text())),
+    };
+    let reason = reason.unwrap_or_else(|| "revoked by an administrator".into());
+    if reason.chars().count() > 256 || reason.chars().any(char::is_control) {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            "reason: at most 256 characters, no control characters",
+        ));
+    }
+    let now = state.inner.clock.now();
+    let outcome = state
+        .inner
+        .certificates
+        .revoke(&serial, &reason, "admin", Some(peer.ip().to_string()), now)
+        .await
+        .map_err(Problem::unavailable)?;
+    let status = state
+        .inner
+        .certificates
+        .status(&serial, now)
+        .await
+        .map_err(Problem::unavailable)?;
+    match outcome {
+        RevokeOutcome::NotIssued => Err(Problem::not_found(
+            "no certificate with this serial was issued",
+        )),
+        RevokeOutcome::Revoked | RevokeOutcome::AlreadyRevoked => Ok(Json(status).into_response()),
+    }
+}

@@ -53,13 +53,18 @@ async fn caller(
             source,
         });
     }
-    let claims = state
+    let authorized = state
         .inner
         .tokens
-        .authorize_bearer(token, Resource::ClientRegistration, state.inner.clock.now())
+        .authorize_bearer(
+            token,
+            Resource::ClientRegistration,
+            None,
+            state.inner.clock.now(),
+        )
         .await?;
     Ok(Caller {
-        subject: claims.sub,
+        subject: authorized.claims.sub,
         is_admin: false,
         source,
     })

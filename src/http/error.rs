@@ -315,6 +315,11 @@ impl Problem {
         }
     }
 
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::with(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
     /// 500; the detail goes to the log only.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");
@@ -428,5 +433,202 @@ impl From<crate::oauth::registry::RegistryError> for Problem {
                 )
             }
         }
+    }
+}
+
+/// Why the certificate endpoint (or an alias) issued nothing.
+#[derive(Debug)]
+pub enum EndpointError {
+    /// No access token at all (RFC 6750 §3.1: 401 without an error code in
+    /// the challenge).
+    NoToken,
+    /// A malformed request: 400 `invalid_request`.
+    InvalidRequest(String),
+    /// A body of another media type: 415.
+    UnsupportedMediaType(&'static str),
+    /// The presenting client failed to authenticate.
+    Client(OAuthError),
+    /// The domain refused or failed.
+    Certificate(crate::certificate::CertificateError),
+}
+
+impl From<OAuthError> for EndpointError {
+    fn from(error: OAuthError) -> Self {
+        Self::Client(error)
+    }
+}
+
+impl From<crate::certificate::CertificateError> for EndpointError {
+    fn from(error: crate::certificate::CertificateError) -> Self {
+        Self::Certificate(error)
+    }
+}
+
+/// An [`EndpointError`] answered in the way of the entry point it came
+/// through (docs/api.md, "Certificate endpoint").
+#[derive(Debug)]
+pub struct CertificateFailure {
+    /// Which entry point.
+    pub dialect: super::certificate::Dialect,
+    /// What went wrong.
+    pub error: EndpointError,
+}
+
+/// One failure: status, code, description, challenge, retry-after.
+struct Failure {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    /// RFC 6750 §3 challenge error code: `None` for "no token at all".
+    challenge: Option<&'static str>,
+    scope: Option<&'static str>,
+    retry_after: Option<u64>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            challenge: None,
+            scope: None,
+            retry_after: None,
+        }
+    }
+}
+
+fn classify(error: EndpointError) -> Result<Failure, Box<Response>> {
+    use crate::certificate::CertificateError as C;
+    use crate::oauth::resource::BearerError as B;
+    Ok(match error {
+        EndpointError::NoToken => Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "an access token is required (Authorization: Bearer)",
+        ),
+        EndpointError::InvalidRequest(d) => Failure {
+            challenge: Some("invalid_request"),
+            ..Failure::new(StatusCode::BAD_REQUEST, "invalid_request", d)
+        },
+        EndpointError::UnsupportedMediaType(d) => {
+            Failure::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", d)
+        }
+        EndpointError::Client(e) => return Err(Box::new(e.into_response())),
+        EndpointError::Certificate(e) => match e {
+            C::Bearer(B::InvalidRequest(d)) => Failure {
+                challenge: Some("invalid_request"),
+                ..Failure::new(StatusCode::BAD_REQUEST, "invalid_request", d)
+            },
+            C::Bearer(B::InvalidToken(d)) => Failure {
+                challenge: Some("invalid_token"),
+                ..Failure::new(StatusCode::UNAUTHORIZED, "invalid_token", d)
+            },
+            C::Bearer(e @ B::InsufficientScope(scope)) => Failure {
+                challenge: Some("insufficient_scope"),
+                scope: Some(scope),
+                ..Failure::new(StatusCode::FORBIDDEN, "insufficient_scope", e.to_string())
+            },
+            C::Bearer(B::Store(e)) | C::Store(e) => {
+                return Err(Box::new(
+                    ApiError::StoreUnavailable(e.to_string()).into_response(),
+                ));
+            }
+            C::Forbidden(d) => Failure::new(StatusCode::FORBIDDEN, "access_denied", d),
+            C::InvalidRequest(d) => Failure::new(StatusCode::BAD_REQUEST, "invalid_request", d),
+            C::Refused(e) => {
+                Failure::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+            }
+            e @ C::QuotaExceeded {
+                retry_after_secs, ..
+            } => Failure {
+                retry_after: Some(retry_after_secs),
+                ..Failure::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_exceeded",
+                    e.to_string(),
+                )
+            },
+            C::Failed(crate::pki::issuer::IssueError::Store(e)) => {
+                return Err(Box::new(
+                    ApiError::StoreUnavailable(e.to_string()).into_response(),
+                ));
+            }
+            C::Failed(e) => {
+                tracing::error!(error = %e, "certificate issuance failed");
+                Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the server could not issue the certificate",
+                )
+            }
+        },
+    })
+}
+
+impl IntoResponse for CertificateFailure {
+    fn into_response(self) -> Response {
+        use super::certificate::Dialect;
+        let failure = match classify(self.error) {
+            Ok(failure) => failure,
+            Err(response) => return *response,
+        };
+        let mut response = match self.dialect {
+            Dialect::Slcs | Dialect::Oa4mp => {
+                error_response(failure.status, failure.code, &failure.description)
+            }
+            // django-oauth-toolkit answered 403 to every token problem, and
+            // the ESGF server's errors were plain text.
+            Dialect::Esgf => {
+                let status = if failure.status == StatusCode::UNAUTHORIZED {
+                    StatusCode::FORBIDDEN
+                } else {
+                    failure.status
+                };
+                (
+                    status,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    format!("{}\n", failure.description),
+                )
+                    .into_response()
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        if self.dialect != Dialect::Esgf
+            && matches!(
+                failure.status,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST
+            )
+            && (failure.challenge.is_some() || failure.status == StatusCode::UNAUTHORIZED)
+        {
+            // RFC 6750 §3: the challenge names the error; descriptions are
+            // ours and never contain a quote.
+            let mut challenge = String::from("Bearer realm=\"slcs\"");
+            if let Some(code) = failure.challenge {
+                challenge.push_str(&format!(", error=\"{code}\""));
+                let description: String = failure
+                    .description
+                    .chars()
+                    .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+                    .collect();
+                challenge.push_str(&format!(", error_description=\"{description}\""));
+            }
+            if let Some(scope) = failure.scope {
+                challenge.push_str(&format!(", scope=\"{scope}\""));
+            }
+            if let Ok(value) = header::HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        if let Some(seconds) = failure.retry_after
+            && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
+        {
+            headers.insert(header::RETRY_AFTER, value);
+        }
+        response
     }
 }

@@ -18,13 +18,16 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::certificate::CertificateService;
 use crate::clock::Clock;
+use crate::config::CertificateConfig;
 use crate::oauth::TokenService;
 use crate::oauth::admin::AdminToken;
 use crate::pki::issuer::IssuanceEngine;
 use crate::store::Store;
 
 mod admin;
+mod certificate;
 mod clients;
 pub mod error;
 pub mod extract;
@@ -47,6 +50,7 @@ struct AppInner {
     store: Arc<dyn Store>,
     engine: Arc<IssuanceEngine>,
     tokens: Arc<TokenService>,
+    certificates: CertificateService,
     admin: AdminToken,
     development: bool,
     clock: Arc<dyn Clock>,
@@ -57,17 +61,26 @@ struct AppInner {
 impl AppState {
     /// Bundles the shared state. `trustroots` is rendered once at start;
     /// `development` allows loopback redirect URIs at registration.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         engine: Arc<IssuanceEngine>,
         tokens: Arc<TokenService>,
+        certificate_config: CertificateConfig,
         admin: AdminToken,
         development: bool,
         clock: Arc<dyn Clock>,
         trustroots: String,
     ) -> Self {
+        let certificates = CertificateService::new(
+            Arc::clone(&tokens),
+            Arc::clone(&engine),
+            Arc::clone(&store),
+            certificate_config,
+        );
         Self {
             inner: Arc::new(AppInner {
+                certificates,
                 store,
                 engine,
                 tokens,
@@ -100,6 +113,14 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         .route("/ca.pem", get(trust::ca_pem))
         .route("/trustroots/", get(trust::trustroots))
         .route("/token", post(token::token))
+        .route("/certificate", post(certificate::slcs))
+        .route("/oauth2/getcert", post(certificate::oa4mp))
+        .route("/oauth/certificate/", post(certificate::esgf))
+        .route("/certificate/status/{serial}", get(certificate::status))
+        .route(
+            "/admin/certificates/{serial}/revoke",
+            post(admin::revoke_certificate),
+        )
         .route("/introspect", post(introspect::introspect))
         .route("/revoke", post(revoke::revoke))
         .route("/jwks", get(metadata::jwks))

@@ -78,6 +78,23 @@ pub struct AccessTokenClaims {
     /// RFC 8693 §4.1 actor chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Value>,
+    /// How the client authenticated when the grant was made
+    /// (`client_secret_basic`, `tls_client_auth`, …): recorded in the
+    /// certificate's provenance as the root step's `clientAuth`.
+    #[serde(
+        default,
+        rename = "slcs_client_auth",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_auth: Option<String>,
+    /// The grant the token came from (`client_credentials`, …): the root
+    /// step's `grantType` in the certificate's provenance.
+    #[serde(
+        default,
+        rename = "slcs_grant_type",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub grant_type: Option<String>,
 }
 
 /// The `aud` claim: one or more audiences (RFC 7519 §4.1.3). A single
@@ -574,6 +591,12 @@ fn check_claims(
         None | Some(Value::Object(_)) => {}
         Some(_) => return Err(JwtError::BadClaim("act")),
     }
+    for name in ["slcs_client_auth", "slcs_grant_type"] {
+        match claims.get(name) {
+            None | Some(Value::String(_)) => {}
+            Some(_) => return Err(JwtError::BadClaim(name)),
+        }
+    }
 
     // Everything is checked; only the typed fields are kept.
     claims.retain(|name, _| KNOWN_CLAIMS.contains(&name.as_str()));
@@ -593,6 +616,8 @@ const KNOWN_CLAIMS: &[&str] = &[
     "grant_id",
     "slcs_sub_type",
     "act",
+    "slcs_client_auth",
+    "slcs_grant_type",
 ];
 
 fn non_empty_string(claims: &Map<String, Value>, name: &'static str) -> Result<(), JwtError> {
@@ -725,6 +750,8 @@ mod tests {
             grant_id: "grant-1".into(),
             subject_type: SubjectType::User,
             act: None,
+            client_auth: None,
+            grant_type: None,
         }
     }
 

@@ -15,6 +15,7 @@ pub const SCOPES: &[&str] = &[
     "profile",
     "email",
     super::resource::CERTIFICATE_SCOPE,
+    super::resource::OA4MP_GETCERT_SCOPE,
     super::resource::CLIENTS_SCOPE,
 ];
 
@@ -26,6 +27,10 @@ pub struct ServerMetadata {
     jwks_uri: String,
     introspection_endpoint: String,
     revocation_endpoint: String,
+    /// slcs: where an access token and a CSR become a certificate (BRIEF §5).
+    certificate_endpoint: String,
+    /// slcs: the issuing CA certificate (PEM).
+    certificate_authority_uri: String,
     scopes_supported: Vec<&'static str>,
     /// RFC 8414 §2 marks this REQUIRED; slcs has no authorization endpoint
     /// yet, so the honest value is the empty list.
@@ -54,6 +59,8 @@ pub fn server_metadata(config: &OAuthConfig) -> ServerMetadata {
         jwks_uri: url("/jwks"),
         introspection_endpoint: url("/introspect"),
         revocation_endpoint: url("/revoke"),
+        certificate_endpoint: url("/certificate"),
+        certificate_authority_uri: url("/ca.pem"),
         scopes_supported: SCOPES.to_vec(),
         response_types_supported: Vec::new(),
         grant_types_supported: vec!["client_credentials"],

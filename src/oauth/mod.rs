@@ -234,6 +234,8 @@ impl TokenService {
             grant_id: random_id("cc")?,
             subject_type: SubjectType::Service,
             act: None,
+            client_auth: Some(client.method.name().to_owned()),
+            grant_type: Some("client_credentials".to_owned()),
         };
         let token = {
             let keys = self
@@ -291,28 +293,23 @@ impl TokenService {
     }
 
     /// The resource-server check of a bearer token presented at `resource`
-    /// (RFC 6750, RFC 9068 §4): see [`resource::check_bearer`].
+    /// (RFC 6750, RFC 9068 §4), by the authenticated client `presenter` if
+    /// the request carried client credentials: see
+    /// [`resource::check_bearer`].
     pub async fn authorize_bearer(
         &self,
         token: &str,
         resource: Resource,
+        presenter: Option<&str>,
         now: OffsetDateTime,
-    ) -> Result<AccessTokenClaims, BearerError> {
-        let audience = self.indicator(resource);
+    ) -> Result<resource::AuthorizedToken, BearerError> {
+        let claims = self.verify_any(token, now);
         resource::check_bearer(
             self.store.as_ref(),
-            |expect| {
-                let keys = self
-                    .keys
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                jwt::verify(&keys, token, expect).ok()
-            },
-            &self.config.issuer,
-            &audience,
+            claims,
+            &self.indicator(resource),
             resource,
-            now,
-            CLOCK_LEEWAY_SECS,
+            presenter,
         )
         .await
     }
@@ -370,16 +367,30 @@ impl TokenService {
         }
         let expires_at = OffsetDateTime::from_unix_timestamp(claims.exp).unwrap_or(now);
         self.store.revoke_token(&claims.jti, expires_at).await?;
+        let actor = format!("client:{}", claims.client_id);
         self.store
             .append_audit(&AuditEvent {
                 at: now,
-                actor: format!("client:{}", claims.client_id),
+                actor: actor.clone(),
                 action: "token.revoke".into(),
-                target: claims.jti,
-                source,
+                target: claims.jti.clone(),
+                source: source.clone(),
                 detail: serde_json::json!({ "grant_id": claims.grant_id }),
             })
             .await?;
+        // What was derived from the token goes with it (issue 4 item 8):
+        // the certificates it obtained are marked revoked in the log.
+        for serial in self.store.certificates_from("", &claims.jti).await? {
+            crate::certificate::revoke_certificate(
+                self.store.as_ref(),
+                &serial,
+                "the access token it was issued from was revoked",
+                &actor,
+                source.clone(),
+                now,
+            )
+            .await?;
+        }
         Ok(())
     }
 

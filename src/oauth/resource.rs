@@ -8,10 +8,8 @@
 //! privilege). Each resource has its own scopes, so a token request's scope
 //! is checked against the resource it asks for.
 
-use time::OffsetDateTime;
-
-use super::clients::{ClientId, ClientStatus};
-use super::jwt::{AccessTokenClaims, Expectations};
+use super::clients::{Client, ClientId, ClientStatus};
+use super::jwt::AccessTokenClaims;
 use crate::store::{Store, StoreError};
 
 /// The scope of the certificate endpoint.
@@ -19,6 +17,10 @@ pub const CERTIFICATE_SCOPE: &str = "slcs:certificate";
 
 /// The scope of the client registration API.
 pub const CLIENTS_SCOPE: &str = "slcs:clients";
+
+/// The scope OA4MP/CILogon clients ask for (`/oauth2/getcert`), accepted
+/// as a synonym of [`CERTIFICATE_SCOPE`].
+pub const OA4MP_GETCERT_SCOPE: &str = "edu.uiuc.ncsa.myproxy.getcert";
 
 /// Path of the client registration API; its resource indicator is the issuer
 /// followed by this path.
@@ -55,6 +57,14 @@ impl Resource {
         }
     }
 
+    /// Whether a token carrying `scope` may be used here.
+    pub fn satisfied_by(self, scope: &str) -> bool {
+        match self {
+            Self::Certificate => scope == CERTIFICATE_SCOPE || scope == OA4MP_GETCERT_SCOPE,
+            Self::ClientRegistration => scope == CLIENTS_SCOPE,
+        }
+    }
+
     /// The scope a token must carry to be used here.
     pub fn required_scope(self) -> &'static str {
         match self {
@@ -83,48 +93,85 @@ pub enum BearerError {
     Store(#[from] StoreError),
 }
 
-/// Checks `token` for `resource` at `now`: signature and header (pinned
-/// algorithms, RFC 8725), `iss`, `aud` naming this resource, `exp`/`nbf`,
-/// not revoked (token or grant), the resource's scope, and an active client.
-/// The revocation check is two point lookups.
+/// A token accepted at a resource, with the client it was issued to.
+#[derive(Clone, Debug)]
+pub struct AuthorizedToken {
+    /// The verified claims.
+    pub claims: AccessTokenClaims,
+    /// The client the token was issued to (`client_id`), active.
+    pub client: Client,
+    /// Who presented it: the authenticated presenter of a shared token, else
+    /// the token's own client.
+    pub presenter_id: String,
+}
+
+/// Checks verified `claims` (signature, `iss`, `exp`/`nbf` and header were
+/// checked by the caller; `None` if that failed) for `resource`, whose
+/// indicator is `indicator`, presented by the authenticated client
+/// `presenter` if any:
+///
+/// - a token whose `aud` is exactly this resource is a bearer token; a
+///   presenter who authenticated anyway must be the token's client;
+/// - any other `aud` is a token shared among parties (BRIEF §3): only at the
+///   certificate endpoint, and only presented by an authenticated client
+///   named in `aud`, so a stolen shared token alone yields nothing;
+/// - not revoked (token or grant; two point lookups), the resource's scope,
+///   and the token's client still `active`.
 pub(super) async fn check_bearer(
     store: &dyn Store,
-    verify: impl FnOnce(&Expectations<'_>) -> Option<AccessTokenClaims>,
-    issuer: &str,
-    audience: &str,
+    claims: Option<AccessTokenClaims>,
+    indicator: &str,
     resource: Resource,
-    now: OffsetDateTime,
-    leeway_secs: u64,
-) -> Result<AccessTokenClaims, BearerError> {
-    let claims = verify(&Expectations {
-        issuer,
-        audience,
-        now: now.unix_timestamp(),
-        leeway_secs,
-    })
-    .ok_or(BearerError::InvalidToken(
-        "the access token is malformed, expired, not signed by this server, or not for this resource",
+    presenter: Option<&str>,
+) -> Result<AuthorizedToken, BearerError> {
+    let claims = claims.ok_or(BearerError::InvalidToken(
+        "the access token is malformed, expired, or not signed by this server",
     ))?;
+    let presenter_id = if claims.aud.as_slice() == [indicator] {
+        match presenter {
+            Some(p) if p != claims.client_id => {
+                return Err(BearerError::InvalidToken(
+                    "the access token was issued to another client than the one presenting it",
+                ));
+            }
+            _ => claims.client_id.clone(),
+        }
+    } else if resource == Resource::Certificate && claims.aud.as_slice().len() > 1 {
+        let presenter = presenter.ok_or(BearerError::InvalidToken(
+            "this token is shared among several parties: the party presenting it must authenticate as a client",
+        ))?;
+        if !claims.aud.contains(presenter) {
+            return Err(BearerError::InvalidToken(
+                "the presenting client is not among the parties this token was shared with",
+            ));
+        }
+        presenter.to_owned()
+    } else {
+        return Err(BearerError::InvalidToken(
+            "the access token is for another resource",
+        ));
+    };
     if store.is_revoked(&claims.jti, &claims.grant_id).await? {
         return Err(BearerError::InvalidToken("the access token was revoked"));
     }
-    let required = resource.required_scope();
-    if !claims.scope.split(' ').any(|s| s == required) {
-        return Err(BearerError::InsufficientScope(required));
+    if !claims.scope.split(' ').any(|s| resource.satisfied_by(s)) {
+        return Err(BearerError::InsufficientScope(resource.required_scope()));
     }
-    let active = match ClientId::parse(&claims.client_id) {
-        Ok(id) => store
-            .client(&id)
-            .await?
-            .is_some_and(|c| c.status == ClientStatus::Active),
-        Err(_) => false,
+    let client = match ClientId::parse(&claims.client_id) {
+        Ok(id) => store.client(&id).await?,
+        Err(_) => None,
     };
-    if !active {
-        return Err(BearerError::InvalidToken(
-            "the client this token was issued to is not active",
-        ));
-    }
-    Ok(claims)
+    let client =
+        client
+            .filter(|c| c.status == ClientStatus::Active)
+            .ok_or(BearerError::InvalidToken(
+                "the client this token was issued to is not active",
+            ))?;
+    Ok(AuthorizedToken {
+        claims,
+        client,
+        presenter_id,
+    })
 }
 
 #[cfg(test)]

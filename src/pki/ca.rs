@@ -89,6 +89,7 @@ pub struct CaCertificate {
     subject_der: Vec<u8>,
     spki_der: Vec<u8>,
     not_after: OffsetDateTime,
+    is_root: bool,
 }
 
 impl CaCertificate {
@@ -107,7 +108,7 @@ impl CaCertificate {
             )));
         }
         let der = block.into_contents();
-        let (subject_der, spki_der, not_after) = {
+        let (subject_der, spki_der, not_after, is_root) = {
             let (rest, cert) = X509Certificate::from_der(&der)
                 .map_err(|e| invalid(format!("not a DER certificate: {e}")))?;
             if !rest.is_empty() {
@@ -127,6 +128,7 @@ impl CaCertificate {
                 cert.subject().as_raw().to_vec(),
                 cert.public_key().raw.to_vec(),
                 cert.validity().not_after.to_datetime(),
+                cert.subject().as_raw() == cert.issuer().as_raw(),
             )
         };
         // LF line endings, as on disk and as every PEM tool writes them.
@@ -140,6 +142,7 @@ impl CaCertificate {
             subject_der,
             spki_der,
             not_after,
+            is_root,
         })
     }
 
@@ -174,6 +177,13 @@ impl CaCertificate {
     /// notAfter.
     pub fn not_after(&self) -> OffsetDateTime {
         self.not_after
+    }
+
+    /// Whether it is self-issued (a root): then it is not sent with the
+    /// certificates it signs, since relying parties must hold it already
+    /// (RFC 5246 §7.4.2, RFC 8446 §4.4.2 allow omitting the root).
+    pub fn is_root(&self) -> bool {
+        self.is_root
     }
 }
 

@@ -211,6 +211,17 @@ impl IssuanceEngine {
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, IssueError> {
         let prepared = self.prepare(csr, request, now)?;
+        self.issue_prepared(prepared, now).await
+    }
+
+    /// Steps 3–6 for a template from [`prepare`](Self::prepare): lets a
+    /// caller admit the request (quotas) after the CSR and the profile
+    /// accepted it and before anything is written.
+    pub async fn issue_prepared(
+        &self,
+        prepared: Prepared,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, IssueError> {
         let reserved = self.reserve(prepared, now).await?;
         let serial = reserved.serial.clone();
         let issued = match self.sign(reserved) {
@@ -232,8 +243,9 @@ impl IssuanceEngine {
         Ok(issued)
     }
 
-    /// Steps 1–2: everything that needs no serial and writes nothing.
-    fn prepare(
+    /// Steps 1–2: everything that needs no serial and writes nothing (CSR,
+    /// key policy, subject, provenance, validity).
+    pub fn prepare(
         &self,
         csr: &[u8],
         request: &IssuanceRequest,
@@ -457,12 +469,29 @@ impl IssuanceEngine {
 }
 
 /// A certificate template that passed every check (steps 1–2).
-struct Prepared {
+/// A checked certificate template, not yet recorded or signed.
+pub struct Prepared {
     params: CertificateParams,
     csr: VerifiedCsr,
     subject: SubjectName,
     validity: Validity,
     provenance: DelegationProvenance,
+}
+
+impl Prepared {
+    /// The validity window the certificate will have.
+    pub fn validity(&self) -> Validity {
+        self.validity
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("subject", &self.subject.to_rfc4514())
+            .field("validity", &self.validity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A template whose serial and intent are durably recorded (step 3); signed

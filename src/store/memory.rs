@@ -8,7 +8,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{IssuanceIntent, IssuanceLog, IssuanceRecord, Outcome, Serial, StoreError};
+use super::{
+    CertificateRevocation, IssuanceIntent, IssuanceLog, IssuanceRecord, IssuanceState, Outcome,
+    RevokeOutcome, Serial, StoreError,
+};
 
 /// Issuance records held in a map.
 #[derive(Debug, Default)]
@@ -76,5 +79,42 @@ impl IssuanceLog for MemoryIssuanceLog {
 
     async fn issuance_count(&self) -> Result<u64, StoreError> {
         Ok(self.with_records(|records| records.len() as u64))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        revocation: &CertificateRevocation,
+    ) -> Result<RevokeOutcome, StoreError> {
+        Ok(self.with_records(|records| match records.get_mut(serial) {
+            Some(record) if record.state == IssuanceState::Issued => {
+                if record.revocation.is_some() {
+                    RevokeOutcome::AlreadyRevoked
+                } else {
+                    record.revocation = Some(revocation.clone());
+                    RevokeOutcome::Revoked
+                }
+            }
+            _ => RevokeOutcome::NotIssued,
+        }))
+    }
+
+    async fn certificates_from(
+        &self,
+        grant_id: &str,
+        token_id: &str,
+    ) -> Result<Vec<Serial>, StoreError> {
+        Ok(self.with_records(|records| {
+            let mut serials: Vec<Serial> = records
+                .values()
+                .filter(|r| {
+                    (!grant_id.is_empty() && r.intent.provenance.grant_id == grant_id)
+                        || (!token_id.is_empty() && r.intent.provenance.token_id == token_id)
+                })
+                .map(|r| r.intent.serial.clone())
+                .collect();
+            serials.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            serials
+        }))
     }
 }

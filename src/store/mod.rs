@@ -20,7 +20,7 @@ pub mod memory;
 pub mod sled;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Failures of the store. Each variant says what the operator must do.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +208,42 @@ pub struct IssuanceRecord {
     /// Why an intent was abandoned.
     #[serde(default)]
     pub abandon_reason: Option<String>,
+    /// Set once the certificate is revoked; never cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<CertificateRevocation>,
+}
+
+/// Why, when and by whom a certificate was revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRevocation {
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Why (free text: "token revoked", "key compromise", ...).
+    pub reason: String,
+    /// Who: `admin`, `client:<id>`, ...
+    pub by: String,
+}
+
+/// What revoking one certificate did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// It is now revoked.
+    Revoked,
+    /// It was revoked before; the first revocation stands.
+    AlreadyRevoked,
+    /// No issued certificate has this serial (unknown, or an intent that
+    /// never produced one).
+    NotIssued,
+}
+
+/// How far an issuance quota is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaTake {
+    /// Taken; this many are now used in the window.
+    Granted(u64),
+    /// The limit is reached; nothing was taken.
+    Exhausted,
 }
 
 /// How an intent ends.
@@ -219,6 +255,30 @@ pub enum Outcome<'a> {
     Abandoned(&'a str),
 }
 
+/// The index keys under which a certificate is found by its origin: the
+/// grant and the token it was issued from.
+pub fn origin_keys(intent: &IssuanceIntent) -> [Vec<u8>; 2] {
+    let key = |kind: u8, id: &str| {
+        let mut key = vec![kind, b':'];
+        key.extend_from_slice(id.as_bytes());
+        key.push(0);
+        key.extend_from_slice(intent.serial.as_bytes());
+        key
+    };
+    [
+        key(b'g', &intent.provenance.grant_id),
+        key(b't', &intent.provenance.token_id),
+    ]
+}
+
+/// The prefix of [`origin_keys`] for one grant (`b'g'`) or token (`b't'`).
+pub fn origin_prefix(kind: u8, id: &str) -> Vec<u8> {
+    let mut key = vec![kind, b':'];
+    key.extend_from_slice(id.as_bytes());
+    key.push(0);
+    key
+}
+
 impl IssuanceRecord {
     /// A fresh record in the `Intent` state.
     pub fn from_intent(intent: &IssuanceIntent) -> Self {
@@ -228,6 +288,7 @@ impl IssuanceRecord {
             certificate: None,
             finished_at: None,
             abandon_reason: None,
+            revocation: None,
         }
     }
 
@@ -298,6 +359,23 @@ pub trait IssuanceLog: Send + Sync {
 
     /// Looks a serial up.
     async fn issuance(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError>;
+
+    /// Revokes an issued certificate (the first revocation stands). Durable
+    /// on `Ok`.
+    async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        revocation: &CertificateRevocation,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Serials of the certificates issued from the grant `grant_id` or the
+    /// token `token_id` (either may be empty to match nothing), for
+    /// cascading revocation.
+    async fn certificates_from(
+        &self,
+        grant_id: &str,
+        token_id: &str,
+    ) -> Result<Vec<Serial>, StoreError>;
 
     /// Number of records (any state).
     async fn issuance_count(&self) -> Result<u64, StoreError>;
@@ -389,10 +467,26 @@ pub trait ClientStore: Send + Sync {
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
 }
 
+/// Issuance quotas: counters that reset when their window ends.
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    /// Takes one unit of the quota `key` (at most `limit` per window; the
+    /// window ends at `window_end`, after which the count restarts), in one
+    /// atomic step so that concurrent requests never overshoot. The count
+    /// becomes durable with the issuance that follows it.
+    async fn take_quota(
+        &self,
+        key: &str,
+        limit: u64,
+        window_end: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<QuotaTake, StoreError>;
+}
+
 /// Everything slcs keeps. Backends implement every supertrait.
 #[async_trait]
 pub trait Store:
-    IssuanceLog + AuditLog + RevocationStore + ClientStore + ReplayCache + Send + Sync
+    IssuanceLog + AuditLog + RevocationStore + ClientStore + ReplayCache + QuotaStore + Send + Sync
 {
     /// Backend name, for health and logs.
     fn backend(&self) -> &'static str;

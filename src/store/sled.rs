@@ -33,8 +33,10 @@ use time::OffsetDateTime;
 use crate::oauth::clients::{Client, ClientId};
 
 use super::{
-    AuditEvent, AuditLog, AuditRecord, ClientStore, IssuanceIntent, IssuanceLog, IssuanceRecord,
-    Outcome, ReplayCache, RevocationStore, SCHEMA_VERSION, Serial, Store, StoreError, StoreHealth,
+    AuditEvent, AuditLog, AuditRecord, CertificateRevocation, ClientStore, IssuanceIntent,
+    IssuanceLog, IssuanceRecord, IssuanceState, Outcome, QuotaStore, QuotaTake, ReplayCache,
+    RevocationStore, RevokeOutcome, SCHEMA_VERSION, Serial, Store, StoreError, StoreHealth,
+    origin_keys, origin_prefix,
 };
 
 const META_SCHEMA_VERSION: &[u8] = b"schema_version";
@@ -81,6 +83,10 @@ pub struct SledStore {
     meta: sled::Tree,
     issuance: sled::Tree,
     issuance_by_key: sled::Tree,
+    /// Grant and token id → serial (see [`origin_keys`]).
+    issuance_by_origin: sled::Tree,
+    /// Quota key → (count, window end), 16 bytes big-endian.
+    quotas: sled::Tree,
     audit: sled::Tree,
     clients: sled::Tree,
     revoked_tokens: sled::Tree,
@@ -120,6 +126,8 @@ impl SledStore {
         let meta = tree("meta")?;
         let issuance = tree("issuance")?;
         let issuance_by_key = tree("issuance_by_key")?;
+        let issuance_by_origin = tree("issuance_by_origin")?;
+        let quotas = tree("quotas")?;
         let audit = tree("audit")?;
         let clients = tree("clients")?;
         let revoked_tokens = tree("revoked_tokens")?;
@@ -140,6 +148,8 @@ impl SledStore {
             meta,
             issuance,
             issuance_by_key,
+            issuance_by_origin,
+            quotas,
             audit,
             clients,
             revoked_tokens,
@@ -226,6 +236,13 @@ impl SledStore {
     fn migrate(&self, found: u32) -> Result<(), StoreError> {
         match found {
             SCHEMA_VERSION => Ok(()),
+            1 => {
+                self.index_origins()?;
+                self.meta
+                    .insert(META_SCHEMA_VERSION, &2u32.to_be_bytes())
+                    .map_err(io)?;
+                self.migrate(2)
+            }
             // Add `n => { self.migrate_from_n()?; self.migrate(n + 1) }` arms
             // here, each step in a transaction that also bumps the version.
             other => Err(StoreError::Corrupt {
@@ -237,6 +254,24 @@ impl SledStore {
 
     async fn durable(&self) -> Result<(), StoreError> {
         self.commit.wait().await
+    }
+
+    /// Schema 1 → 2: index every record by its grant and token. Idempotent,
+    /// so a crash half-way is finished by the next start.
+    fn index_origins(&self) -> Result<(), StoreError> {
+        for entry in &self.issuance {
+            let (key, value) = entry.map_err(io)?;
+            let serial =
+                Serial::from_bytes(key.to_vec()).map_err(|detail| StoreError::Corrupt {
+                    path: self.path.display().to_string(),
+                    detail,
+                })?;
+            let record = decode(&value, &serial)?;
+            for origin in origin_keys(&record.intent) {
+                self.issuance_by_origin.insert(origin, &[]).map_err(io)?;
+            }
+        }
+        Ok(())
     }
 
     fn read_record(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
@@ -267,8 +302,13 @@ impl IssuanceLog for SledStore {
         // The record and its index entry in one transaction. No shared
         // counter is touched: a hot key would make every concurrent
         // issuance conflict with every other.
-        let result: Result<(), TransactionError<StoreError>> =
-            (&self.issuance, &self.issuance_by_key).transaction(|(issuance, by_key)| {
+        let origins = origin_keys(intent);
+        let result: Result<(), TransactionError<StoreError>> = (
+            &self.issuance,
+            &self.issuance_by_key,
+            &self.issuance_by_origin,
+        )
+            .transaction(|(issuance, by_key, by_origin)| {
                 if issuance.get(serial)?.is_some() {
                     return Err(ConflictableTransactionError::Abort(
                         StoreError::SerialInUse(intent.serial.clone()),
@@ -276,6 +316,9 @@ impl IssuanceLog for SledStore {
                 }
                 issuance.insert(serial, value.as_slice())?;
                 by_key.insert(index_key.as_slice(), &[])?;
+                for origin in &origins {
+                    by_origin.insert(origin.as_slice(), &[])?;
+                }
                 Ok(())
             });
         result.map_err(transaction_error)?;
@@ -305,6 +348,63 @@ impl IssuanceLog for SledStore {
 
     async fn issuance(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
         self.read_record(serial)
+    }
+
+    async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        revocation: &CertificateRevocation,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let key = serial.as_bytes();
+        loop {
+            let Some(current) = self.issuance.get(key).map_err(io)? else {
+                return Ok(RevokeOutcome::NotIssued);
+            };
+            let mut record = decode(&current, serial)?;
+            if record.state != IssuanceState::Issued {
+                return Ok(RevokeOutcome::NotIssued);
+            }
+            if record.revocation.is_some() {
+                return Ok(RevokeOutcome::AlreadyRevoked);
+            }
+            record.revocation = Some(revocation.clone());
+            let value = encode(&record)?;
+            if self
+                .issuance
+                .compare_and_swap(key, Some(current), Some(value))
+                .map_err(io)?
+                .is_ok()
+            {
+                self.durable().await?;
+                return Ok(RevokeOutcome::Revoked);
+            }
+        }
+    }
+
+    async fn certificates_from(
+        &self,
+        grant_id: &str,
+        token_id: &str,
+    ) -> Result<Vec<Serial>, StoreError> {
+        let mut serials = Vec::new();
+        for (kind, id) in [(b'g', grant_id), (b't', token_id)] {
+            if id.is_empty() {
+                continue;
+            }
+            let prefix = origin_prefix(kind, id);
+            for entry in self.issuance_by_origin.scan_prefix(&prefix) {
+                let (key, _) = entry.map_err(io)?;
+                let bytes = key.get(prefix.len()..).unwrap_or_default().to_vec();
+                let serial = Serial::from_bytes(bytes).map_err(|detail| StoreError::Corrupt {
+                    path: self.path.display().to_string(),
+                    detail,
+                })?;
+                if !serials.contains(&serial) {
+                    serials.push(serial);
+                }
+            }
+        }
+        Ok(serials)
     }
 
     async fn issuance_count(&self) -> Result<u64, StoreError> {
@@ -463,6 +563,55 @@ impl ReplayCache for SledStore {
             self.durable().await?;
         }
         Ok(fresh)
+    }
+}
+
+#[async_trait]
+impl QuotaStore for SledStore {
+    async fn take_quota(
+        &self,
+        key: &str,
+        limit: u64,
+        window_end: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<QuotaTake, StoreError> {
+        // A compare-and-swap loop: of concurrent takers exactly `limit` win
+        // per window. No flush here: the intent written next is flushed, and
+        // sled makes writes durable in order, so the count is on disk before
+        // any certificate it admitted.
+        loop {
+            let current = self.quotas.get(key.as_bytes()).map_err(io)?;
+            let (used, end) = current
+                .as_deref()
+                .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+                .map(|bytes| {
+                    let (count, end) = bytes.split_at(8);
+                    (
+                        u64::from_be_bytes(count.try_into().unwrap_or_default()),
+                        i64::from_be_bytes(end.try_into().unwrap_or_default()),
+                    )
+                })
+                .unwrap_or((0, i64::MIN));
+            let (used, end) = if end <= now.unix_timestamp() {
+                (0, window_end.unix_timestamp())
+            } else {
+                (used, end)
+            };
+            if used >= limit {
+                return Ok(QuotaTake::Exhausted);
+            }
+            let mut value = [0u8; 16];
+            value[..8].copy_from_slice(&(used + 1).to_be_bytes());
+            value[8..].copy_from_slice(&end.to_be_bytes());
+            if self
+                .quotas
+                .compare_and_swap(key.as_bytes(), current, Some(&value[..]))
+                .map_err(io)?
+                .is_ok()
+            {
+                return Ok(QuotaTake::Granted(used + 1));
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@
     unreachable_pub
 )]
 
+mod certificate;
 mod durability;
 mod issuance;
 mod pkilint;

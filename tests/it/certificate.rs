@@ -1,0 +1,637 @@
+//! The certificate endpoint over real HTTPS: a service account's token and
+//! a CSR become a certificate that `openssl verify` accepts; the OA4MP and
+//! ESGF aliases take their originals' wire formats; every refused request
+//! leaves the issuance log untouched; quotas hold under concurrency;
+//! revocation reaches the certificates a token obtained.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::token::{admin, register, service_client_json};
+use crate::{HttpResponse, Server, form_encode, openssl_output};
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A P-256 CSR (PEM and DER) made with rcgen, subject ignored by slcs.
+fn csr() -> (String, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "admin, CN=root");
+    let csr = params.serialize_request(&key).unwrap();
+    (csr.pem().unwrap(), csr.der().to_vec())
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+/// Registers a service account and returns (secret, token).
+fn service_token(server: &Server, id: &str) -> (String, String) {
+    let (created, secret) = register(server, &service_client_json(id));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let secret = secret.unwrap();
+    let token = server.post(
+        "/token",
+        &[("Authorization", &basic(id, &secret))],
+        FORM,
+        "grant_type=client_credentials&scope=slcs:certificate",
+    );
+    assert_eq!(token.status, 200, "{}", token.text());
+    (
+        secret,
+        token.json()["access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn issued_count(server: &Server) -> u64 {
+    server.get("/healthz").json()["store"]["issuance_records"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}", server.get("/healthz").text()))
+}
+
+fn post_csr(server: &Server, token: &str, extra: &str) -> HttpResponse {
+    let (pem, _) = csr();
+    let auth = format!("Bearer {token}");
+    server.post(
+        "/certificate",
+        &[("Authorization", &auth)],
+        FORM,
+        &format!("certificate_request={}{extra}", form_encode(&pem)),
+    )
+}
+
+fn verify_with_openssl(server: &Server, pem: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&ca, server.ca_pem()).unwrap();
+    std::fs::write(&cert, pem).unwrap();
+    let verify = openssl_output(&[
+        "verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        "-purpose",
+        "sslclient",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(
+        verify.status.success(),
+        "openssl verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let subject = openssl_output(&[
+        "x509",
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "RFC2253",
+        "-in",
+        cert.to_str().unwrap(),
+    ]);
+    String::from_utf8(subject.stdout).unwrap()
+}
+
+#[test]
+fn service_account_certificate_in_pem_json_and_pkcs10() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, token) = service_token(&server, "openeo-batch");
+
+    // Form + PEM CSR → PEM certificate, chain up to (not including) the root.
+    let response = post_csr(&server, &token, "&lifetime=3600");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/x-pem-file")
+    );
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    let pem = response.text();
+    assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 1, "root not sent");
+    // CSR-09: the CSR's subject is ignored; the service DN form is used.
+    let subject = verify_with_openssl(&server, &pem);
+    assert!(subject.contains("CN=openeo-batch"), "{subject}");
+    assert!(subject.contains("OU=Service Accounts"), "{subject}");
+    assert!(!subject.contains("root"), "{subject}");
+
+    // The provenance names the service account, its grant and this token.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cert.pem");
+    std::fs::write(&path, &pem).unwrap();
+    let inspected = crate::run_slcs(&["inspect", "--json", path.to_str().unwrap()], &[]);
+    assert!(inspected.status.success());
+    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let provenance = &inspected["provenance"];
+    assert_eq!(provenance["subject"], "service:openeo-batch", "{inspected}");
+    let steps = provenance["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0]["grant_type"], "client_credentials");
+    assert_eq!(steps[0]["client_auth"], "client_secret_basic");
+    assert_eq!(steps[0]["client_name"], "openEO batch jobs");
+    assert_eq!(steps[1]["grant_type"], "certificate");
+    assert_eq!(steps[1]["client_id"], "openeo-batch");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(provenance["token_id"], claims["jti"]);
+    assert_eq!(provenance["grant_id"], claims["grant_id"]);
+
+    // Accept: application/json.
+    let auth = format!("Bearer {token}");
+    let json_response = {
+        let (pem, _) = csr();
+        server.post(
+            "/certificate",
+            &[("Authorization", &auth), ("Accept", "application/json")],
+            FORM,
+            &format!("certificate_request={}&lifetime=999999", form_encode(&pem)),
+        )
+    };
+    assert_eq!(json_response.status, 200, "{}", json_response.text());
+    let body = json_response.json();
+    for member in [
+        "certificate",
+        "chain",
+        "serial",
+        "not_before",
+        "not_after",
+        "subject",
+    ] {
+        assert!(body.get(member).is_some(), "{member} missing: {body}");
+    }
+    // CERT-04: asked for more than the profile maximum → clamped, and said so.
+    assert!(body["lifetime"].as_u64().unwrap() <= 43_200);
+    assert!(
+        body["lifetime_note"]
+            .as_str()
+            .unwrap()
+            .contains("requested 999999 s")
+    );
+    let status = server.send(
+        "GET",
+        &format!("/certificate/status/{}", body["serial"].as_str().unwrap()),
+        &[("Authorization", &admin(&server))],
+        None,
+    );
+    assert_eq!(status.json()["status"], "good", "{}", status.text());
+    assert_eq!(issued_count(&server), 2);
+}
+
+#[test]
+fn pkcs10_body_is_accepted() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, token) = service_token(&server, "svc");
+    let (pem, _) = csr();
+    let auth = format!("Bearer {token}");
+    // PEM text as an application/pkcs10 body (the DER form is binary and
+    // this test client sends text; the unit tests cover DER detection).
+    let response = server.post(
+        "/certificate",
+        &[("Authorization", &auth)],
+        "application/pkcs10",
+        &pem,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    verify_with_openssl(&server, &response.text());
+}
+
+#[test]
+fn oa4mp_and_esgf_aliases_take_their_wire_formats() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (secret, token) = service_token(&server, "wps-broker");
+
+    // OA4MP getcert: client_id + client_secret + access_token in the form,
+    // certreq = URL-safe base64 DER without padding, certlifetime seconds.
+    let (_, der) = csr();
+    let certreq = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&der);
+    let response = server.post(
+        "/oauth2/getcert",
+        &[],
+        FORM,
+        &format!(
+            "client_id=wps-broker&client_secret={}&access_token={token}&certreq={certreq}&certlifetime=86400",
+            form_encode(&secret)
+        ),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    verify_with_openssl(&server, &response.text());
+
+    // OA4MP errors are OAuth JSON.
+    let refused = server.post(
+        "/oauth2/getcert",
+        &[],
+        FORM,
+        &format!("access_token={token}&certreq=%%%"),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "invalid_request");
+
+    // ESGF: Bearer + certificate_request (PEM) → text/plain certificate.
+    let (pem, _) = csr();
+    let auth = format!("Bearer {token}");
+    let response = server.post(
+        "/oauth/certificate/",
+        &[("Authorization", &auth)],
+        FORM,
+        &format!("certificate_request={}", form_encode(&pem)),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    verify_with_openssl(&server, &response.text());
+    // ESGF token errors: 403 with a plain-text reason, as django-oauth-toolkit.
+    let response = server.post(
+        "/oauth/certificate/",
+        &[("Authorization", "Bearer not-a-token")],
+        FORM,
+        &format!("certificate_request={}", form_encode(&pem)),
+    );
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(issued_count(&server), 2);
+}
+
+/// Every refusal: the right error, and nothing in the issuance log.
+#[test]
+fn rs_01_rs_02_rs_05_cert_04_refusals_issue_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (secret, token) = service_token(&server, "svc");
+    let (pem, _) = csr();
+    let form = format!("certificate_request={}", form_encode(&pem));
+    let bearer = format!("Bearer {token}");
+    let check = |response: HttpResponse, status: u16, error: &str| {
+        assert_eq!(response.status, status, "{}", response.text());
+        assert_eq!(response.json()["error"], error, "{}", response.text());
+    };
+
+    // No token: 401 with a bare challenge (RFC 6750 §3.1).
+    let none = server.post("/certificate", &[], FORM, &form);
+    assert_eq!(
+        none.header("www-authenticate"),
+        Some("Bearer realm=\"slcs\"")
+    );
+    check(none, 401, "invalid_token");
+    // RS-01: two tokens.
+    check(
+        server.post(
+            "/certificate",
+            &[("Authorization", &bearer)],
+            FORM,
+            &format!("{form}&access_token={token}"),
+        ),
+        400,
+        "invalid_request",
+    );
+    // RS-02: token in the query string.
+    check(
+        server.post(
+            &format!("/certificate?access_token={token}"),
+            &[],
+            FORM,
+            &form,
+        ),
+        400,
+        "invalid_request",
+    );
+    // A forged or garbled token.
+    let garbled = server.post(
+        "/certificate",
+        &[("Authorization", "Bearer x.y.z")],
+        FORM,
+        &form,
+    );
+    assert!(
+        garbled
+            .header("www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+    check(garbled, 401, "invalid_token");
+    // Wrong audience: a registration-API token.
+    let mut body = service_client_json("api-bot");
+    body["client"]["optionalClientScopes"] = json!(["slcs:clients"]);
+    let (_, api_secret) = register(&server, &body);
+    let issuer = server.get("/.well-known/oauth-authorization-server").json()["issuer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let api_token = server.post(
+        "/token",
+        &[("Authorization", &basic("api-bot", &api_secret.unwrap()))],
+        FORM,
+        &format!(
+            "grant_type=client_credentials&resource={}",
+            form_encode(&format!("{issuer}/rest/v1/oidc/clients"))
+        ),
+    );
+    let api_bearer = format!(
+        "Bearer {}",
+        api_token.json()["access_token"].as_str().unwrap()
+    );
+    check(
+        server.post(
+            "/certificate",
+            &[("Authorization", &api_bearer)],
+            FORM,
+            &form,
+        ),
+        401,
+        "invalid_token",
+    );
+    // RS-05: a token without the certificate scope.
+    let openid = server.post(
+        "/token",
+        &[("Authorization", &basic("svc", &secret))],
+        FORM,
+        "grant_type=client_credentials&scope=openid",
+    );
+    let openid_bearer = format!("Bearer {}", openid.json()["access_token"].as_str().unwrap());
+    let scoped = server.post(
+        "/certificate",
+        &[("Authorization", &openid_bearer)],
+        FORM,
+        &form,
+    );
+    assert!(
+        scoped
+            .header("www-authenticate")
+            .unwrap()
+            .contains("scope=\"slcs:certificate\"")
+    );
+    check(scoped, 403, "insufficient_scope");
+    // CERT-04: malformed and absurd lifetimes.
+    for lifetime in ["0", "-1", "1.5", "12h", "9223372036854775807", "315360000"] {
+        check(
+            server.post(
+                "/certificate",
+                &[("Authorization", &bearer)],
+                FORM,
+                &format!("{form}&lifetime={lifetime}"),
+            ),
+            400,
+            "invalid_request",
+        );
+    }
+    // Bad CSRs (the foundation's fixtures) and non-CSR input.
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/csr");
+    for entry in std::fs::read_dir(fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pem") {
+            continue;
+        }
+        let bad = std::fs::read_to_string(&path).unwrap();
+        check(
+            server.post(
+                "/certificate",
+                &[("Authorization", &bearer)],
+                FORM,
+                &format!("certificate_request={}", form_encode(&bad)),
+            ),
+            400,
+            "invalid_request",
+        );
+    }
+    check(
+        server.post(
+            "/certificate",
+            &[("Authorization", &bearer)],
+            FORM,
+            "certificate_request=AAAA",
+        ),
+        400,
+        "invalid_request",
+    );
+    check(
+        server.post(
+            "/certificate",
+            &[("Authorization", &bearer)],
+            FORM,
+            "lifetime=60",
+        ),
+        400,
+        "invalid_request",
+    );
+    // Wrong content type; oversized body.
+    check(
+        server.post(
+            "/certificate",
+            &[("Authorization", &bearer)],
+            "application/json",
+            "{}",
+        ),
+        415,
+        "invalid_request",
+    );
+    let huge = "A".repeat(200 * 1024);
+    let oversized = server.post(
+        "/certificate",
+        &[("Authorization", &bearer)],
+        FORM,
+        &format!("certificate_request={huge}"),
+    );
+    assert_eq!(oversized.status, 413);
+    // A revoked token.
+    let revoked = server.post(
+        "/revoke",
+        &[("Authorization", &basic("svc", &secret))],
+        FORM,
+        &format!("token={token}"),
+    );
+    assert_eq!(revoked.status, 200);
+    check(
+        server.post("/certificate", &[("Authorization", &bearer)], FORM, &form),
+        401,
+        "invalid_token",
+    );
+    assert_eq!(issued_count(&server), 0, "nothing was issued");
+}
+
+#[test]
+fn suspended_clients_tokens_yield_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, token) = service_token(&server, "svc");
+    let suspend = server.send(
+        "PUT",
+        "/rest/v1/oidc/clients/svc/status",
+        &[("Authorization", &admin(&server))],
+        Some((
+            "application/json",
+            r#"{"status":"suspended","reason":"test"}"#,
+        )),
+    );
+    assert_eq!(suspend.status, 200, "{}", suspend.text());
+    let response = post_csr(&server, &token, "");
+    assert_eq!(response.status, 401, "{}", response.text());
+    assert_eq!(response.json()["error"], "invalid_token");
+    assert_eq!(issued_count(&server), 0);
+}
+
+#[test]
+fn quota_per_token_holds_exactly_under_200_concurrent_requests() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &work.path().join("data"),
+        &[("SLCS_CERTIFICATE_QUOTA_PER_TOKEN", "50")],
+    );
+    let (_, token) = service_token(&server, "svc");
+    let forms: Vec<String> = (0..200)
+        .map(|_| format!("certificate_request={}", form_encode(&csr().0)))
+        .collect();
+    let bearer = format!("Bearer {token}");
+    let results: Vec<HttpResponse> = std::thread::scope(|scope| {
+        let handles: Vec<_> = forms
+            .iter()
+            .map(|form| {
+                let server = &server;
+                let bearer = &bearer;
+                scope.spawn(move || {
+                    server.post("/certificate", &[("Authorization", bearer)], FORM, form)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results.iter().filter(|r| r.status == 200).count();
+    let limited: Vec<&HttpResponse> = results.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(ok, 50, "exactly the quota");
+    assert_eq!(limited.len(), 150);
+    for response in limited {
+        assert!(
+            response
+                .header("retry-after")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                >= 1
+        );
+        assert_eq!(response.json()["error"], "quota_exceeded");
+    }
+    assert_eq!(issued_count(&server), 50);
+}
+
+#[test]
+fn revoking_the_token_revokes_its_certificates() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (secret, token) = service_token(&server, "svc");
+    let auth = format!("Bearer {token}");
+    let (pem, _) = csr();
+    let issued = server.post(
+        "/certificate",
+        &[("Authorization", &auth), ("Accept", "application/json")],
+        FORM,
+        &format!("certificate_request={}", form_encode(&pem)),
+    );
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    let serial = issued.json()["serial"].as_str().unwrap().to_owned();
+    let status_path = format!("/certificate/status/{serial}");
+
+    // Relying parties ask as registered clients; anonymous callers cannot.
+    assert_eq!(server.get(&status_path).status, 401);
+    let client_auth = basic("svc", &secret);
+    let status = server.send(
+        "GET",
+        &status_path,
+        &[("Authorization", &client_auth)],
+        None,
+    );
+    assert_eq!(status.json()["status"], "good", "{}", status.text());
+
+    let revoked = server.post(
+        "/revoke",
+        &[("Authorization", &client_auth)],
+        FORM,
+        &format!("token={token}"),
+    );
+    assert_eq!(revoked.status, 200);
+    let status = server.send(
+        "GET",
+        &status_path,
+        &[("Authorization", &client_auth)],
+        None,
+    );
+    assert_eq!(status.json()["status"], "revoked", "{}", status.text());
+    assert!(
+        status.json()["revocation_reason"]
+            .as_str()
+            .unwrap()
+            .contains("access token")
+    );
+
+    // An unknown serial is "unknown"; a malformed one is 400.
+    let unknown = server.send(
+        "GET",
+        "/certificate/status/01AB",
+        &[("Authorization", &client_auth)],
+        None,
+    );
+    assert_eq!(unknown.json()["status"], "unknown");
+    let malformed = server.send(
+        "GET",
+        "/certificate/status/zz",
+        &[("Authorization", &client_auth)],
+        None,
+    );
+    assert_eq!(malformed.status, 400);
+}
+
+#[test]
+fn admin_revokes_a_certificate_by_serial() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, token) = service_token(&server, "svc");
+    let issued = post_csr(&server, &token, "");
+    assert_eq!(issued.status, 200);
+    let serial = issued.header("slcs-serial").unwrap().to_owned();
+    let path = format!("/admin/certificates/{serial}/revoke");
+    let revoke = server.send(
+        "POST",
+        &path,
+        &[("Authorization", &admin(&server))],
+        Some(("application/json", r#"{"reason":"key compromise"}"#)),
+    );
+    assert_eq!(revoke.status, 200, "{}", revoke.text());
+    assert_eq!(revoke.json()["status"], "revoked");
+    assert_eq!(revoke.json()["revocation_reason"], "key compromise");
+    // Not for anyone else.
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        server
+            .send("POST", &path, &[("Authorization", &bearer)], None)
+            .status,
+        401
+    );
+    let audit = server.send(
+        "GET",
+        "/admin/audit",
+        &[("Authorization", &admin(&server))],
+        None,
+    );
+    assert!(audit.text().contains("certificate.revoke"));
+}
