@@ -3,7 +3,7 @@
 //! [`crate::service`] and the domain modules.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +96,13 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Certificates: obtain one for a new key, revoke, ask for a status.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Signing keys of the running server (admin token).
     Keys {
         #[command(subcommand)]
@@ -180,6 +187,49 @@ enum TokenAction {
         /// Scope to request.
         #[arg(long)]
         scope: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertAction {
+    /// Get a token by client credentials (secret from SLCS_CLIENT_SECRET or
+    /// --secret-file), make a key, send its CSR, and write certificate and
+    /// key (0600) to /tmp/x509up_u<uid> unless --out/--cert-out say otherwise.
+    Get {
+        /// Client id of the service account.
+        #[arg(long)]
+        client_id: String,
+        /// File holding the client secret.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        /// Key type: ecdsa-p256 (default), ecdsa-p384, ed25519, rsa-2048 or rsa-3072.
+        #[arg(long, value_name = "TYPE", default_value = "ecdsa-p256")]
+        key_type: String,
+        /// Requested lifetime in seconds (default: the server's).
+        #[arg(long, value_name = "SECONDS")]
+        lifetime: Option<u64>,
+        /// One file with certificate, chain and key (default /tmp/x509up_u<uid>).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["cert_out", "key_out"])]
+        out: Option<PathBuf>,
+        /// Certificate and chain to this file (needs --key-out).
+        #[arg(long, value_name = "FILE", requires = "key_out")]
+        cert_out: Option<PathBuf>,
+        /// Private key to this file, 0600 (needs --cert-out).
+        #[arg(long, value_name = "FILE", requires = "cert_out")]
+        key_out: Option<PathBuf>,
+    },
+    /// Revoke an issued certificate (admin token).
+    Revoke {
+        /// Serial, hex (colons allowed).
+        serial: String,
+        /// Why (kept in the issuance and audit logs).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Show a certificate's status: good, revoked, expired or unknown (admin token).
+    Status {
+        /// Serial, hex (colons allowed).
+        serial: String,
     },
 }
 
@@ -344,6 +394,10 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
         Command::Token { action, server } => {
             let api = remote(&cli, server)?;
             runtime(Some(1))?.block_on(token_command(&api, action))
+        }
+        Command::Cert { action, server } => {
+            let api = remote(&cli, server)?;
+            runtime(Some(1))?.block_on(cert_command(&api, action))
         }
         Command::Keys {
             action: KeysAction::Rotate,
@@ -540,51 +594,271 @@ fn token_command<'a>(api: &'a Remote, action: &'a TokenAction) -> RemoteFuture<'
             secret_file,
             scope,
         } = action;
-        let secret = match secret_file {
-            Some(file) => std::fs::read_to_string(file).map_err(|source| ServiceError::Io {
-                context: format!("cannot read {}", file.display()),
-                source,
-            })?,
-            None => std::env::var(config::CLIENT_SECRET_ENV).map_err(|_| ServiceError::Io {
-                context: "the client secret".into(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("set {} or pass --secret-file", config::CLIENT_SECRET_ENV),
-                ),
-            })?,
-        };
-        let encode = |s: &str| -> String {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                        char::from(b).to_string()
-                    }
-                    other => format!("%{other:02X}"),
-                })
-                .collect()
-        };
-        // RFC 6749 §2.3.1: form-encode id and secret before Basic.
-        let basic = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{}:{}", encode(client_id), encode(secret.trim())),
-        );
-        let mut form = "grant_type=client_credentials".to_owned();
-        if let Some(scope) = scope {
-            form.push_str("&scope=");
-            form.push_str(&encode(scope));
-        }
-        let answer = api
-            .client
-            .send(
-                "POST",
-                "/token",
-                Some(&format!("Basic {basic}")),
-                Some(("application/x-www-form-urlencoded", form.into_bytes())),
-            )
-            .await
-            .map_err(remote_error)?;
+        let answer =
+            client_credentials(api, client_id, secret_file.as_deref(), scope.as_deref()).await?;
         api.print(answer)
     })
+}
+
+/// The client secret: from a file, else from `SLCS_CLIENT_SECRET`; never
+/// from the command line (it would show in `ps` and shell history).
+fn client_secret(secret_file: Option<&Path>) -> Result<String, ServiceError> {
+    let secret = match secret_file {
+        Some(file) => std::fs::read_to_string(file).map_err(|source| ServiceError::Io {
+            context: format!("cannot read {}", file.display()),
+            source,
+        })?,
+        None => std::env::var(config::CLIENT_SECRET_ENV).map_err(|_| ServiceError::Io {
+            context: "the client secret".into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("set {} or pass --secret-file", config::CLIENT_SECRET_ENV),
+            ),
+        })?,
+    };
+    Ok(secret.trim().to_owned())
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// The client credentials grant with HTTP Basic (RFC 6749 §4.4, §2.3.1:
+/// id and secret are form-encoded before Basic).
+async fn client_credentials(
+    api: &Remote,
+    client_id: &str,
+    secret_file: Option<&Path>,
+    scope: Option<&str>,
+) -> Result<crate::admin_client::Answer, ServiceError> {
+    let secret = client_secret(secret_file)?;
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", form_encode(client_id), form_encode(&secret)),
+    );
+    let mut form = "grant_type=client_credentials".to_owned();
+    if let Some(scope) = scope {
+        form.push_str("&scope=");
+        form.push_str(&form_encode(scope));
+    }
+    api.client
+        .send(
+            "POST",
+            "/token",
+            Some(&format!("Basic {basic}")),
+            Some(("application/x-www-form-urlencoded", form.into_bytes())),
+        )
+        .await
+        .map_err(remote_error)
+}
+
+fn cert_command<'a>(api: &'a Remote, action: &'a CertAction) -> RemoteFuture<'a> {
+    Box::pin(async move {
+        match action {
+            CertAction::Revoke { serial, reason } => {
+                let body = serde_json::json!({ "reason": reason }).to_string();
+                let path = format!("/admin/certificates/{}/revoke", path_segment(serial));
+                let answer = api.admin("POST", &path, Some(body.into_bytes())).await?;
+                api.print(answer)
+            }
+            CertAction::Status { serial } => {
+                let path = format!("/certificate/status/{}", path_segment(serial));
+                let answer = api.admin("GET", &path, None).await?;
+                api.print(answer)
+            }
+            CertAction::Get {
+                client_id,
+                secret_file,
+                key_type,
+                lifetime,
+                out,
+                cert_out,
+                key_out,
+            } => {
+                let request = CertGet {
+                    client_id,
+                    secret_file: secret_file.as_deref(),
+                    key_type,
+                    lifetime: *lifetime,
+                    out: out.as_deref(),
+                    split: cert_out.as_deref().zip(key_out.as_deref()),
+                };
+                cert_get(api, &request).await
+            }
+        }
+    })
+}
+
+struct CertGet<'a> {
+    client_id: &'a str,
+    secret_file: Option<&'a Path>,
+    key_type: &'a str,
+    lifetime: Option<u64>,
+    out: Option<&'a Path>,
+    split: Option<(&'a Path, &'a Path)>,
+}
+
+async fn cert_get(api: &Remote, request: &CertGet<'_>) -> Result<(), ServiceError> {
+    let refused = |context: String, detail: String| ServiceError::Io {
+        context,
+        source: std::io::Error::other(detail),
+    };
+    let algorithm: &'static rcgen::SignatureAlgorithm = match request.key_type {
+        "ecdsa-p256" => &rcgen::PKCS_ECDSA_P256_SHA256,
+        "ecdsa-p384" => &rcgen::PKCS_ECDSA_P384_SHA384,
+        "ed25519" => &rcgen::PKCS_ED25519,
+        "rsa-2048" | "rsa-3072" => &rcgen::PKCS_RSA_SHA256,
+        other => {
+            return Err(refused(
+                "--key-type".into(),
+                format!(
+                    "{other:?}: expected ecdsa-p256, ecdsa-p384, ed25519, rsa-2048 or rsa-3072"
+                ),
+            ));
+        }
+    };
+    let token = client_credentials(
+        api,
+        request.client_id,
+        request.secret_file,
+        Some("slcs:certificate"),
+    )
+    .await?;
+    if token.status != 200 {
+        return api.print(token);
+    }
+    let access_token = token
+        .json()
+        .get("access_token")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| refused("the token response".into(), "no access_token".into()))?;
+    let key = match request.key_type {
+        "rsa-2048" => rcgen::KeyPair::generate_rsa_for(algorithm, rcgen::RsaKeySize::_2048),
+        "rsa-3072" => rcgen::KeyPair::generate_rsa_for(algorithm, rcgen::RsaKeySize::_3072),
+        _ => rcgen::KeyPair::generate_for(algorithm),
+    }
+    .map_err(|e| refused("key generation".into(), e.to_string()))?;
+    // The subject is ignored by slcs (it names the token's subject); an
+    // empty one keeps the CSR free of anything misleading.
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .map_err(|e| refused("the certificate request".into(), e.to_string()))?;
+    let mut form = format!("certificate_request={}", form_encode(&csr));
+    if let Some(lifetime) = request.lifetime {
+        form.push_str(&format!("&lifetime={lifetime}"));
+    }
+    let answer = api
+        .client
+        .send(
+            "POST",
+            "/certificate",
+            Some(&format!("Bearer {access_token}")),
+            Some(("application/x-www-form-urlencoded", form.into_bytes())),
+        )
+        .await
+        .map_err(remote_error)?;
+    if answer.status != 200 {
+        return api.print(answer);
+    }
+    let issued = answer.json();
+    let text = |name: &str| {
+        issued
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut certificates = text("certificate");
+    for link in issued
+        .get("chain")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+    {
+        certificates.push_str(link);
+    }
+    let key_pem = key.serialize_pem();
+    let written = match request.split {
+        Some((cert_path, key_path)) => {
+            crate::secure_fs::replace_file(key_path, key_pem.as_bytes(), true)
+                .map_err(|source| io_error(key_path, source))?;
+            crate::secure_fs::replace_file(cert_path, certificates.as_bytes(), false)
+                .map_err(|source| io_error(cert_path, source))?;
+            vec![cert_path.to_path_buf(), key_path.to_path_buf()]
+        }
+        None => {
+            let path = match request.out {
+                Some(path) => path.to_path_buf(),
+                None => default_proxy_path()?,
+            };
+            // The grid convention (MyProxy, Globus): certificate, key, chain.
+            let mut bundle = text("certificate");
+            bundle.push_str(&key_pem);
+            bundle.push_str(certificates.trim_start_matches(&text("certificate")));
+            crate::secure_fs::replace_file(&path, bundle.as_bytes(), true)
+                .map_err(|source| io_error(&path, source))?;
+            vec![path]
+        }
+    };
+    let files: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    if api.json {
+        say!(
+            "{}",
+            serde_json::json!({
+                "files": files,
+                "serial": text("serial"),
+                "subject": text("subject"),
+                "not_after": text("not_after"),
+                "lifetime": issued.get("lifetime"),
+                "lifetime_note": issued.get("lifetime_note"),
+            })
+        );
+    } else {
+        say!(
+            "slcs: certificate {} for {}",
+            text("serial"),
+            text("subject")
+        );
+        say!("slcs: valid until {}", text("not_after"));
+        if let Some(note) = issued
+            .get("lifetime_note")
+            .and_then(serde_json::Value::as_str)
+        {
+            say!("slcs: {note}");
+        }
+        say!("slcs: written to {}", files.join(" and "));
+    }
+    Ok(())
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> ServiceError {
+    ServiceError::Io {
+        context: format!("cannot write {}", path.display()),
+        source,
+    }
+}
+
+/// `/tmp/x509up_u<uid>`, the location grid tools look in.
+fn default_proxy_path() -> Result<PathBuf, ServiceError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata("/proc/self")
+        .map_err(|source| ServiceError::Io {
+            context: "cannot find the user id (/proc/self)".into(),
+            source,
+        })?
+        .uid();
+    Ok(PathBuf::from(format!("/tmp/x509up_u{uid}")))
 }
 
 /// Percent-encodes a path segment (client ids are `[A-Za-z0-9._-]`, but a

@@ -32,6 +32,35 @@ pub fn write_new_file(path: &Path, contents: &[u8], private: bool) -> std::io::R
     Ok(())
 }
 
+/// Replaces `path` atomically with a new file of `contents` (mode 0600 when
+/// `private`): written under a fresh random name in the same directory with
+/// `O_EXCL`, then renamed over `path`. A symlink planted at `path` (e.g. in
+/// `/tmp`) is replaced, never followed, and readers see the old file or the
+/// new one, never a half-written key.
+pub fn replace_file(path: &Path, contents: &[u8], private: bool) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let mut random = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut random)
+        .map_err(|_| std::io::Error::other("random source failed"))?;
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        hex::encode(random)
+    ));
+    write_new_file(&temporary, contents, private)?;
+    if let Err(error) = std::fs::rename(&temporary, path) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error);
+    }
+    sync_dir(dir)
+}
+
 /// fsyncs a directory, making creations and renames in it durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -67,6 +96,9 @@ mod tests {
         let err = write_new_file(&path, b"y", true).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"x", "never overwritten");
+        replace_file(&path, b"z", true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"z", "replaced atomically");
+        assert_eq!(exposed_mode(&path).unwrap(), None);
         let public = dir.path().join("public");
         write_new_file(&public, b"p", false).unwrap();
         assert_eq!(exposed_mode(&public).unwrap(), Some(0o644));

@@ -635,3 +635,104 @@ fn admin_revokes_a_certificate_by_serial() {
     );
     assert!(audit.text().contains("certificate.revoke"));
 }
+
+#[test]
+fn slcs_cert_get_writes_a_usable_credential() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &[]);
+    let (created, secret) = register(&server, &service_client_json("svc-cli"));
+    assert_eq!(created.status, 201);
+    let secret = secret.unwrap();
+    let url = format!("https://localhost:{}", server.addr.port());
+    let run = |args: &[&str]| {
+        let mut all = vec!["--data-dir", data.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--server", &url]);
+        crate::run_slcs(&all, &[("SLCS_CLIENT_SECRET", &secret)])
+    };
+
+    // One grid-style file: certificate, key, chain; 0600.
+    let bundle = work.path().join("x509up_test");
+    let output = run(&[
+        "cert",
+        "get",
+        "--client-id",
+        "svc-cli",
+        "--out",
+        bundle.to_str().unwrap(),
+        "--lifetime",
+        "3600",
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["subject"].as_str().unwrap().contains("CN=svc-cli"));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&bundle).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    assert!(text.contains("BEGIN PRIVATE KEY"));
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("PRIVATE KEY"),
+        "key never printed"
+    );
+    verify_with_openssl(&server, &text);
+    // The key in the file is the certificate's key.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bundle.pem");
+    std::fs::write(&file, &text).unwrap();
+    let from_cert = openssl_output(&["x509", "-noout", "-pubkey", "-in", file.to_str().unwrap()]);
+    let from_key = openssl_output(&["pkey", "-pubout", "-in", file.to_str().unwrap()]);
+    assert_eq!(from_cert.stdout, from_key.stdout);
+    let inspected = crate::run_slcs(&["inspect", "--json", bundle.to_str().unwrap()], &[]);
+    assert!(inspected.status.success());
+
+    // Separate files, another key type; then revoke it by serial.
+    let cert = work.path().join("cert.pem");
+    let key = work.path().join("key.pem");
+    let output = run(&[
+        "cert",
+        "get",
+        "--client-id",
+        "svc-cli",
+        "--key-type",
+        "ed25519",
+        "--cert-out",
+        cert.to_str().unwrap(),
+        "--key-out",
+        key.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    verify_with_openssl(&server, &std::fs::read_to_string(&cert).unwrap());
+    let serial = report["serial"].as_str().unwrap();
+    let output = run(&["cert", "revoke", serial, "--reason", "test", "--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = run(&["cert", "status", serial, "--json"]);
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["status"], "revoked");
+
+    // A wrong secret: no token, nothing written.
+    let nothing = work.path().join("nothing");
+    let mut all = vec!["--data-dir", data.to_str().unwrap()];
+    all.extend_from_slice(&["cert", "get", "--client-id", "svc-cli", "--out"]);
+    all.push(nothing.to_str().unwrap());
+    all.extend_from_slice(&["--server", &url]);
+    let output = crate::run_slcs(&all, &[("SLCS_CLIENT_SECRET", "wrong")]);
+    assert!(!output.status.success());
+    assert!(!nothing.exists());
+}
