@@ -447,13 +447,11 @@ fn rs_01_rs_02_rs_05_cert_04_refusals_issue_nothing() {
         415,
         "invalid_request",
     );
-    let huge = "A".repeat(200 * 1024);
-    let oversized = server.post(
-        "/certificate",
-        &[("Authorization", &bearer)],
-        FORM,
-        &format!("certificate_request={huge}"),
-    );
+    // Announced above the limit: refused before the body is read (sending
+    // it all would race the server's early answer).
+    let oversized = server.request(&format!(
+        "POST /certificate HTTP/1.1\r\nHost: localhost\r\nAuthorization: {bearer}\r\nContent-Type: {FORM}\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\ncertificate_request="
+    ));
     assert_eq!(oversized.status, 413);
     // A revoked token.
     let revoked = server.post(
@@ -735,4 +733,383 @@ fn slcs_cert_get_writes_a_usable_credential() {
     let output = crate::run_slcs(&all, &[("SLCS_CLIENT_SECRET", "wrong")]);
     assert!(!output.status.success());
     assert!(!nothing.exists());
+}
+
+// ---------------------------------------------------------------------------
+// Tokens the token service does not issue yet (person and shared tokens
+// arrive with login and token exchange), signed with the server's own
+// current key so that the resource server's rules can be exercised now.
+
+fn claims_of(token: &str) -> Value {
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn forge(server: &Server, claims: &Value) -> String {
+    let keys_dir = server.data_dir.join("keys");
+    let keys: Value =
+        serde_json::from_str(&std::fs::read_to_string(keys_dir.join("keys.json")).unwrap())
+            .unwrap();
+    let kid = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "current")
+        .unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pem = std::fs::read(keys_dir.join(format!("{kid}.pem"))).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(kid);
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
+fn subject_of(pem: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.pem");
+    std::fs::write(&path, pem).unwrap();
+    let output = openssl_output(&[
+        "x509",
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "RFC2253",
+        "-in",
+        path.to_str().unwrap(),
+    ]);
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn forged_signature_expired_and_wrong_issuer_tokens_are_invalid() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, token) = service_token(&server, "svc");
+    let base = claims_of(&token);
+    let now = base["iat"].as_i64().unwrap();
+    let mut expired = base.clone();
+    expired["iat"] = json!(now - 4000);
+    expired["exp"] = json!(now - 3000);
+    let mut issuer = base.clone();
+    issuer["iss"] = json!("https://evil.example");
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    for bad in [forge(&server, &expired), forge(&server, &issuer), tampered] {
+        let response = post_csr(&server, &bad, "");
+        assert_eq!(response.status, 401, "{}", response.text());
+        assert_eq!(response.json()["error"], "invalid_token");
+    }
+    // The forging helper itself is sound: the untouched claims pass.
+    assert_eq!(post_csr(&server, &forge(&server, &base), "").status, 200);
+    assert_eq!(issued_count(&server), 1);
+}
+
+#[test]
+fn rs_04_service_token_never_yields_a_user_certificate() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, token) = service_token(&server, "svc");
+    // A CSR asking to be "alice" still gets the service account's DN.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["alice.example".into()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "alice");
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    let auth = format!("Bearer {token}");
+    let response = server.post(
+        "/certificate",
+        &[("Authorization", &auth)],
+        FORM,
+        &format!("certificate_request={}", form_encode(&pem)),
+    );
+    assert_eq!(response.status, 200);
+    let subject = subject_of(&response.text());
+    assert!(subject.contains("CN=svc,OU=Service Accounts"), "{subject}");
+    assert!(
+        !subject.contains("alice") && !subject.contains("People"),
+        "{subject}"
+    );
+
+    // A service-type token naming a person, or another service, is refused.
+    let base = claims_of(&token);
+    for sub in ["alice", "service:other", "service:"] {
+        let mut claims = base.clone();
+        claims["sub"] = json!(sub);
+        let response = post_csr(&server, &forge(&server, &claims), "");
+        assert_eq!(response.status, 403, "{sub}: {}", response.text());
+        assert_eq!(response.json()["error"], "access_denied");
+    }
+    // A person-type token cannot name a service account either.
+    let mut claims = base.clone();
+    claims["slcs_sub_type"] = json!("user");
+    let response = post_csr(&server, &forge(&server, &claims), "");
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert_eq!(issued_count(&server), 1);
+}
+
+#[test]
+fn cert_01_person_subjects_are_one_escaped_rdn() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, token) = service_token(&server, "portal");
+    let mut claims = claims_of(&token);
+    claims["slcs_sub_type"] = json!("user");
+    let mut subjects = Vec::new();
+    for sub in [
+        "alice, CN=admin",
+        "alice+CN=root",
+        "/DC=org/CN=admin",
+        "alice",
+    ] {
+        claims["sub"] = json!(sub);
+        let response = post_csr(&server, &forge(&server, &claims), "");
+        assert_eq!(response.status, 200, "{sub}: {}", response.text());
+        let subject = subject_of(&response.text());
+        assert_eq!(subject.matches("CN=").count(), 1, "{sub}: {subject}");
+        assert!(
+            !subject.contains("admin") && !subject.contains("root"),
+            "{subject}"
+        );
+        assert!(subject.contains("OU=People"), "{subject}");
+        subjects.push(subject);
+    }
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 4, "distinct subjects give distinct DNs");
+    // The same subject twice: the same DN.
+    let again = subject_of(&post_csr(&server, &forge(&server, &claims), "").text());
+    assert!(subjects.contains(&again));
+}
+
+#[test]
+fn shared_tokens_need_an_authenticated_presenter_in_aud() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, token) = service_token(&server, "wps");
+    let (broker_secret, _) = service_token(&server, "broker-a");
+    let (outsider_secret, _) = service_token(&server, "broker-c");
+    let mut claims = claims_of(&token);
+    claims["sub"] = json!("alice");
+    claims["slcs_sub_type"] = json!("user");
+    claims["aud"] = json!(["broker-a", "broker-b"]);
+    claims["slcs_grant_type"] = json!("urn:ietf:params:oauth:grant-type:token-exchange");
+    let shared = forge(&server, &claims);
+    let (pem, _) = csr();
+    let form = format!("certificate_request={}", form_encode(&pem));
+    let bearer = format!("Bearer {shared}");
+
+    // Stolen: presented alone, it yields nothing.
+    let alone = server.post("/certificate", &[("Authorization", &bearer)], FORM, &form);
+    assert_eq!(alone.status, 401, "{}", alone.text());
+    assert_eq!(alone.json()["error"], "invalid_token");
+    // An authenticated client that is not among the parties.
+    let outsider = server.post(
+        "/certificate",
+        &[("Authorization", &bearer)],
+        FORM,
+        &format!(
+            "{form}&client_id=broker-c&client_secret={}",
+            form_encode(&outsider_secret)
+        ),
+    );
+    assert_eq!(outsider.status, 401, "{}", outsider.text());
+    // A party with a wrong secret.
+    let wrong = server.post(
+        "/certificate",
+        &[("Authorization", &bearer)],
+        FORM,
+        &format!("{form}&client_id=broker-a&client_secret=wrong"),
+    );
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+    assert_eq!(wrong.json()["error"], "invalid_client");
+    assert_eq!(issued_count(&server), 0);
+
+    // A party that authenticates: issued, and recorded as the presenter.
+    let party = server.post(
+        "/certificate",
+        &[("Authorization", &bearer)],
+        FORM,
+        &format!(
+            "{form}&client_id=broker-a&client_secret={}",
+            form_encode(&broker_secret)
+        ),
+    );
+    assert_eq!(party.status, 200, "{}", party.text());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cert.pem");
+    std::fs::write(&path, party.text()).unwrap();
+    let inspected = crate::run_slcs(&["inspect", "--json", path.to_str().unwrap()], &[]);
+    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let steps = inspected["provenance"]["steps"].as_array().unwrap().clone();
+    assert_eq!(steps[0]["client_id"], "wps");
+    assert_eq!(steps[1]["client_id"], "broker-a");
+    assert_eq!(steps[1]["client_auth"], "client_secret_post");
+    assert_eq!(inspected["provenance"]["subject"], "alice");
+
+    // An ordinary (single-audience) token presented by another client that
+    // authenticates: refused, the token was not issued to it.
+    let borrowed = server.post(
+        "/certificate",
+        &[("Authorization", &format!("Bearer {token}"))],
+        FORM,
+        &format!(
+            "{form}&client_id=broker-a&client_secret={}",
+            form_encode(&broker_secret)
+        ),
+    );
+    assert_eq!(borrowed.status, 401, "{}", borrowed.text());
+    assert_eq!(issued_count(&server), 1);
+}
+
+#[test]
+fn csr_01_proof_of_possession_and_csr_08_extensions_at_the_endpoint() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, token) = service_token(&server, "svc");
+    let auth = format!("Bearer {token}");
+    let send_der = |der: &[u8]| {
+        let value = base64::engine::general_purpose::STANDARD.encode(der);
+        server.post(
+            "/certificate",
+            &[("Authorization", &auth)],
+            FORM,
+            &format!("certificate_request={}", form_encode(&value)),
+        )
+    };
+    // CSR-01: one bit flipped in the signature.
+    let (_, mut der) = csr();
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    let response = send_der(&der);
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert_eq!(issued_count(&server), 0);
+
+    // CSR-08: a CSR asking for CA:TRUE, keyCertSign, serverAuth and SANs
+    // gets the profile and nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let req = dir.path().join("r.pem");
+    let made = openssl_output(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        req.to_str().unwrap(),
+        "-subj",
+        "/CN=evil",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE,pathlen:0",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-addext",
+        "extendedKeyUsage=serverAuth,codeSigning",
+        "-addext",
+        "subjectAltName=DNS:*.slcs.test,email:admin@example.org",
+    ]);
+    assert!(made.status.success());
+    let response = server.post(
+        "/certificate",
+        &[("Authorization", &auth)],
+        FORM,
+        &format!(
+            "certificate_request={}",
+            form_encode(&std::fs::read_to_string(&req).unwrap())
+        ),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let cert = dir.path().join("c.pem");
+    std::fs::write(&cert, response.text()).unwrap();
+    let text = String::from_utf8(
+        openssl_output(&["x509", "-noout", "-text", "-in", cert.to_str().unwrap()]).stdout,
+    )
+    .unwrap();
+    assert!(text.contains("CA:FALSE"), "{text}");
+    for absent in [
+        "CA:TRUE",
+        "Certificate Sign",
+        "Server Authentication",
+        "Code Signing",
+        "slcs.test",
+        "Subject Alternative Name",
+        "evil",
+    ] {
+        assert!(
+            !text.contains(absent),
+            "{absent} copied from the CSR:\n{text}"
+        );
+    }
+    assert!(text.contains("TLS Web Client Authentication"));
+}
+
+#[test]
+fn cert_03_serials_through_the_endpoint_are_unique_random_and_positive() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let (_, token) = service_token(&server, "svc");
+    let bearer = format!("Bearer {token}");
+    let forms: Vec<String> = (0..96)
+        .map(|_| format!("certificate_request={}", form_encode(&csr().0)))
+        .collect();
+    let serials: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = forms
+            .chunks(6)
+            .map(|chunk| {
+                let (server, bearer) = (&server, &bearer);
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|form| {
+                            let r = server.post(
+                                "/certificate",
+                                &[("Authorization", bearer)],
+                                FORM,
+                                form,
+                            );
+                            assert_eq!(r.status, 200, "{}", r.text());
+                            r.header("slcs-serial").unwrap().to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut unique = serials.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 96);
+    for serial in &serials {
+        let bytes = hex::decode(serial).unwrap();
+        assert!(bytes.len() <= 20 && bytes.len() >= 9, "{serial}");
+        assert!(bytes[0] & 0x80 == 0, "positive: {serial}");
+    }
+    // Not sequential: no two serials differ by one in their last octets.
+    let mut values: Vec<u128> = serials
+        .iter()
+        .map(|s| u128::from_str_radix(&s[s.len() - 32..], 16).unwrap())
+        .collect();
+    values.sort();
+    assert!(values.windows(2).all(|w| w[1] - w[0] > 1));
 }
