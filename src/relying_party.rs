@@ -21,12 +21,14 @@
 //! # }
 //! ```
 //!
-//! [`read_peer`] never validates anything a TLS stack validates (signature,
-//! validity, key usage): it trusts its input only because the handshake
-//! accepted it. What it does refuse is a certificate it cannot read
-//! unambiguously: a malformed provenance extension, or the extension twice
-//! (RFC 5280 §4.2 allows each extension once; x509-parser would silently
-//! return the first).
+//! [`read_peer`] does not repeat what the TLS stack validated (chain,
+//! signature, validity, extended key usage): it trusts its input only
+//! because the handshake accepted it. What it does refuse is a certificate
+//! it cannot read unambiguously (a malformed provenance extension, or the
+//! extension twice: RFC 5280 §4.2 allows each extension once, and
+//! x509-parser would silently return the first) and a CA certificate, which
+//! OpenSSL-based servers (nginx, Apache httpd, Python's `ssl`) accept as a
+//! TLS client certificate although rustls does not.
 //!
 //! [`server_config`], [`serve`] and [`whoami_router`] are a small, complete
 //! mTLS server built from these pieces; `examples/relying_party.rs` runs it
@@ -143,6 +145,11 @@ pub enum RelyingPartyError {
     /// The bytes are not a DER X.509 certificate (x509-parser's message).
     #[error("peer certificate is not a DER X.509 certificate: {0}")]
     NotACertificate(String),
+    /// The certificate is a CA certificate (basicConstraints `cA` TRUE), not
+    /// an end entity. slcs never issues one; rustls refuses it in the
+    /// handshake, OpenSSL does not.
+    #[error("peer certificate is a CA certificate, not a client certificate")]
+    CaCertificate,
     /// Bytes follow the certificate's DER encoding.
     #[error("trailing data after the peer certificate")]
     TrailingData,
@@ -197,7 +204,7 @@ pub enum SetupError {
 /// `cert_der` is the end-entity certificate **after** the TLS stack verified
 /// it against the slcs CA (with rustls: the first entry of
 /// `peer_certificates()`); this function checks no signature, validity or
-/// usage. `provenance_oid` is the deployment's provenance OID as arcs
+/// key usage. `provenance_oid` is the deployment's provenance OID as arcs
 /// (`[1, 3, 6, 1, 4, 1, 32473, 1]` for the development profile). The
 /// extension is looked up by its encoded OID bytes.
 ///
@@ -205,7 +212,8 @@ pub enum SetupError {
 ///
 /// [`RelyingPartyError::NotACertificate`] or
 /// [`RelyingPartyError::TrailingData`] for bytes that are not exactly one
-/// certificate; [`RelyingPartyError::BadOid`] for an unusable OID;
+/// certificate; [`RelyingPartyError::CaCertificate`] for a CA certificate;
+/// [`RelyingPartyError::BadOid`] for an unusable OID;
 /// [`RelyingPartyError::DuplicateProvenance`] when the extension appears more
 /// than once; [`RelyingPartyError::MalformedProvenance`] when it does not
 /// decode. A certificate without the extension is not an error: its
@@ -224,6 +232,9 @@ pub fn read_peer(
         .map_err(|e| RelyingPartyError::NotACertificate(e.to_string()))?;
     if !rest.is_empty() {
         return Err(RelyingPartyError::TrailingData);
+    }
+    if cert.is_ca() {
+        return Err(RelyingPartyError::CaCertificate);
     }
     let mut matching = cert
         .extensions()
@@ -570,6 +581,7 @@ mod tests {
     struct Ca {
         issuer: Issuer<'static, KeyPair>,
         pem: String,
+        der: Vec<u8>,
     }
 
     fn ca(name: &str) -> Ca {
@@ -582,6 +594,7 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         Ca {
             pem: cert.pem(),
+            der: cert.der().to_vec(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -624,12 +637,12 @@ mod tests {
             &ca,
         );
         let peer = read_peer(&der, OID).unwrap();
-        assert_eq!(
-            peer.subject_dn,
-            "CN=harvester,OU=Service Accounts,O=slcs test"
-        );
-        assert_eq!(peer.issuer_dn, "CN=test CA");
         let (_, parsed) = X509Certificate::from_der(&der).unwrap();
+        // rcgen orders the RDNs its own way; the engine-issued subjects are
+        // checked exactly in tests/it/relying_party.rs.
+        assert_eq!(peer.subject_dn, name_to_rfc4514(parsed.subject()));
+        assert!(peer.subject_dn.contains("CN=harvester"));
+        assert_eq!(peer.issuer_dn, "CN=test CA");
         assert_eq!(peer.serial_hex, hex::encode_upper(parsed.raw_serial()));
         assert_eq!(peer.not_before, datetime!(2026-03-01 00:00:00 UTC));
         assert_eq!(peer.not_after, datetime!(2026-04-01 00:00:00 UTC));
@@ -752,6 +765,21 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_certificate_is_an_error() {
+        let ca = ca("test CA");
+        let mut params = leaf_params(Vec::new());
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        assert_eq!(
+            read_peer(&sign(&params, &ca), OID).unwrap_err(),
+            RelyingPartyError::CaCertificate
+        );
+        assert_eq!(
+            read_peer(&ca.der, OID).unwrap_err(),
+            RelyingPartyError::CaCertificate
+        );
+    }
+
+    #[test]
     fn the_development_oid_is_the_builtin_profiles() {
         let profile = crate::pki::profile::Profile::builtin().unwrap();
         assert_eq!(profile.provenance_oid_text, DEVELOPMENT_PROVENANCE_OID);
@@ -782,6 +810,13 @@ mod tests {
 
         let good = sign(&leaf_params(Vec::new()), &slcs);
         verify(&slcs.pem, &good, MID_MARCH).unwrap();
+
+        // Without any EKU extension a certificate is valid for every purpose
+        // (RFC 5280 §4.2.1.12), for rustls as for OpenSSL; slcs always sets
+        // clientAuth. docs/relying-parties.md states this.
+        let mut no_eku = leaf_params(Vec::new());
+        no_eku.extended_key_usages = Vec::new();
+        verify(&slcs.pem, &sign(&no_eku, &slcs), MID_MARCH).unwrap();
     }
 
     /// ATTACKS RP-01, checked on the verifier itself; `tests/it/relying_party.rs`
@@ -847,7 +882,7 @@ mod tests {
         ca_true.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         assert!(matches!(
             cert_error(verify(&slcs.pem, &sign(&ca_true, &slcs), MID_MARCH)),
-            E::Other(_)
+            E::Other(ref e) if format!("{e:?}").contains("CaUsedAsEndEntity")
         ));
     }
 

@@ -17,6 +17,7 @@ mod durability;
 mod issuance;
 mod pkilint;
 mod refusals;
+mod relying_party;
 mod server;
 mod token;
 
