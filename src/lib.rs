@@ -11,13 +11,16 @@
 //!   http            the edge: TLS listener, limits, routes, the one error mapping
 //!     oauth         clients, client authentication, signing keys, access tokens
 //!     pki           certificate profile, CSR checks, DN, provenance, issuance engine
+//!     certificate   the certificate endpoint: token + CSR → certificate; revocation
+//! relying_party     for relying parties: mTLS verifier, reading a peer certificate
 //!     store         the Store trait and its sled backend
 //! config, clock     validated configuration; the only wall-clock read
 //! ```
 //!
 //! Relying parties that only need to read the delegation chain use
-//! [`pki::provenance::DelegationProvenance::from_der`] or
-//! [`pki::inspect::provenance_of`].
+//! [`relying_party::read_peer`] (on a peer certificate the TLS stack
+//! verified), [`pki::inspect::provenance_of`] or
+//! [`pki::provenance::DelegationProvenance::from_der`].
 
 pub mod admin_client;
 pub mod certificate;

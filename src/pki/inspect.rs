@@ -61,11 +61,29 @@ pub fn provenance_of(
 ) -> Result<Option<DelegationProvenance>, String> {
     let wanted = oid_content_octets(provenance_oid)?;
     let (_, cert) = X509Certificate::from_der(certificate_der).map_err(|e| e.to_string())?;
-    cert.extensions()
+    single_provenance(&cert, &wanted)
+}
+
+/// The provenance extension of `cert`, decoded; an error if it appears more
+/// than once (RFC 5280 §4.2: at most one instance of an extension), so
+/// that no reader silently picks one of two chains.
+fn single_provenance(
+    cert: &X509Certificate<'_>,
+    wanted: &[u8],
+) -> Result<Option<DelegationProvenance>, String> {
+    let mut matching = cert
+        .extensions()
         .iter()
-        .find(|ext| ext.oid.as_bytes() == wanted.as_slice())
-        .map(|ext| DelegationProvenance::from_der(ext.value).map_err(|e| e.to_string()))
-        .transpose()
+        .filter(|ext| ext.oid.as_bytes() == wanted);
+    match (matching.next(), matching.next()) {
+        (None, _) => Ok(None),
+        (Some(ext), None) => DelegationProvenance::from_der(ext.value)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        (Some(_), Some(_)) => {
+            Err("the provenance extension appears more than once (RFC 5280 §4.2)".into())
+        }
+    }
 }
 
 /// The DER content octets of a dotted OID. Extensions are matched on these
@@ -135,16 +153,9 @@ pub fn inspect(input: &[u8], provenance_oid: &str) -> Result<CertificateSummary,
     let (_, cert) = X509Certificate::from_der(&der)
         .map_err(|e| InspectError::NotACertificate(e.to_string()))?;
     let wanted = oid_content_octets(provenance_oid).map_err(InspectError::BadOid)?;
-    let (provenance, provenance_error) = match cert
-        .extensions()
-        .iter()
-        .find(|ext| ext.oid.as_bytes() == wanted.as_slice())
-    {
-        None => (None, None),
-        Some(ext) => match DelegationProvenance::from_der(ext.value) {
-            Ok(p) => (Some(p), None),
-            Err(e) => (None, Some(e.to_string())),
-        },
+    let (provenance, provenance_error) = match single_provenance(&cert, &wanted) {
+        Ok(provenance) => (provenance, None),
+        Err(e) => (None, Some(e)),
     };
     Ok(CertificateSummary {
         subject: name_to_rfc4514(cert.subject()),
@@ -212,9 +223,12 @@ pub fn name_to_rfc4514(name: &X509Name<'_>) -> String {
             match atv.as_str() {
                 Ok(value) => escape_value(value, &mut part),
                 Err(_) => {
+                    // RFC 4514 §2.4: `#` and the hex of the value's whole
+                    // BER encoding (tag, length, contents).
                     part.push('#');
-                    let data: &[u8] = atv.attr_value().data;
-                    part.push_str(&hex::encode(data));
+                    let encoded = x509_parser::asn1_rs::ToDer::to_der_vec(atv.attr_value())
+                        .unwrap_or_else(|_| atv.attr_value().data.to_vec());
+                    part.push_str(&hex::encode(encoded));
                 }
             }
             parts.push(part);
@@ -273,6 +287,40 @@ fn key_type(cert: &X509Certificate<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn self_signed(params: rcgen::CertificateParams) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn non_string_values_render_as_hex_of_their_whole_encoding() {
+        // RFC 4514 §2.4: `#` + hex of the BER encoding, tag and length
+        // included (a BMPString "ab" is 1e 04 00 61 00 62).
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            rcgen::DnValue::BmpString(rcgen::string::BmpString::try_from("ab").unwrap()),
+        );
+        let der = self_signed(params);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        assert_eq!(name_to_rfc4514(cert.subject()), "CN=#1e0400610062");
+    }
+
+    #[test]
+    fn a_duplicated_provenance_extension_is_refused() {
+        let oid = [1, 3, 6, 1, 4, 1, 32473, 1];
+        let mut params = rcgen::CertificateParams::default();
+        for value in [vec![0x30, 0x00], vec![0x30, 0x00]] {
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(&oid, value));
+        }
+        let der = self_signed(params);
+        let error = provenance_of(&der, "1.3.6.1.4.1.32473.1").unwrap_err();
+        assert!(error.contains("more than once"), "{error}");
+    }
 
     #[test]
     fn oid_octets_round_trip_including_large_first_subidentifiers() {
