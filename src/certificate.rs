@@ -20,10 +20,7 @@ use crate::oauth::resource::{AuthorizedToken, BearerError, Resource};
 use crate::pki::dn::CertificateIdentity;
 use crate::pki::issuer::{IssuanceEngine, IssuanceRequest, IssueError, IssuedCertificate};
 use crate::pki::provenance::{DelegationProvenance, DelegationStep};
-use crate::store::{
-    AuditEvent, CertificateRevocation, IssuanceRecord, QuotaTake, RevokeOutcome, Serial, Store,
-    StoreError,
-};
+use crate::store::{IssuanceRecord, QuotaTake, RevokeOutcome, Serial, Store, StoreError};
 
 /// Longest lifetime a request may name. Above it the value is not a
 /// short-lived credential at all (the IGTF threshold for short-lived
@@ -263,7 +260,7 @@ impl CertificateService {
         source: Option<String>,
         now: OffsetDateTime,
     ) -> Result<RevokeOutcome, StoreError> {
-        revoke_certificate(self.store.as_ref(), serial, reason, by, source, now).await
+        crate::store::revoke_certificate(self.store.as_ref(), serial, reason, by, source, now).await
     }
 
     /// The status of `serial`.
@@ -275,40 +272,6 @@ impl CertificateService {
         let record = self.store.issuance(serial).await?;
         Ok(status_of(serial, record.as_ref(), now))
     }
-}
-
-/// Revokes one certificate in the issuance log and audits it.
-pub async fn revoke_certificate(
-    store: &dyn Store,
-    serial: &Serial,
-    reason: &str,
-    by: &str,
-    source: Option<String>,
-    now: OffsetDateTime,
-) -> Result<RevokeOutcome, StoreError> {
-    let outcome = store
-        .revoke_certificate(
-            serial,
-            &CertificateRevocation {
-                at: now,
-                reason: reason.to_owned(),
-                by: by.to_owned(),
-            },
-        )
-        .await?;
-    if outcome == RevokeOutcome::Revoked {
-        store
-            .append_audit(&AuditEvent {
-                at: now,
-                actor: by.to_owned(),
-                action: "certificate.revoke".into(),
-                target: serial.to_hex(),
-                source,
-                detail: serde_json::json!({ "reason": reason }),
-            })
-            .await?;
-    }
-    Ok(outcome)
 }
 
 /// Who the certificate names. A service-account token names its own client

@@ -9,11 +9,11 @@
 //! ```text
 //! cli, service      process start-up: config, data directory, signals
 //!   http            the edge: TLS listener, limits, routes, the one error mapping
+//!     certificate   the certificate endpoint: token + CSR → certificate; revocation
 //!     oauth         clients, client authentication, signing keys, access tokens
 //!     pki           certificate profile, CSR checks, DN, provenance, issuance engine
-//!     certificate   the certificate endpoint: token + CSR → certificate; revocation
-//! relying_party     for relying parties: mTLS verifier, reading a peer certificate
 //!     store         the Store trait and its sled backend
+//! relying_party     for relying parties: mTLS verifier, reading a peer certificate
 //! config, clock     validated configuration; the only wall-clock read
 //! ```
 //!

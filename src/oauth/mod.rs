@@ -381,7 +381,7 @@ impl TokenService {
         // What was derived from the token goes with it (issue 4 item 8):
         // the certificates it obtained are marked revoked in the log.
         for serial in self.store.certificates_from("", &claims.jti).await? {
-            crate::certificate::revoke_certificate(
+            crate::store::revoke_certificate(
                 self.store.as_ref(),
                 &serial,
                 "the access token it was issued from was revoked",

@@ -498,6 +498,41 @@ pub trait Store:
     async fn flush(&self) -> Result<(), StoreError>;
 }
 
+/// Revokes one certificate in the issuance log and audits it (used by the
+/// certificate service and by token revocation's cascade).
+pub async fn revoke_certificate(
+    store: &dyn Store,
+    serial: &Serial,
+    reason: &str,
+    by: &str,
+    source: Option<String>,
+    now: OffsetDateTime,
+) -> Result<RevokeOutcome, StoreError> {
+    let outcome = store
+        .revoke_certificate(
+            serial,
+            &CertificateRevocation {
+                at: now,
+                reason: reason.to_owned(),
+                by: by.to_owned(),
+            },
+        )
+        .await?;
+    if outcome == RevokeOutcome::Revoked {
+        store
+            .append_audit(&AuditEvent {
+                at: now,
+                actor: by.to_owned(),
+                action: "certificate.revoke".into(),
+                target: serial.to_hex(),
+                source,
+                detail: serde_json::json!({ "reason": reason }),
+            })
+            .await?;
+    }
+    Ok(outcome)
+}
+
 mod opt_base64 {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
