@@ -866,6 +866,105 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn schema_1_stores_are_indexed_by_origin_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = datetime!(2026-11-23 12:00:00 UTC);
+        {
+            let store = SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap();
+            store.record_intent(&intent(&[1, 1])).await.unwrap();
+            store
+                .record_issued(&intent(&[1, 1]).serial, b"der", at)
+                .await
+                .unwrap();
+            // Make it look like a schema-1 store: no origin index.
+            store.issuance_by_origin.clear().unwrap();
+            store
+                .meta
+                .insert(META_SCHEMA_VERSION, &1u32.to_be_bytes())
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = SledStore::open(&options(dir.path(), OpenMode::MustExist)).unwrap();
+        let serial = intent(&[1, 1]).serial;
+        assert_eq!(
+            store.certificates_from("g", "").await.unwrap(),
+            vec![serial.clone()]
+        );
+        assert_eq!(
+            store.certificates_from("", "t").await.unwrap(),
+            vec![serial.clone()]
+        );
+        assert!(
+            store
+                .certificates_from("other", "other")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.health().await.schema_version, SCHEMA_VERSION);
+        // Revocation: once, then the first one stands.
+        let revocation = CertificateRevocation {
+            at,
+            reason: "test".into(),
+            by: "admin".into(),
+        };
+        assert_eq!(
+            store
+                .revoke_certificate(&serial, &revocation)
+                .await
+                .unwrap(),
+            RevokeOutcome::Revoked
+        );
+        assert_eq!(
+            store
+                .revoke_certificate(&serial, &revocation)
+                .await
+                .unwrap(),
+            RevokeOutcome::AlreadyRevoked
+        );
+        let unknown = Serial::from_bytes(vec![7]).unwrap();
+        assert_eq!(
+            store
+                .revoke_certificate(&unknown, &revocation)
+                .await
+                .unwrap(),
+            RevokeOutcome::NotIssued
+        );
+    }
+
+    #[tokio::test]
+    async fn quotas_never_overshoot_and_reset_with_their_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap());
+        let now = datetime!(2026-11-23 12:00:00 UTC);
+        let end = now + time::Duration::minutes(5);
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store.take_quota("k", 10, end, now).await.unwrap()
+            }));
+        }
+        let mut granted = 0;
+        for task in tasks {
+            if matches!(task.await.unwrap(), QuotaTake::Granted(_)) {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, 10);
+        // After the window, the count starts again.
+        let later = end + time::Duration::seconds(1);
+        assert_eq!(
+            store
+                .take_quota("k", 10, later + time::Duration::minutes(5), later)
+                .await
+                .unwrap(),
+            QuotaTake::Granted(1)
+        );
+    }
+
+    #[tokio::test]
     async fn intent_then_issued_round_trip_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let at = datetime!(2026-11-23 12:00:01 UTC);
