@@ -19,6 +19,7 @@ use crate::oauth::jwt::SubjectType;
 use crate::oauth::resource::{AuthorizedToken, BearerError, Resource};
 use crate::pki::dn::CertificateIdentity;
 use crate::pki::issuer::{IssuanceEngine, IssuanceRequest, IssueError, IssuedCertificate};
+use crate::pki::profile::NotAfterLimit;
 use crate::pki::provenance::{DelegationProvenance, DelegationStep};
 use crate::store::{IssuanceRecord, QuotaTake, RevokeOutcome, Serial, Store, StoreError};
 
@@ -173,11 +174,24 @@ impl CertificateService {
             )));
         }
         let provenance = provenance(&authorized, request, now);
+        // Client policy (BRIEF §4): the strictest of the token's client and,
+        // for a shared token, the presenting client.
+        let policy = std::iter::once(&authorized.client)
+            .chain(request.presenter.map(|p| &p.client))
+            .filter_map(|c| c.max_certificate_lifetime_secs)
+            .min();
+        let not_after_limits = policy
+            .map(|secs| NotAfterLimit {
+                at: now + Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)),
+                reason: "the client's certificate lifetime policy",
+            })
+            .into_iter()
+            .collect();
         let issuance = IssuanceRequest {
             identity,
             provenance,
             requested_lifetime_secs: request.lifetime_secs,
-            not_after_limits: Vec::new(),
+            not_after_limits,
         };
         let prepared = self.engine.prepare(request.csr, &issuance, now)?;
         self.take_quotas(&authorized, now).await?;
@@ -193,8 +207,11 @@ impl CertificateService {
             .lifetime_secs
             .filter(|asked| *asked > lifetime_secs)
             .map(|asked| {
+                let client = policy
+                    .map(|secs| format!(", the client's policy {secs} s"))
+                    .unwrap_or_default();
                 format!(
-                    "requested {asked} s, granted {lifetime_secs} s: the profile maximum is {} s, back-dating included, and a certificate never outlives its CA",
+                    "requested {asked} s, granted {lifetime_secs} s: bounded by the profile maximum of {} s (back-dating included){client} and the CA's expiry",
                     self.engine.profile().max_lifetime.as_secs()
                 )
             });

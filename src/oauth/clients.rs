@@ -71,6 +71,10 @@ pub const MAX_UNIT_SEGMENT_CHARS: usize = 64;
 /// Most groups (and, separately, units) granted access to one client.
 pub const MAX_ACCESS_GRANTS: usize = 256;
 
+/// Largest `slcs.maxCertificateLifetimeSecs`: below the IGTF short-lived
+/// credential threshold of 10⁶ s (the profile's own maximum applies too).
+pub const MAX_CERTIFICATE_LIFETIME_SECS: u64 = 999_999;
+
 /// Scopes no registration may ask for, whatever the configured allowed set.
 pub const FORBIDDEN_SCOPES: &[&str] = &["slcs:admin"];
 
@@ -675,6 +679,10 @@ pub struct Client {
     /// interpreted.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// The longest certificate the certificate endpoint issues on this
+    /// client's tokens (client policy, BRIEF §4); `None`: the profile's.
+    #[serde(default)]
+    pub max_certificate_lifetime_secs: Option<u64>,
     /// When it was registered.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -923,6 +931,10 @@ pub struct SlcsExtensions {
     /// May use the device authorization grant (RFC 8628): kind `native`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_flow_enabled: Option<bool>,
+    /// Longest certificate (seconds) issued on this client's tokens; the
+    /// profile maximum when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_certificate_lifetime_secs: Option<u64>,
     /// Response only: the client's kind. Ignored on input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<Value>,
@@ -995,6 +1007,7 @@ pub struct ValidatedRegistration {
     tls_client_auth_subject_dn: Option<String>,
     pkce_required: bool,
     attributes: BTreeMap<String, String>,
+    max_certificate_lifetime_secs: Option<u64>,
 }
 
 impl ValidatedRegistration {
@@ -1285,6 +1298,11 @@ pub enum RegistrationError {
         /// Why.
         reason: &'static str,
     },
+    /// A certificate lifetime outside what slcs can issue.
+    #[error(
+        "slcs.maxCertificateLifetimeSecs: {0} is out of range; give 60 to {MAX_CERTIFICATE_LIFETIME_SECS} seconds"
+    )]
+    CertificateLifetimeOutOfRange(u64),
 }
 
 impl RegistrationError {
@@ -1407,6 +1425,12 @@ pub fn validate_registration(
     let delegatees = check_delegatees(ext.delegatees.as_deref().unwrap_or_default(), &id)?;
     let maintainers = check_maintainers(rep.maintainers.as_deref().unwrap_or_default(), ctx)?;
     let attributes = check_attributes(c.attributes.as_ref())?;
+    let max_certificate_lifetime_secs = match ext.max_certificate_lifetime_secs {
+        Some(secs) if !(60..=MAX_CERTIFICATE_LIFETIME_SECS).contains(&secs) => {
+            return Err(RegistrationError::CertificateLifetimeOutOfRange(secs));
+        }
+        other => other,
+    };
 
     Ok(ValidatedRegistration {
         id,
@@ -1431,6 +1455,7 @@ pub fn validate_registration(
         jwks: auth.jwks,
         tls_client_auth_subject_dn: auth.tls_subject_dn,
         attributes,
+        max_certificate_lifetime_secs,
     })
 }
 
@@ -1816,6 +1841,7 @@ pub fn to_representation(client: &Client) -> ClientRepresentation {
             tls_client_auth_subject_dn: client.tls_client_auth_subject_dn.clone(),
             token_exchange_enabled: Some(client.allows_grant(GrantType::TokenExchange)),
             device_flow_enabled: Some(client.allows_grant(GrantType::DeviceCode)),
+            max_certificate_lifetime_secs: client.max_certificate_lifetime_secs,
             kind: Some(Value::String(client.kind.name().to_owned())),
             status: Some(Value::String(client.status.name().to_owned())),
             grant_types: Some(Value::Array(
@@ -1876,6 +1902,7 @@ fn build_client(v: ValidatedRegistration, kept: Kept, now: OffsetDateTime) -> Cl
         token_endpoint_auth_method: v.token_endpoint_auth_method,
         pkce_required: v.pkce_required,
         attributes: v.attributes,
+        max_certificate_lifetime_secs: v.max_certificate_lifetime_secs,
         created_at: kept.created_at,
         updated_at: now,
         created_by: kept.created_by,

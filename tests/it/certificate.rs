@@ -1113,3 +1113,49 @@ fn cert_03_serials_through_the_endpoint_are_unique_random_and_positive() {
     values.sort();
     assert!(values.windows(2).all(|w| w[1] - w[0] > 1));
 }
+
+#[test]
+fn cert_04_client_policy_bounds_the_lifetime() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    for bad in [59, 1_000_000] {
+        let mut body = service_client_json("short");
+        body["slcs"] = json!({ "maxCertificateLifetimeSecs": bad });
+        let (refused, _) = register(&server, &body);
+        assert_eq!(refused.status, 400, "{bad}: {}", refused.text());
+        assert!(refused.text().contains("maxCertificateLifetimeSecs"));
+    }
+    let mut body = service_client_json("short");
+    body["slcs"] = json!({ "maxCertificateLifetimeSecs": 600 });
+    let (created, secret) = register(&server, &body);
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["slcs"]["maxCertificateLifetimeSecs"], 600);
+    let token = server.post(
+        "/token",
+        &[("Authorization", &basic("short", &secret.unwrap()))],
+        FORM,
+        "grant_type=client_credentials&scope=slcs:certificate",
+    );
+    let token = token.json()["access_token"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {token}");
+    let response = server.post(
+        "/certificate",
+        &[("Authorization", &auth), ("Accept", "application/json")],
+        FORM,
+        &format!(
+            "certificate_request={}&lifetime=3600",
+            form_encode(&csr().0)
+        ),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let body = response.json();
+    assert!(body["lifetime"].as_u64().unwrap() <= 600, "{body}");
+    assert!(
+        body["lifetime_note"]
+            .as_str()
+            .unwrap()
+            .contains("client's policy 600 s"),
+        "{body}"
+    );
+    assert!(response.header("slcs-lifetime-note").is_some());
+}
