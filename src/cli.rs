@@ -103,6 +103,13 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Grants of the running server (admin token).
+    Grant {
+        #[command(subcommand)]
+        action: GrantAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Signing keys of the running server (admin token).
     Keys {
         #[command(subcommand)]
@@ -230,6 +237,15 @@ enum CertAction {
     Status {
         /// Serial, hex (colons allowed).
         serial: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantAction {
+    /// Revoke every token of a grant and every certificate issued from it.
+    Revoke {
+        /// The grant id (`grant_id` in tokens, `grantId` in provenance).
+        grant_id: String,
     },
 }
 
@@ -394,6 +410,17 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
         Command::Token { action, server } => {
             let api = remote(&cli, server)?;
             runtime(Some(1))?.block_on(token_command(&api, action))
+        }
+        Command::Grant {
+            action: GrantAction::Revoke { grant_id },
+            server,
+        } => {
+            let api = remote(&cli, server)?;
+            let path = format!("/admin/grants/{}/revoke", path_segment(grant_id));
+            runtime(Some(1))?.block_on(async {
+                let answer = api.admin("POST", &path, None).await?;
+                api.print(answer)
+            })
         }
         Command::Cert { action, server } => {
             let api = remote(&cli, server)?;

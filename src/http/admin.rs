@@ -122,3 +122,35 @@ pub(super) async fn revoke_certificate(
         RevokeOutcome::Revoked | RevokeOutcome::AlreadyRevoked => Ok(Json(status).into_response()),
     }
 }
+
+/// `POST /admin/grants/{grant_id}/revoke`: revokes every token of a grant
+/// and the certificates issued from it (`slcs grant revoke`).
+pub(super) async fn revoke_grant(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    grant: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, Problem> {
+    require_admin(&state, &headers)?;
+    let axum::extract::Path(grant) =
+        grant.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
+    if grant.is_empty() || grant.len() > 128 || grant.chars().any(|c| c.is_control()) {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            "a grant id is 1 to 128 characters without control characters",
+        ));
+    }
+    let now = state.inner.clock.now();
+    let revoked = state
+        .inner
+        .tokens
+        .revoke_grant(&grant, "admin", Some(peer.ip().to_string()), now)
+        .await
+        .map_err(Problem::unavailable)?;
+    let serials: Vec<String> = revoked.iter().map(crate::store::Serial::to_hex).collect();
+    Ok(Json(serde_json::json!({
+        "grant_id": grant,
+        "revoked_certificates": serials,
+    }))
+    .into_response())
+}

@@ -121,6 +121,7 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
             "/admin/certificates/{serial}/revoke",
             post(admin::revoke_certificate),
         )
+        .route("/admin/grants/{grant}/revoke", post(admin::revoke_grant))
         .route("/introspect", post(introspect::introspect))
         .route("/revoke", post(revoke::revoke))
         .route("/jwks", get(metadata::jwks))

@@ -394,6 +394,46 @@ impl TokenService {
         Ok(())
     }
 
+    /// Revokes a whole grant (every token carrying `grant_id`, RFC 7009
+    /// §2.1's "related tokens") and the certificates issued from it. Used by
+    /// administrators today, by approval revocation later. Returns the
+    /// serials of the certificates newly revoked.
+    pub async fn revoke_grant(
+        &self,
+        grant_id: &str,
+        actor: &str,
+        source: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<crate::store::Serial>, StoreError> {
+        self.store.revoke_grant(grant_id, now).await?;
+        self.store
+            .append_audit(&AuditEvent {
+                at: now,
+                actor: actor.to_owned(),
+                action: "grant.revoke".into(),
+                target: grant_id.to_owned(),
+                source: source.clone(),
+                detail: serde_json::Value::Null,
+            })
+            .await?;
+        let mut revoked = Vec::new();
+        for serial in self.store.certificates_from(grant_id, "").await? {
+            let outcome = crate::store::revoke_certificate(
+                self.store.as_ref(),
+                &serial,
+                "the grant it was issued from was revoked",
+                actor,
+                source.clone(),
+                now,
+            )
+            .await?;
+            if outcome == crate::store::RevokeOutcome::Revoked {
+                revoked.push(serial);
+            }
+        }
+        Ok(revoked)
+    }
+
     /// Rotates the signing keys now (`force`) or if the current key is older
     /// than the rotation period; the next key was published in the JWK set
     /// since the last rotation, so verifiers already have it. Returns

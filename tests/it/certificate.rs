@@ -1159,3 +1159,70 @@ fn cert_04_client_policy_bounds_the_lifetime() {
     );
     assert!(response.header("slcs-lifetime-note").is_some());
 }
+
+#[test]
+fn revoking_a_grant_revokes_its_tokens_and_certificates() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &[]);
+    let (secret, token) = service_token(&server, "svc");
+    let issued = post_csr(&server, &token, "");
+    assert_eq!(issued.status, 200);
+    let serial = issued.header("slcs-serial").unwrap().to_owned();
+    let grant = claims_of(&token)["grant_id"].as_str().unwrap().to_owned();
+    // Another grant of the same client is untouched.
+    let other = server.post(
+        "/token",
+        &[("Authorization", &basic("svc", &secret))],
+        FORM,
+        "grant_type=client_credentials&scope=slcs:certificate",
+    );
+    let other = other.json()["access_token"].as_str().unwrap().to_owned();
+
+    let url = format!("https://localhost:{}", server.addr.port());
+    let output = crate::run_slcs(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "grant",
+            "revoke",
+            &grant,
+            "--server",
+            &url,
+            "--json",
+        ],
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["revoked_certificates"], json!([serial]));
+
+    let status = server.send(
+        "GET",
+        &format!("/certificate/status/{serial}"),
+        &[("Authorization", &admin(&server))],
+        None,
+    );
+    assert_eq!(status.json()["status"], "revoked");
+    assert_eq!(
+        post_csr(&server, &token, "").status,
+        401,
+        "the grant's token is dead"
+    );
+    assert_eq!(
+        post_csr(&server, &other, "").status,
+        200,
+        "other grants live on"
+    );
+    let introspected = server.post(
+        "/introspect",
+        &[("Authorization", &basic("svc", &secret))],
+        FORM,
+        &format!("token={token}"),
+    );
+    assert_eq!(introspected.json()["active"], false);
+}
