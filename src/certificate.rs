@@ -30,6 +30,10 @@ use crate::store::{IssuanceRecord, QuotaTake, RevokeOutcome, Serial, Store, Stor
 /// `lifetime_above_max` rule applies.
 pub const MAX_REQUESTABLE_LIFETIME_SECS: u64 = 1_000_000;
 
+/// How long a token's quota window outlasts its `exp`: more than the 30 s
+/// of clock leeway token verification allows.
+const TOKEN_QUOTA_MARGIN: Duration = Duration::minutes(2);
+
 /// One certificate request, as the HTTP edge read it.
 #[derive(Clone, Copy, Debug)]
 pub struct CertificateRequest<'a> {
@@ -231,9 +235,13 @@ impl CertificateService {
         now: OffsetDateTime,
     ) -> Result<(), CertificateError> {
         let claims = &authorized.claims;
+        // The window outlives the token, including the verifiers' clock
+        // leeway after `exp`: a window that ended while the token was still
+        // accepted would hand it a fresh quota.
         let token_end = OffsetDateTime::from_unix_timestamp(claims.exp)
             .unwrap_or(now)
-            .max(now + Duration::seconds(1));
+            .max(now)
+            + TOKEN_QUOTA_MARGIN;
         let taken = self
             .store
             .take_quota(

@@ -206,7 +206,8 @@ pub async fn serve(
         Arc::clone(&store),
         clock.now(),
     )?);
-    let rotation = spawn_key_rotation(Arc::clone(&tokens), Arc::clone(&clock));
+    let maintenance =
+        spawn_maintenance(Arc::clone(&tokens), Arc::clone(&store), Arc::clone(&clock));
     let admin = AdminToken::load(&config.admin_token_path())?;
     let development = crate::pki::ca::is_development_ca(config);
     if development {
@@ -249,7 +250,7 @@ pub async fn serve(
     );
     on_ready(local);
     serve_http(listener, app, tls, &config.server, shutdown_signal()).await;
-    rotation.abort();
+    maintenance.abort();
 
     // In-flight requests are done (or cut at the grace period): make sure
     // everything written is on disk before the process exits.
@@ -258,10 +259,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// Scheduled signing-key rotation: checked hourly, rotates once the current
-/// key is older than `oauth.key_rotation_days`.
-fn spawn_key_rotation(
+/// Hourly upkeep: signing-key rotation once the current key is older than
+/// `oauth.key_rotation_days`, and purging store entries
+/// that can no longer matter (ended quota windows, revocations of expired
+/// tokens, used assertion ids), so the store does not grow with traffic.
+fn spawn_maintenance(
     tokens: Arc<TokenService>,
+    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -270,6 +274,16 @@ fn spawn_key_rotation(
             tick.tick().await;
             if let Err(error) = tokens.rotate_keys(false, "scheduler", clock.now()).await {
                 tracing::error!(%error, "scheduled key rotation failed");
+            }
+            // Tokens are refused past exp + 30 s of leeway; ten minutes of
+            // grace keeps a revocation well beyond any clock skew.
+            match store
+                .purge_expired(clock.now(), time::Duration::minutes(10))
+                .await
+            {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "expired store entries purged"),
+                Err(error) => tracing::error!(%error, "purging expired store entries failed"),
             }
         }
     })

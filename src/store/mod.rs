@@ -496,6 +496,15 @@ pub trait Store:
 
     /// Forces everything written so far to disk; used at shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Drops entries that can no longer matter at `now`: quota windows that
+    /// ended, revocations of tokens that expired more than `grace` ago, and
+    /// single-use ids past their expiry plus `grace`. Returns how many.
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        grace: time::Duration,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Revokes one certificate in the issuance log and audits it (used by the

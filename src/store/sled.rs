@@ -643,8 +643,47 @@ impl RevocationStore for SledStore {
     }
 }
 
+impl SledStore {
+    /// Removes the entries of `tree` whose time (big-endian seconds at
+    /// `offset` in the value) is before `cutoff`; a concurrent change to an
+    /// entry keeps it (compare-and-swap against the value read).
+    fn purge_tree(tree: &sled::Tree, offset: usize, cutoff: i64) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        for entry in tree {
+            let (key, value) = entry.map_err(io)?;
+            let at = value
+                .get(offset..offset + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(i64::from_be_bytes);
+            if at.is_some_and(|at| at < cutoff)
+                && tree
+                    .compare_and_swap(&key, Some(&value), None::<&[u8]>)
+                    .map_err(io)?
+                    .is_ok()
+            {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+}
+
 #[async_trait]
 impl Store for SledStore {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        grace: time::Duration,
+    ) -> Result<u64, StoreError> {
+        let now_secs = now.unix_timestamp();
+        let cutoff = (now - grace).unix_timestamp();
+        // Quota values are (count, window end); the others are one expiry.
+        let purged = Self::purge_tree(&self.quotas, 8, now_secs)?
+            + Self::purge_tree(&self.revoked_tokens, 0, cutoff)?
+            + Self::purge_tree(&self.used_once, 0, cutoff)?;
+        Ok(purged)
+    }
+
     fn backend(&self) -> &'static str {
         "sled"
     }
@@ -929,6 +968,41 @@ mod tests {
                 .await
                 .unwrap(),
             RevokeOutcome::NotIssued
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_purged_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap();
+        let now = datetime!(2026-11-23 12:00:00 UTC);
+        let minutes = time::Duration::minutes;
+        store
+            .take_quota("ended", 5, now - minutes(1), now - minutes(2))
+            .await
+            .unwrap();
+        store
+            .take_quota("live", 5, now + minutes(5), now)
+            .await
+            .unwrap();
+        store.revoke_token("old", now - minutes(20)).await.unwrap();
+        store
+            .revoke_token("recent", now - minutes(5))
+            .await
+            .unwrap();
+        assert!(store.use_once("old-jti", now - minutes(20)).await.unwrap());
+        assert!(store.use_once("new-jti", now + minutes(1)).await.unwrap());
+        assert_eq!(store.purge_expired(now, minutes(10)).await.unwrap(), 3);
+        assert!(store.quotas.get("ended").unwrap().is_none());
+        assert!(store.quotas.get("live").unwrap().is_some());
+        assert!(
+            store.is_revoked("recent", "-").await.unwrap(),
+            "within the grace"
+        );
+        assert!(!store.is_revoked("old", "-").await.unwrap());
+        assert!(
+            !store.use_once("new-jti", now + minutes(1)).await.unwrap(),
+            "still used"
         );
     }
 

@@ -1226,3 +1226,25 @@ fn revoking_a_grant_revokes_its_tokens_and_certificates() {
     );
     assert_eq!(introspected.json()["active"], false);
 }
+
+/// A token within the verifiers' clock leeway after its `exp` still meets
+/// its spent quota: the window must not end before the token does.
+#[test]
+fn quota_window_outlives_the_tokens_leeway() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &work.path().join("data"),
+        &[("SLCS_CERTIFICATE_QUOTA_PER_TOKEN", "1")],
+    );
+    let (_, token) = service_token(&server, "svc");
+    let mut claims = claims_of(&token);
+    let now = claims["iat"].as_i64().unwrap();
+    claims["exp"] = json!(now - 10);
+    claims["jti"] = json!("at_leeway");
+    let late = forge(&server, &claims);
+    assert_eq!(post_csr(&server, &late, "").status, 200);
+    // Past any window that would end at `exp` or at the first request.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = post_csr(&server, &late, "");
+    assert_eq!(again.status, 429, "{}", again.text());
+}
