@@ -84,11 +84,7 @@ pub(super) async fn revoke_certificate(
 ) -> Result<Response, Problem> {
     use crate::store::RevokeOutcome;
     require_admin(&state, &headers)?;
-    let axum::extract::Path(serial) =
-        serial.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
-    let serial: crate::store::Serial = serial
-        .parse()
-        .map_err(|e: String| Problem::bad_request("invalid_request", e))?;
+    let serial = super::extract::serial_from_path(serial)?;
     // An empty body is allowed: the reason is optional.
     let reason = match body {
         Ok(Json(body)) => body.reason,

@@ -24,7 +24,6 @@ use super::form::OAuthForm;
 use super::server::PeerCertificates;
 use crate::certificate::{CertificateRequest, Issued};
 use crate::oauth::client_auth::AuthenticatedClient;
-use crate::store::Serial;
 
 /// How an entry point reads requests and writes answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -427,11 +426,7 @@ pub(super) async fn status(
             .await
             .map_err(|_| Problem::unauthorized("client authentication failed"))?;
     }
-    let Path(serial) =
-        serial.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
-    let serial: Serial = serial
-        .parse()
-        .map_err(|e: String| Problem::bad_request("invalid_request", e))?;
+    let serial = super::extract::serial_from_path(serial)?;
     let status = state
         .inner
         .certificates

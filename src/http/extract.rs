@@ -156,6 +156,18 @@ fn decode_basic(encoded: &str) -> Result<(String, String), OAuthError> {
     Ok((id, secret))
 }
 
+/// A certificate serial from a path segment: hex, colons allowed.
+pub(super) fn serial_from_path(
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<crate::store::Serial, super::error::Problem> {
+    use super::error::Problem;
+    let axum::extract::Path(serial) =
+        path.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
+    serial
+        .parse()
+        .map_err(|e: String| Problem::bad_request("invalid_request", e))
+}
+
 /// The bearer token of `Authorization: Bearer` (RFC 6750 §2.1), if any.
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
     Ok(authorization_header(headers)?.and_then(|value| {
