@@ -119,9 +119,69 @@ impl AdminClient {
         })
     }
 
-    /// Sends one request; `authorization` is the whole header value.
+    /// Sends one request on a fresh connection; `authorization` is the whole
+    /// header value.
     pub async fn send(
         &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Answer, ClientError> {
+        self.open()
+            .await?
+            .request(method, path, authorization, body)
+            .await
+    }
+
+    /// Opens a keep-alive connection for several requests in turn.
+    pub async fn open(&self) -> Result<Connection, ClientError> {
+        let fail = |message: String| ClientError::Connect {
+            server: self.server.clone(),
+            message,
+        };
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        // Requests are small and latency matters more than packet count.
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| fail(e.to_string()))?;
+        let tls = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| fail(format!("TLS: {e}")))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        tokio::spawn(connection);
+        Ok(Connection {
+            sender,
+            server: self.server.clone(),
+            host: self.host.clone(),
+        })
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to the server.
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    server: String,
+    host: String,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Sends one request and reads the whole answer.
+    pub async fn request(
+        &mut self,
         method: &str,
         path: &str,
         authorization: Option<&str>,
@@ -131,19 +191,7 @@ impl AdminClient {
             server: self.server.clone(),
             message,
         };
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let name = ServerName::try_from(self.host.clone()).map_err(|e| fail(e.to_string()))?;
-        let tls = self
-            .connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| fail(format!("TLS: {e}")))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        tokio::spawn(connection);
+        self.sender.ready().await.map_err(|e| fail(e.to_string()))?;
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -159,7 +207,8 @@ impl AdminClient {
         let request = request
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| fail(e.to_string()))?;
-        let response = sender
+        let response = self
+            .sender
             .send_request(request)
             .await
             .map_err(|e| fail(e.to_string()))?;

@@ -82,6 +82,14 @@ enum Command {
     },
     /// Measure the issuance engine (certificates per second).
     Bench(BenchArgs),
+    /// Load a running server with a named workload over HTTPS keep-alive
+    /// (admin token, to register a throwaway service client).
+    Load {
+        #[command(flatten)]
+        args: LoadArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Manage OAuth clients on the running server (admin token).
     Client {
         #[command(subcommand)]
@@ -195,6 +203,34 @@ enum TokenAction {
         #[arg(long)]
         scope: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// client-credentials, introspect, certificate, mixed, or all (each in turn).
+    #[arg(long, default_value = "all")]
+    workload: String,
+    /// Connections, each with one request in flight.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Measured seconds per workload.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before the measurement starts.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// CSR key type: ecdsa-p256, ecdsa-p384, rsa-3072 or ed25519.
+    #[arg(long, default_value = "ecdsa-p256")]
+    csr_key_type: String,
+    /// CSRs made before the clock starts.
+    #[arg(long, default_value_t = 256)]
+    csr_pool: usize,
+    /// The server's pid, for its CPU per request and peak RSS.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Seconds spent measuring the machine's signing ceiling (0 to skip).
+    #[arg(long, default_value_t = 2.0)]
+    ceiling_secs: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -403,6 +439,10 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
             Ok(())
         }
         Command::Bench(args) => bench(&cli, args),
+        Command::Load { args, server } => {
+            let api = remote(&cli, server)?;
+            runtime(None)?.block_on(load_command(&api, args))
+        }
         Command::Client { action, server } => {
             let api = remote(&cli, server)?;
             runtime(Some(1))?.block_on(client_command(&api, action))
@@ -612,6 +652,96 @@ fn client_command<'a>(api: &'a Remote, action: &'a ClientAction) -> RemoteFuture
         };
         api.print(answer)
     })
+}
+
+fn load_command<'a>(api: &'a Remote, args: &'a LoadArgs) -> RemoteFuture<'a> {
+    Box::pin(async move {
+        let usage = |message: String| ServiceError::Io {
+            context: "slcs load".into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+        };
+        let workloads: Vec<crate::load::Workload> = if args.workload == "all" {
+            crate::load::Workload::ALL.to_vec()
+        } else {
+            vec![args.workload.parse().map_err(usage)?]
+        };
+        let csr_key = args.csr_key_type.parse().map_err(usage)?;
+        let positive = |name: &str, value: f64| {
+            if (0.0..=3600.0).contains(&value) {
+                Ok(std::time::Duration::from_secs_f64(value))
+            } else {
+                Err(usage(format!(
+                    "--{name} must be between 0 and 3600 seconds"
+                )))
+            }
+        };
+        if args.concurrency == 0 || args.concurrency > 4096 {
+            return Err(usage("--concurrency must be between 1 and 4096".into()));
+        }
+        let admin_token = api
+            .admin_token
+            .clone()
+            .ok_or_else(|| usage("the admin token is not readable in the data directory".into()))?;
+        let mut reports = Vec::new();
+        for (index, workload) in workloads.into_iter().enumerate() {
+            let options = crate::load::LoadOptions {
+                workload,
+                concurrency: args.concurrency,
+                duration: positive("duration", args.duration)?,
+                warmup: positive("warmup", args.warmup)?,
+                csr_key,
+                csr_pool: args.csr_pool.clamp(1, 100_000),
+                server_pid: args.server_pid,
+                // The ceiling once per invocation.
+                ceiling_secs: if index == 0 { args.ceiling_secs } else { 0.0 },
+            };
+            let report = crate::load::run(&api.client, &admin_token, &options)
+                .await
+                .map_err(|e| usage(e.to_string()))?;
+            if !api.json {
+                print_load_report(&report);
+            }
+            reports.push(report);
+        }
+        if api.json {
+            say!("{}", serde_json::to_string(&reports).unwrap_or_default());
+        }
+        Ok(())
+    })
+}
+
+fn print_load_report(report: &crate::load::LoadReport) {
+    if let Some(c) = &report.ceiling {
+        say!(
+            "ceiling ({} threads): CA {} {:.0} signs/s, CSR {:.0} verifies/s -> {:.0} certificates/s; ES256 {:.0} signs/s, {:.0} verifies/s",
+            c.threads,
+            c.ca_key,
+            c.ca_signs_per_sec,
+            c.csr_verifies_per_sec,
+            c.certificates_per_sec,
+            c.es256_signs_per_sec,
+            c.es256_verifies_per_sec
+        );
+    }
+    let optional =
+        |v: Option<f64>, unit: &str| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0} {unit}"));
+    say!(
+        "{:?}: c={} {:.0}/s p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms, errors {:?}, server CPU {} per request, peak RSS {}{}",
+        report.workload,
+        report.concurrency,
+        report.throughput,
+        report.latency_ms.p50,
+        report.latency_ms.p90,
+        report.latency_ms.p99,
+        report.latency_ms.max,
+        report.errors,
+        optional(report.server_cpu_us_per_request, "µs"),
+        optional(report.server_peak_rss_mib, "MiB"),
+        report
+            .fraction_of_ceiling
+            .map(|f| format!(", {:.0} % of the ceiling", f * 100.0))
+            .unwrap_or_default()
+    );
 }
 
 fn token_command<'a>(api: &'a Remote, action: &'a TokenAction) -> RemoteFuture<'a> {

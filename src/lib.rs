@@ -28,6 +28,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod load;
 pub mod oauth;
 pub mod pki;
 pub mod relying_party;

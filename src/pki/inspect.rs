@@ -258,7 +258,8 @@ pub fn attribute_short_name(oid: &Oid<'_>) -> String {
     }
 }
 
-fn key_type(cert: &X509Certificate<'_>) -> String {
+/// The certified key's type, e.g. `ECDSA P-256`, `RSA-3072`, `Ed25519`.
+pub fn key_type(cert: &X509Certificate<'_>) -> String {
     let spki = cert.public_key();
     match spki.algorithm.algorithm.to_id_string().as_str() {
         "1.2.840.113549.1.1.1" => match spki.parsed() {

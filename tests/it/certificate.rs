@@ -1248,3 +1248,70 @@ fn quota_window_outlives_the_tokens_leeway() {
     let again = post_csr(&server, &late, "");
     assert_eq!(again.status, 429, "{}", again.text());
 }
+
+/// The load harness in its smoke mode (what CI runs): every workload
+/// completes against a real server without a single error answer. No
+/// timing is asserted.
+#[test]
+fn load_harness_smoke_every_workload_without_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(
+        &data,
+        &[("SLCS_CERTIFICATE_QUOTA_PER_SUBJECT_PER_HOUR", "1000000")],
+    );
+    let url = format!("https://localhost:{}", server.addr.port());
+    let pid = server.child.id().to_string();
+    let output = crate::run_slcs(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "load",
+            "--workload",
+            "all",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--csr-pool",
+            "16",
+            "--ceiling-secs",
+            "0.2",
+            "--server-pid",
+            &pid,
+            "--server",
+            &url,
+            "--json",
+        ],
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let reports = reports.as_array().unwrap();
+    let names: Vec<&str> = reports
+        .iter()
+        .map(|r| r["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["client-credentials", "introspect", "certificate", "mixed"]
+    );
+    for report in reports {
+        assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(report["errors"], json!({}), "{report}");
+        assert!(report["server_cpu_us_per_request"].as_f64().unwrap() > 0.0);
+        assert!(report["server_peak_rss_mib"].as_f64().unwrap() > 0.0);
+    }
+    assert!(
+        reports[0]["ceiling"]["certificates_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
