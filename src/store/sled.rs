@@ -862,6 +862,21 @@ mod tests {
     use crate::store::IssuanceState;
     use time::macros::datetime;
 
+    /// Opens a store just dropped in this process: sled's background
+    /// flusher may hold the file lock for a moment after the drop (a
+    /// restart is a new process and never sees this).
+    fn reopen(options: &SledOptions) -> Result<SledStore, StoreError> {
+        for _ in 0..100 {
+            match SledStore::open(options) {
+                Err(StoreError::Locked(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+        SledStore::open(options)
+    }
+
     fn options(dir: &Path, mode: OpenMode) -> SledOptions {
         SledOptions {
             path: dir.join("store"),
@@ -1120,19 +1135,16 @@ mod tests {
         drop(SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap());
         let mut other = options(dir.path(), OpenMode::MustExist);
         other.ca_key_sha256 = Some("cc".repeat(32));
-        assert!(matches!(
-            SledStore::open(&other),
-            Err(StoreError::ForeignCa(_))
-        ));
+        assert!(matches!(reopen(&other), Err(StoreError::ForeignCa(_))));
         {
-            let store = SledStore::open(&options(dir.path(), OpenMode::MustExist)).unwrap();
+            let store = reopen(&options(dir.path(), OpenMode::MustExist)).unwrap();
             store
                 .meta
                 .insert(META_SCHEMA_VERSION, &(SCHEMA_VERSION + 1).to_be_bytes())
                 .unwrap();
         }
         assert!(matches!(
-            SledStore::open(&options(dir.path(), OpenMode::MustExist)),
+            reopen(&options(dir.path(), OpenMode::MustExist)),
             Err(StoreError::SchemaTooNew { .. })
         ));
     }
