@@ -935,7 +935,7 @@ mod tests {
                 .unwrap();
             store.db.flush().unwrap();
         }
-        let store = SledStore::open(&options(dir.path(), OpenMode::MustExist)).unwrap();
+        let store = reopen(&options(dir.path(), OpenMode::MustExist)).unwrap();
         let serial = intent(&[1, 1]).serial;
         assert_eq!(
             store.certificates_from("g", "").await.unwrap(),
@@ -1092,7 +1092,7 @@ mod tests {
             ));
             assert_eq!(store.issuance_count().await.unwrap(), 1);
         }
-        let store = SledStore::open(&options(dir.path(), OpenMode::MustExist)).unwrap();
+        let store = reopen(&options(dir.path(), OpenMode::MustExist)).unwrap();
         let record = store
             .issuance(&Serial::from_bytes(vec![1, 2]).unwrap())
             .await
@@ -1129,7 +1129,7 @@ mod tests {
     async fn missing_unknown_and_foreign_stores_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            SledStore::open(&options(dir.path(), OpenMode::MustExist)),
+            reopen(&options(dir.path(), OpenMode::MustExist)),
             Err(StoreError::Missing(_))
         ));
         drop(SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap());
@@ -1168,7 +1168,7 @@ mod tests {
             }
         }
         assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-        let store = SledStore::open(&options(dir.path(), OpenMode::MustExist)).unwrap();
+        let store = reopen(&options(dir.path(), OpenMode::MustExist)).unwrap();
         let next = store.append_audit(&event(5)).await.unwrap();
         assert!(
             next > seqs[4],
