@@ -200,6 +200,11 @@ impl CertificateService {
         let prepared = self.engine.prepare(request.csr, &issuance, now)?;
         self.take_quotas(&authorized, now).await?;
         let certificate = self.engine.issue_prepared(prepared, now).await?;
+        metrics::counter!(
+            crate::observability::CERTIFICATES_ISSUED,
+            "key_type" => certificate.key.label()
+        )
+        .increment(1);
         let chain = if self.engine.ca_certificate().is_root() {
             Vec::new()
         } else {
@@ -252,6 +257,8 @@ impl CertificateService {
             )
             .await?;
         if taken == QuotaTake::Exhausted {
+            metrics::counter!(crate::observability::QUOTA_REJECTIONS, "quota" => "per_token")
+                .increment(1);
             return Err(CertificateError::QuotaExceeded {
                 what: "this access token has obtained all the certificates it may; get a new token",
                 retry_after_secs: seconds_until(token_end, now),
@@ -268,6 +275,11 @@ impl CertificateService {
             )
             .await?;
         if taken == QuotaTake::Exhausted {
+            metrics::counter!(
+                crate::observability::QUOTA_REJECTIONS,
+                "quota" => "per_subject_hour"
+            )
+            .increment(1);
             return Err(CertificateError::QuotaExceeded {
                 what: "this subject has obtained all the certificates it may this hour",
                 retry_after_secs: seconds_until(hour_end, now),

@@ -30,6 +30,7 @@ pub mod config;
 pub mod http;
 pub mod load;
 pub mod oauth;
+pub mod observability;
 pub mod pki;
 pub mod relying_party;
 pub mod secure_fs;

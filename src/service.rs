@@ -224,6 +224,7 @@ pub async fn serve(
         development,
         clock,
         render_trustroots(&files),
+        crate::observability::install(),
     );
     let app = build_app(
         state,

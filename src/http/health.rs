@@ -56,3 +56,39 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     };
     (status, Json(body)).into_response()
 }
+
+/// `GET /metrics`: Prometheus text format. Open to loopback peers (a local
+/// agent or `curl` on the host); from anywhere else the admin token is
+/// required, since counts of tokens, certificates and refusals describe the
+/// service's use.
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let admin = super::extract::bearer_token(&headers)
+        .ok()
+        .flatten()
+        .is_some_and(|token| state.inner.admin.verify(token));
+    if !peer.ip().is_loopback() && !admin {
+        return super::error::Problem::unauthorized(
+            "metrics are open to loopback peers; elsewhere send the admin token",
+        )
+        .into_response();
+    }
+    let Some(handle) = &state.inner.metrics else {
+        return super::error::error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "metrics are recorded by another server in this process",
+        );
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}

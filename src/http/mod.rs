@@ -56,6 +56,7 @@ struct AppInner {
     clock: Arc<dyn Clock>,
     trustroots: String,
     started: Instant,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -71,6 +72,7 @@ impl AppState {
         development: bool,
         clock: Arc<dyn Clock>,
         trustroots: String,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> Self {
         let certificates = CertificateService::new(
             Arc::clone(&tokens),
@@ -89,6 +91,7 @@ impl AppState {
                 clock,
                 trustroots,
                 started: Instant::now(),
+                metrics,
             }),
         }
     }
@@ -110,6 +113,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
         .route("/ca.pem", get(trust::ca_pem))
         .route("/trustroots/", get(trust::trustroots))
         .route("/token", post(token::token))
@@ -159,6 +163,10 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
+        // Innermost, where the route template (MatchedPath) is known; the
+        // 408 and 413 answered by the outer limit layers are not counted
+        // here.
+        .layer(middleware::from_fn(record_request))
         // Each `.layer` wraps everything above it: the last one is outermost.
         // The 408 and 413 of the timeout and body-limit layers are turned
         // into JSON errors first, then every response gets the security
@@ -205,6 +213,37 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
+    response
+}
+
+/// Counts the request and its latency under its route template (never the
+/// raw path: a client must not be able to mint new series).
+async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(
+        crate::observability::HTTP_REQUESTS,
+        "route" => route.clone(),
+        "method" => method,
+        "status" => status
+    )
+    .increment(1);
+    metrics::histogram!(crate::observability::HTTP_DURATION, "route" => route)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 

@@ -261,6 +261,11 @@ impl TokenService {
                 }),
             })
             .await?;
+        metrics::counter!(
+            crate::observability::TOKENS_ISSUED,
+            "grant_type" => "client_credentials"
+        )
+        .increment(1);
         Ok(TokenResponse {
             access_token: token,
             token_type: "Bearer",

@@ -85,6 +85,21 @@ pub enum KeyDescription {
     Ed25519,
 }
 
+impl KeyDescription {
+    /// A short, fixed label (`ecdsa-p256`, `rsa-3072`, …) for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            KeyDescription::Rsa { bits: 2048 } => "rsa-2048",
+            KeyDescription::Rsa { bits: 3072 } => "rsa-3072",
+            KeyDescription::Rsa { bits: 4096 } => "rsa-4096",
+            KeyDescription::Rsa { .. } => "rsa-other",
+            KeyDescription::EcdsaP256 => "ecdsa-p256",
+            KeyDescription::EcdsaP384 => "ecdsa-p384",
+            KeyDescription::Ed25519 => "ed25519",
+        }
+    }
+}
+
 impl fmt::Display for KeyDescription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

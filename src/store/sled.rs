@@ -763,10 +763,15 @@ impl GroupCommit {
                     let mut batch = vec![first];
                     batch.extend(receiver.try_iter());
                     previous_batch = batch.len();
+                    let started = std::time::Instant::now();
                     let result = db
                         .flush()
                         .map_err(|e| e.to_string())
                         .and_then(|_| log_file.sync_data().map_err(|e| e.to_string()));
+                    metrics::histogram!(crate::observability::STORE_FLUSH_DURATION)
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(crate::observability::STORE_FLUSH_BATCH)
+                        .record(batch.len() as f64);
                     thread_stats.flushes.fetch_add(1, Ordering::Relaxed);
                     thread_stats
                         .writes

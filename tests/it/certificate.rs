@@ -1315,3 +1315,43 @@ fn load_harness_smoke_every_workload_without_errors() {
             > 0.0
     );
 }
+
+/// `GET /metrics` (Prometheus text): requests by route template and
+/// status, tokens by grant type, certificates by key type, quota refusals,
+/// and the store's group commits; label values never come from the request.
+#[test]
+fn metrics_count_requests_tokens_certificates_and_flushes() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &work.path().join("data"),
+        &[("SLCS_CERTIFICATE_QUOTA_PER_TOKEN", "1")],
+    );
+    let (_, token) = service_token(&server, "svc");
+    assert_eq!(post_csr(&server, &token, "").status, 200);
+    assert_eq!(post_csr(&server, &token, "").status, 429);
+    assert_eq!(server.get("/no/such/path-1234").status, 404);
+
+    let metrics = server.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text();
+    for expected in [
+        r#"slcs_tokens_issued_total{grant_type="client_credentials"} 1"#,
+        r#"slcs_certificates_issued_total{key_type="ecdsa-p256"} 1"#,
+        r#"slcs_quota_rejections_total{quota="per_token"} 1"#,
+        r#"route="/certificate""#,
+        r#"status="429""#,
+        "slcs_store_flush_seconds_bucket",
+        "slcs_store_flush_batch_size_count",
+        "slcs_http_request_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+    assert!(text.contains(r#"route="unmatched""#));
+    assert!(!text.contains("path-1234"), "raw paths never become labels");
+}

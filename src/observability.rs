@@ -1,0 +1,68 @@
+//! Metrics in the Prometheus text format (`GET /metrics`), through the
+//! `metrics` facade and `metrics-exporter-prometheus`'s recorder. Code that
+//! counts something calls the `metrics` macros with the names below; this
+//! module installs the recorder once per process and renders it.
+//!
+//! Label values are always from small fixed sets (route templates, status
+//! codes, grant and key types), never request data, so a client cannot
+//! grow the number of series.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests by route template, method and status.
+pub const HTTP_REQUESTS: &str = "slcs_http_requests_total";
+/// Request latency by route template, seconds.
+pub const HTTP_DURATION: &str = "slcs_http_request_duration_seconds";
+/// Access tokens issued, by grant type.
+pub const TOKENS_ISSUED: &str = "slcs_tokens_issued_total";
+/// Certificates issued, by key type of the certified key.
+pub const CERTIFICATES_ISSUED: &str = "slcs_certificates_issued_total";
+/// Certificate requests refused by a quota, by quota.
+pub const QUOTA_REJECTIONS: &str = "slcs_quota_rejections_total";
+/// Time of one group commit (flush + fdatasync), seconds.
+pub const STORE_FLUSH_DURATION: &str = "slcs_store_flush_seconds";
+/// Writes made durable by one group commit.
+pub const STORE_FLUSH_BATCH: &str = "slcs_store_flush_batch_size";
+
+/// Installs the process-wide recorder and returns the handle that renders
+/// it; `None` if a recorder is installed already (a second server in one
+/// process, as in some tests), in which case metrics go to that one.
+pub fn install() -> Option<PrometheusHandle> {
+    let latency = [
+        0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    ];
+    let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &latency)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(STORE_FLUSH_DURATION.into()), &latency)
+        })
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(STORE_FLUSH_BATCH.into()), &batch))
+        .ok()?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok()?;
+    describe();
+    Some(handle)
+}
+
+fn describe() {
+    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency by route"
+    );
+    metrics::describe_counter!(TOKENS_ISSUED, "access tokens issued by grant type");
+    metrics::describe_counter!(
+        CERTIFICATES_ISSUED,
+        "certificates issued by key type of the certified key"
+    );
+    metrics::describe_counter!(QUOTA_REJECTIONS, "certificate requests refused by a quota");
+    metrics::describe_histogram!(
+        STORE_FLUSH_DURATION,
+        metrics::Unit::Seconds,
+        "duration of one group commit (flush and fdatasync)"
+    );
+    metrics::describe_histogram!(STORE_FLUSH_BATCH, "writes made durable by one group commit");
+}
