@@ -163,7 +163,13 @@ impl CertificateService {
         request: &CertificateRequest<'_>,
         now: OffsetDateTime,
     ) -> Result<Issued, CertificateError> {
-        let presenter = request.presenter.map(|p| p.client.id.as_str());
+        // Only a presenter that proved possession of a credential counts: a
+        // public client's bare `client_id` proves nothing (BRIEF §3: "client
+        // secret or mTLS").
+        let presenter = request
+            .presenter
+            .filter(|p| p.has_credentials())
+            .map(|p| p.client.id.as_str());
         let authorized = self
             .tokens
             .authorize_bearer(request.token, Resource::Certificate, presenter, now)

@@ -926,6 +926,21 @@ fn shared_tokens_need_an_authenticated_presenter_in_aud() {
         ),
     );
     assert_eq!(outsider.status, 401, "{}", outsider.text());
+    // A public client named in aud proves nothing with its bare client_id.
+    let public = json!({
+        "client": {"clientId": "broker-b", "name": "Public broker", "publicClient": true, "consentRequired": true},
+        "slcs": {"deviceFlowEnabled": true}
+    });
+    let (created, _) = register(&server, &public);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let bare = server.post(
+        "/certificate",
+        &[("Authorization", &bearer)],
+        FORM,
+        &format!("{form}&client_id=broker-b"),
+    );
+    assert_eq!(bare.status, 401, "{}", bare.text());
+    assert_eq!(bare.json()["error"], "invalid_token");
     // A party with a wrong secret.
     let wrong = server.post(
         "/certificate",
