@@ -15,6 +15,21 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
 
+/// Percent-encodes every byte but RFC 3986's unreserved characters: right
+/// for a form value (`application/x-www-form-urlencoded`), a path segment,
+/// and the parts of HTTP Basic credentials (RFC 6749 §2.3.1).
+pub fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// Why a request to the server failed before an HTTP answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -221,5 +236,17 @@ impl Connection {
             .to_bytes()
             .to_vec();
         Ok(Answer { status, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_characters() {
+        assert_eq!(percent_encode("svc-1.a_b~c"), "svc-1.a_b~c");
+        assert_eq!(percent_encode("a b+c/d:é"), "a%20b%2Bc%2Fd%3A%C3%A9");
+        assert_eq!(percent_encode("../x"), "..%2Fx");
     }
 }

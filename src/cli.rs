@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use time::OffsetDateTime;
 
+use crate::admin_client::percent_encode;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, CONFIG_ENV, CliOverrides, Config, LogFormat};
 use crate::pki::ca::InitReport;
@@ -456,7 +457,7 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
             server,
         } => {
             let api = remote(&cli, server)?;
-            let path = format!("/admin/grants/{}/revoke", path_segment(grant_id));
+            let path = format!("/admin/grants/{}/revoke", percent_encode(grant_id));
             runtime(Some(1))?.block_on(async {
                 let answer = api.admin("POST", &path, None).await?;
                 api.print(answer)
@@ -593,7 +594,7 @@ fn client_command<'a>(api: &'a Remote, action: &'a ClientAction) -> RemoteFuture
     Box::pin(async move {
         let status = |id: &str, status: &str, reason: &Option<String>| {
             (
-                format!("/rest/v1/oidc/clients/{}/status", path_segment(id)),
+                format!("/rest/v1/oidc/clients/{}/status", percent_encode(id)),
                 serde_json::json!({ "status": status, "reason": reason })
                     .to_string()
                     .into_bytes(),
@@ -623,7 +624,7 @@ fn client_command<'a>(api: &'a Remote, action: &'a ClientAction) -> RemoteFuture
             ClientAction::Show { id } => {
                 api.admin(
                     "GET",
-                    &format!("/rest/v1/oidc/clients/{}", path_segment(id)),
+                    &format!("/rest/v1/oidc/clients/{}", percent_encode(id)),
                     None,
                 )
                 .await?
@@ -637,7 +638,7 @@ fn client_command<'a>(api: &'a Remote, action: &'a ClientAction) -> RemoteFuture
                 api.admin("PUT", &path, Some(body)).await?
             }
             ClientAction::RotateSecret { id } => {
-                let path = format!("/rest/v1/oidc/clients/{}", path_segment(id));
+                let path = format!("/rest/v1/oidc/clients/{}", percent_encode(id));
                 let current = api.admin("GET", &path, None).await?;
                 if current.status != 200 {
                     return api.print(current);
@@ -776,18 +777,6 @@ fn client_secret(secret_file: Option<&Path>) -> Result<String, ServiceError> {
     Ok(secret.trim().to_owned())
 }
 
-/// `application/x-www-form-urlencoded` encoding of one value.
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 /// The client credentials grant with HTTP Basic (RFC 6749 §4.4, §2.3.1:
 /// id and secret are form-encoded before Basic).
 async fn client_credentials(
@@ -799,12 +788,12 @@ async fn client_credentials(
     let secret = client_secret(secret_file)?;
     let basic = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
-        format!("{}:{}", form_encode(client_id), form_encode(&secret)),
+        format!("{}:{}", percent_encode(client_id), percent_encode(&secret)),
     );
     let mut form = "grant_type=client_credentials".to_owned();
     if let Some(scope) = scope {
         form.push_str("&scope=");
-        form.push_str(&form_encode(scope));
+        form.push_str(&percent_encode(scope));
     }
     api.client
         .send(
@@ -822,12 +811,12 @@ fn cert_command<'a>(api: &'a Remote, action: &'a CertAction) -> RemoteFuture<'a>
         match action {
             CertAction::Revoke { serial, reason } => {
                 let body = serde_json::json!({ "reason": reason }).to_string();
-                let path = format!("/admin/certificates/{}/revoke", path_segment(serial));
+                let path = format!("/admin/certificates/{}/revoke", percent_encode(serial));
                 let answer = api.admin("POST", &path, Some(body.into_bytes())).await?;
                 api.print(answer)
             }
             CertAction::Status { serial } => {
-                let path = format!("/certificate/status/{}", path_segment(serial));
+                let path = format!("/certificate/status/{}", percent_encode(serial));
                 let answer = api.admin("GET", &path, None).await?;
                 api.print(answer)
             }
@@ -910,7 +899,7 @@ async fn cert_get(api: &Remote, request: &CertGet<'_>) -> Result<(), ServiceErro
         .serialize_request(&key)
         .and_then(|csr| csr.pem())
         .map_err(|e| refused("the certificate request".into(), e.to_string()))?;
-    let mut form = format!("certificate_request={}", form_encode(&csr));
+    let mut form = format!("certificate_request={}", percent_encode(&csr));
     if let Some(lifetime) = request.lifetime {
         form.push_str(&format!("&lifetime={lifetime}"));
     }
@@ -1016,20 +1005,6 @@ fn default_proxy_path() -> Result<PathBuf, ServiceError> {
         })?
         .uid();
     Ok(PathBuf::from(format!("/tmp/x509up_u{uid}")))
-}
-
-/// Percent-encodes a path segment (client ids are `[A-Za-z0-9._-]`, but a
-/// typo must not turn into another path).
-fn path_segment(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
-                char::from(b).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 fn print_report(report: &InitReport) {

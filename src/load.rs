@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::admin_client::{AdminClient, Answer, ClientError, Connection};
+use crate::admin_client::{AdminClient, Answer, ClientError, Connection, percent_encode};
 
 /// A named workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -331,7 +331,7 @@ impl Setup {
             "Basic {}",
             base64::Engine::encode(
                 &base64::engine::general_purpose::STANDARD,
-                format!("{client_id}:{secret}")
+                format!("{}:{}", percent_encode(&client_id), percent_encode(&secret))
             )
         );
         let mut connection = client.open().await?;
@@ -532,16 +532,7 @@ fn csr_pool(key: CsrKey, count: usize) -> Result<Vec<Vec<u8>>, LoadError> {
                 .serialize_request(&pair)
                 .and_then(|csr| csr.pem())
                 .map_err(|e| LoadError::Keys(e.to_string()))?;
-            let encoded: String = pem
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
-                        char::from(b).to_string()
-                    }
-                    other => format!("%{other:02X}"),
-                })
-                .collect();
-            Ok(format!("certificate_request={encoded}").into_bytes())
+            Ok(format!("certificate_request={}", percent_encode(&pem)).into_bytes())
         })
         .collect()
 }
