@@ -8,10 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{
-    CertificateRevocation, IssuanceIntent, IssuanceLog, IssuanceRecord, IssuanceState, Outcome,
-    RevokeOutcome, Serial, StoreError,
-};
+use super::{IssuanceIntent, IssuanceLog, IssuanceRecord, Outcome, Serial, StoreError};
 
 /// Issuance records held in a map.
 #[derive(Debug, Default)]
@@ -79,24 +76,6 @@ impl IssuanceLog for MemoryIssuanceLog {
 
     async fn issuance_count(&self) -> Result<u64, StoreError> {
         Ok(self.with_records(|records| records.len() as u64))
-    }
-
-    async fn revoke_certificate(
-        &self,
-        serial: &Serial,
-        revocation: &CertificateRevocation,
-    ) -> Result<RevokeOutcome, StoreError> {
-        Ok(self.with_records(|records| match records.get_mut(serial) {
-            Some(record) if record.state == IssuanceState::Issued => {
-                if record.revocation.is_some() {
-                    RevokeOutcome::AlreadyRevoked
-                } else {
-                    record.revocation = Some(revocation.clone());
-                    RevokeOutcome::Revoked
-                }
-            }
-            _ => RevokeOutcome::NotIssued,
-        }))
     }
 
     async fn certificates_from(

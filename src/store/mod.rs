@@ -360,14 +360,6 @@ pub trait IssuanceLog: Send + Sync {
     /// Looks a serial up.
     async fn issuance(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError>;
 
-    /// Revokes an issued certificate (the first revocation stands). Durable
-    /// on `Ok`.
-    async fn revoke_certificate(
-        &self,
-        serial: &Serial,
-        revocation: &CertificateRevocation,
-    ) -> Result<RevokeOutcome, StoreError>;
-
     /// Serials of the certificates issued from the grant `grant_id` or the
     /// token `token_id` (either may be empty to match nothing), for
     /// cascading revocation.
@@ -497,6 +489,18 @@ pub trait Store:
     /// Forces everything written so far to disk; used at shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
 
+    /// Revokes an issued certificate and appends `audit` in one atomic
+    /// write: a revocation is never stored without its audit record, nor
+    /// the record without the revocation. The first revocation stands
+    /// (nothing is written for an already revoked or unknown serial).
+    /// Durable on `Ok`.
+    async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        revocation: &CertificateRevocation,
+        audit: &AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError>;
+
     /// Drops entries that can no longer matter at `now`: quota windows that
     /// ended, revocations of tokens that expired more than `grace` ago, and
     /// single-use ids past their expiry plus `grace`. Returns how many.
@@ -517,7 +521,7 @@ pub async fn revoke_certificate(
     source: Option<String>,
     now: OffsetDateTime,
 ) -> Result<RevokeOutcome, StoreError> {
-    let outcome = store
+    store
         .revoke_certificate(
             serial,
             &CertificateRevocation {
@@ -525,21 +529,16 @@ pub async fn revoke_certificate(
                 reason: reason.to_owned(),
                 by: by.to_owned(),
             },
-        )
-        .await?;
-    if outcome == RevokeOutcome::Revoked {
-        store
-            .append_audit(&AuditEvent {
+            &AuditEvent {
                 at: now,
                 actor: by.to_owned(),
                 action: "certificate.revoke".into(),
                 target: serial.to_hex(),
                 source,
                 detail: serde_json::json!({ "reason": reason }),
-            })
-            .await?;
-    }
-    Ok(outcome)
+            },
+        )
+        .await
 }
 
 mod opt_base64 {

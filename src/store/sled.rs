@@ -354,37 +354,6 @@ impl IssuanceLog for SledStore {
         self.read_record(serial)
     }
 
-    async fn revoke_certificate(
-        &self,
-        serial: &Serial,
-        revocation: &CertificateRevocation,
-    ) -> Result<RevokeOutcome, StoreError> {
-        let key = serial.as_bytes();
-        loop {
-            let Some(current) = self.issuance.get(key).map_err(io)? else {
-                return Ok(RevokeOutcome::NotIssued);
-            };
-            let mut record = decode(&current, serial)?;
-            if record.state != IssuanceState::Issued {
-                return Ok(RevokeOutcome::NotIssued);
-            }
-            if record.revocation.is_some() {
-                return Ok(RevokeOutcome::AlreadyRevoked);
-            }
-            record.revocation = Some(revocation.clone());
-            let value = encode(&record)?;
-            if self
-                .issuance
-                .compare_and_swap(key, Some(current), Some(value))
-                .map_err(io)?
-                .is_ok()
-            {
-                self.durable().await?;
-                return Ok(RevokeOutcome::Revoked);
-            }
-        }
-    }
-
     async fn certificates_from(
         &self,
         grant_id: &str,
@@ -674,6 +643,50 @@ impl SledStore {
 
 #[async_trait]
 impl Store for SledStore {
+    async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        revocation: &CertificateRevocation,
+        audit: &AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError> {
+        use sled::Transactional as _;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        // A transaction on this rare path (sled's transactions are slow under
+        // contention, which is why issuance avoids them): the revocation and
+        // its audit record become visible, and durable, together or not at
+        // all.
+        let seq = self.db.generate_id().map_err(io)?.saturating_add(1);
+        let event = serde_json::to_vec(audit)
+            .map_err(|e| StoreError::Io(format!("cannot encode audit event: {e}")))?;
+        let key = serial.as_bytes();
+        let outcome: Result<RevokeOutcome, TransactionError<StoreError>> =
+            (&self.issuance, &self.audit).transaction(|(issuance, audit_log)| {
+                let abort = ConflictableTransactionError::Abort;
+                let Some(current) = issuance.get(key)? else {
+                    return Ok(RevokeOutcome::NotIssued);
+                };
+                let mut record = decode(&current, serial).map_err(abort)?;
+                if record.state != IssuanceState::Issued {
+                    return Ok(RevokeOutcome::NotIssued);
+                }
+                if record.revocation.is_some() {
+                    return Ok(RevokeOutcome::AlreadyRevoked);
+                }
+                record.revocation = Some(revocation.clone());
+                issuance.insert(key, encode(&record).map_err(abort)?)?;
+                audit_log.insert(&seq.to_be_bytes(), event.as_slice())?;
+                Ok(RevokeOutcome::Revoked)
+            });
+        let outcome = outcome.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => io(e),
+        })?;
+        if outcome == RevokeOutcome::Revoked {
+            self.durable().await?;
+        }
+        Ok(outcome)
+    }
+
     async fn purge_expired(
         &self,
         now: OffsetDateTime,
@@ -958,34 +971,57 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(store.health().await.schema_version, SCHEMA_VERSION);
-        // Revocation: once, then the first one stands.
-        let revocation = CertificateRevocation {
-            at,
-            reason: "test".into(),
-            by: "admin".into(),
+        // Revocation: once, then the first one stands; audited once.
+        let revoke = |serial: Serial| {
+            let store = &store;
+            async move {
+                crate::store::revoke_certificate(store, &serial, "test", "admin", None, at).await
+            }
         };
         assert_eq!(
-            store
-                .revoke_certificate(&serial, &revocation)
-                .await
-                .unwrap(),
+            revoke(serial.clone()).await.unwrap(),
             RevokeOutcome::Revoked
         );
         assert_eq!(
-            store
-                .revoke_certificate(&serial, &revocation)
-                .await
-                .unwrap(),
+            revoke(serial.clone()).await.unwrap(),
             RevokeOutcome::AlreadyRevoked
         );
         let unknown = Serial::from_bytes(vec![7]).unwrap();
-        assert_eq!(
-            store
-                .revoke_certificate(&unknown, &revocation)
-                .await
-                .unwrap(),
-            RevokeOutcome::NotIssued
-        );
+        assert_eq!(revoke(unknown).await.unwrap(), RevokeOutcome::NotIssued);
+        let audited = store.audit_events(0, 10).await.unwrap();
+        assert_eq!(audited.len(), 1, "one revocation, one audit record");
+        assert_eq!(audited[0].event.action, "certificate.revoke");
+    }
+
+    /// A revocation is stored together with its audit record or not at all:
+    /// when the commit fails, neither may be left behind alone.
+    #[tokio::test]
+    async fn a_revocation_is_never_stored_without_its_audit_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = datetime!(2026-11-23 12:00:00 UTC);
+        let mut store = SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap();
+        let serial = intent(&[4, 4]).serial;
+        store.record_intent(&intent(&[4, 4])).await.unwrap();
+        store.record_issued(&serial, b"der", at).await.unwrap();
+        // The commit thread stops: every durable wait now fails.
+        store.commit.stop();
+        let result =
+            crate::store::revoke_certificate(&store, &serial, "test", "admin", None, at).await;
+        assert!(result.is_err(), "the caller is told it failed");
+        let revoked = store
+            .issuance(&serial)
+            .await
+            .unwrap()
+            .unwrap()
+            .revocation
+            .is_some();
+        let audited = store
+            .audit_events(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.event.action == "certificate.revoke");
+        assert_eq!(revoked, audited, "revoked {revoked}, audited {audited}");
     }
 
     #[tokio::test]
