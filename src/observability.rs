@@ -46,6 +46,23 @@ pub fn install() -> Option<PrometheusHandle> {
     Some(handle)
 }
 
+/// How often pending histogram samples are folded into their buckets.
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds pending histogram samples into their buckets every
+/// [`UPKEEP_INTERVAL`]. The recorder built here (without the exporter's own
+/// HTTP listener) keeps every histogram sample until upkeep runs, so
+/// without this task memory would grow with each request between scrapes.
+pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}
+
 fn describe() {
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
     metrics::describe_histogram!(

@@ -206,6 +206,8 @@ pub async fn serve(
         Arc::clone(&store),
         clock.now(),
     )?);
+    let metrics = crate::observability::install();
+    let upkeep = metrics.clone().map(crate::observability::spawn_upkeep);
     let maintenance =
         spawn_maintenance(Arc::clone(&tokens), Arc::clone(&store), Arc::clone(&clock));
     let admin = AdminToken::load(&config.admin_token_path())?;
@@ -224,7 +226,7 @@ pub async fn serve(
         development,
         clock,
         render_trustroots(&files),
-        crate::observability::install(),
+        metrics.clone(),
     );
     let app = build_app(
         state,
@@ -252,6 +254,9 @@ pub async fn serve(
     on_ready(local);
     serve_http(listener, app, tls, &config.server, shutdown_signal()).await;
     maintenance.abort();
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
 
     // In-flight requests are done (or cut at the grace period): make sure
     // everything written is on disk before the process exits.
