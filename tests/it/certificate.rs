@@ -84,16 +84,17 @@ fn verify_with_openssl(server: &Server, pem: &str) -> String {
         "openssl verify: {}",
         String::from_utf8_lossy(&verify.stdout)
     );
-    let subject = openssl_output(&[
-        "x509",
-        "-noout",
-        "-subject",
-        "-nameopt",
-        "RFC2253",
-        "-in",
-        cert.to_str().unwrap(),
-    ]);
-    String::from_utf8(subject.stdout).unwrap()
+    subject_of(pem)
+}
+
+/// `slcs inspect --json` of a PEM certificate.
+fn inspect_json(pem: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cert.pem");
+    std::fs::write(&path, pem).unwrap();
+    let inspected = crate::run_slcs(&["inspect", "--json", path.to_str().unwrap()], &[]);
+    assert!(inspected.status.success());
+    serde_json::from_slice(&inspected.stdout).unwrap()
 }
 
 #[test]
@@ -119,12 +120,7 @@ fn service_account_certificate_in_pem_json_and_pkcs10() {
     assert!(!subject.contains("root"), "{subject}");
 
     // The provenance names the service account, its grant and this token.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cert.pem");
-    std::fs::write(&path, &pem).unwrap();
-    let inspected = crate::run_slcs(&["inspect", "--json", path.to_str().unwrap()], &[]);
-    assert!(inspected.status.success());
-    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let inspected = inspect_json(&pem);
     let provenance = &inspected["provenance"];
     assert_eq!(provenance["subject"], "service:openeo-batch", "{inspected}");
     let steps = provenance["steps"].as_array().unwrap();
@@ -963,11 +959,7 @@ fn shared_tokens_need_an_authenticated_presenter_in_aud() {
         ),
     );
     assert_eq!(party.status, 200, "{}", party.text());
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cert.pem");
-    std::fs::write(&path, party.text()).unwrap();
-    let inspected = crate::run_slcs(&["inspect", "--json", path.to_str().unwrap()], &[]);
-    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let inspected = inspect_json(&party.text());
     let steps = inspected["provenance"]["steps"].as_array().unwrap().clone();
     assert_eq!(steps[0]["client_id"], "wps");
     assert_eq!(steps[1]["client_id"], "broker-a");

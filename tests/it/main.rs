@@ -360,16 +360,8 @@ pub fn rand_tag() -> String {
     hex::encode(bytes)
 }
 
-/// `application/x-www-form-urlencoded` encoding of one value.
+/// `application/x-www-form-urlencoded` encoding of one value (the CLI's
+/// encoder: every byte but RFC 3986's unreserved characters escaped).
 pub fn form_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                char::from(b).to_string()
-            }
-            b' ' => "+".to_owned(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    slcs::admin_client::percent_encode(value)
 }
