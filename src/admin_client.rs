@@ -19,15 +19,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 /// for a form value (`application/x-www-form-urlencoded`), a path segment,
 /// and the parts of HTTP Basic credentials (RFC 6749 §2.3.1).
 pub fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    crate::http::form::encode(value)
 }
 
 /// Why a request to the server failed before an HTTP answer.

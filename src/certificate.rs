@@ -22,6 +22,7 @@ use crate::pki::issuer::{IssuanceEngine, IssuanceRequest, IssueError, IssuedCert
 use crate::pki::profile::NotAfterLimit;
 use crate::pki::provenance::{DelegationProvenance, DelegationStep};
 use crate::store::{IssuanceRecord, QuotaTake, RevokeOutcome, Serial, Store, StoreError};
+use crate::users::User;
 
 /// Longest lifetime a request may name. Above it the value is not a
 /// short-lived credential at all (the IGTF threshold for short-lived
@@ -174,7 +175,15 @@ impl CertificateService {
             .tokens
             .authorize_bearer(request.token, Resource::Certificate, presenter, now)
             .await?;
-        let identity = identity(&authorized, self.tokens.config().issuer.as_str())?;
+        let person = match authorized.claims.subject_type {
+            SubjectType::User => Some(self.live_person(&authorized, now).await?),
+            SubjectType::Service => None,
+        };
+        let identity = identity(
+            &authorized,
+            person.as_ref(),
+            self.tokens.config().issuer.as_str(),
+        )?;
         if let Some(lifetime) = request.lifetime_secs
             && lifetime > MAX_REQUESTABLE_LIFETIME_SECS
         {
@@ -317,11 +326,50 @@ impl CertificateService {
     }
 }
 
+impl CertificateService {
+    /// The person a user token names, if their account is enabled, the
+    /// token's client still admits them, and the approval it was issued
+    /// under is live (a revoked approval has revoked the grant already;
+    /// this also catches an approval that simply expired).
+    async fn live_person(
+        &self,
+        authorized: &AuthorizedToken,
+        now: OffsetDateTime,
+    ) -> Result<User, CertificateError> {
+        let claims = &authorized.claims;
+        let user = self
+            .tokens
+            .users()
+            .user(&claims.sub)
+            .await?
+            .ok_or(CertificateError::Forbidden(
+                "the person this token names has no account here",
+            ))?;
+        crate::oauth::user_grants::user_may_use(&authorized.client, &user)
+            .map_err(CertificateError::Forbidden)?;
+        if let Some(approval_id) = &claims.approval_id {
+            let live = self
+                .store
+                .approval(approval_id)
+                .await?
+                .is_some_and(|a| a.is_live(now) && a.sub == claims.sub);
+            if !live {
+                return Err(CertificateError::Forbidden(
+                    "the person's approval this token was issued under has been revoked or has expired",
+                ));
+            }
+        }
+        Ok(user)
+    }
+}
+
 /// Who the certificate names. A service-account token names its own client
 /// and nothing else: its subject must be `service:<client_id>` of the very
-/// client it was issued to (ATTACKS RS-04, RFC 9700 §4.15).
+/// client it was issued to (ATTACKS RS-04, RFC 9700 §4.15). A person's
+/// token names that person, with the display name of their account.
 fn identity(
     authorized: &AuthorizedToken,
+    person: Option<&User>,
     issuer: &str,
 ) -> Result<CertificateIdentity, CertificateError> {
     let claims = &authorized.claims;
@@ -345,9 +393,9 @@ fn identity(
             Ok(CertificateIdentity::Person {
                 issuer: issuer.to_owned(),
                 subject: claims.sub.clone(),
-                // Display names come with user accounts; the DN's hashed
-                // suffix alone already identifies the person.
-                display_name: String::new(),
+                // The DN's hashed suffix alone identifies the person; the
+                // display name makes it readable.
+                display_name: person.map(|p| p.display_name.clone()).unwrap_or_default(),
             })
         }
     }
@@ -377,7 +425,7 @@ fn provenance(
             .client_auth
             .clone()
             .unwrap_or_else(|| "unknown".to_owned()),
-        approval_id: None,
+        approval_id: claims.approval_id.clone(),
     };
     let presentation = DelegationStep {
         client_id: authorized.presenter_id.clone(),
@@ -397,8 +445,11 @@ fn provenance(
     DelegationProvenance {
         issuer: claims.iss.clone(),
         subject: claims.sub.clone(),
-        auth_time: issued_at,
-        auth_context: None,
+        auth_time: claims
+            .auth_time
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+            .unwrap_or(issued_at),
+        auth_context: claims.acr.clone(),
         grant_id: claims.grant_id.clone(),
         steps: vec![root, presentation],
         token_id: claims.jti.clone(),

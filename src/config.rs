@@ -193,6 +193,78 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Age at which the current signing key is replaced by the pre-published next one.",
     },
     KeyDoc {
+        path: "oauth.refresh_token_lifetime_secs",
+        kind: KeyKind::Int,
+        default: "2592000",
+        doc: "Absolute lifetime of a grant's refresh tokens (3600 to 31536000 seconds): rotation never extends it, and it never outlives the approval.",
+    },
+    KeyDoc {
+        path: "oauth.refresh_reuse_grace_secs",
+        kind: KeyKind::Int,
+        default: "0",
+        doc: "Seconds (0 to 60) during which a just-rotated refresh token may be presented again, if its successor was never used, to recover a lost response; 0 turns the grace off, so any reuse revokes the grant.",
+    },
+    KeyDoc {
+        path: "oauth.device_code_lifetime_secs",
+        kind: KeyKind::Int,
+        default: "600",
+        doc: "Lifetime of a device authorization (RFC 8628), 60 to 1800 seconds.",
+    },
+    KeyDoc {
+        path: "oauth.device_poll_interval_secs",
+        kind: KeyKind::Int,
+        default: "5",
+        doc: "Minimum seconds between a device's polls (1 to 60); faster polls get slow_down.",
+    },
+    KeyDoc {
+        path: "users.argon2_memory_kib",
+        kind: KeyKind::Int,
+        default: "19456",
+        doc: "argon2id memory cost of new password hashes, in KiB (8 to 4194304).",
+    },
+    KeyDoc {
+        path: "users.argon2_iterations",
+        kind: KeyKind::Int,
+        default: "2",
+        doc: "argon2id passes (1 to 64).",
+    },
+    KeyDoc {
+        path: "users.argon2_parallelism",
+        kind: KeyKind::Int,
+        default: "1",
+        doc: "argon2id lanes (1 to 16).",
+    },
+    KeyDoc {
+        path: "users.session_lifetime_secs",
+        kind: KeyKind::Int,
+        default: "28800",
+        doc: "Absolute lifetime of a browser session after sign-in (300 to 604800 seconds).",
+    },
+    KeyDoc {
+        path: "users.login_free_failures_per_account",
+        kind: KeyKind::Int,
+        default: "5",
+        doc: "Failed sign-ins for one username before exponential back-off starts (1 to 100).",
+    },
+    KeyDoc {
+        path: "users.login_free_failures_per_address",
+        kind: KeyKind::Int,
+        default: "20",
+        doc: "Failed sign-ins from one client address before exponential back-off starts (1 to 10000).",
+    },
+    KeyDoc {
+        path: "delegation.approval_lifetime_days",
+        kind: KeyKind::Int,
+        default: "90",
+        doc: "How long a person's stored approval of a client lasts (1 to 730 days).",
+    },
+    KeyDoc {
+        path: "delegation.max_depth",
+        kind: KeyKind::Int,
+        default: "3",
+        doc: "Longest delegation chain below the approved client that an approval allows (0 to 8).",
+    },
+    KeyDoc {
         path: "certificate.quota_per_token",
         kind: KeyKind::Int,
         default: "100",
@@ -315,6 +387,32 @@ pub struct Config {
     pub oauth: OAuthConfig,
     /// The certificate endpoint.
     pub certificate: CertificateConfig,
+    /// Local accounts and browser sessions.
+    pub users: UsersConfig,
+    /// Stored approvals.
+    pub delegation: DelegationConfig,
+}
+
+/// Validated `[users]` settings.
+#[derive(Clone, Copy, Debug)]
+pub struct UsersConfig {
+    /// argon2id cost of new password hashes.
+    pub password: crate::users::PasswordParams,
+    /// Absolute session lifetime.
+    pub session_lifetime: Duration,
+    /// Failures per username before back-off.
+    pub login_free_failures_per_account: u32,
+    /// Failures per client address before back-off.
+    pub login_free_failures_per_address: u32,
+}
+
+/// Validated `[delegation]` settings.
+#[derive(Clone, Copy, Debug)]
+pub struct DelegationConfig {
+    /// Lifetime of a stored approval.
+    pub approval_lifetime: Duration,
+    /// Longest delegation chain below the approved client.
+    pub max_depth: u32,
 }
 
 /// Validated `[certificate]` settings.
@@ -339,6 +437,14 @@ pub struct OAuthConfig {
     pub signing_alg: String,
     /// Signing-key rotation period.
     pub key_rotation: Duration,
+    /// Absolute lifetime of a grant's refresh tokens.
+    pub refresh_token_lifetime: Duration,
+    /// Grace for presenting a just-rotated refresh token again (0: none).
+    pub refresh_reuse_grace: Duration,
+    /// Lifetime of a device authorization.
+    pub device_code_lifetime: Duration,
+    /// Minimum seconds between device polls.
+    pub device_poll_interval: Duration,
 }
 
 /// Validated `[server]` settings.
@@ -565,6 +671,105 @@ struct FileConfig {
     log: FileLog,
     oauth: FileOAuth,
     certificate: FileCertificate,
+    users: FileUsers,
+    delegation: FileDelegation,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileUsers {
+    argon2_memory_kib: u64,
+    argon2_iterations: u64,
+    argon2_parallelism: u64,
+    session_lifetime_secs: u64,
+    login_free_failures_per_account: u64,
+    login_free_failures_per_address: u64,
+}
+
+impl Default for FileUsers {
+    fn default() -> Self {
+        Self {
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            session_lifetime_secs: 8 * 3600,
+            login_free_failures_per_account: 5,
+            login_free_failures_per_address: 20,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileDelegation {
+    approval_lifetime_days: u64,
+    max_depth: u64,
+}
+
+impl Default for FileDelegation {
+    fn default() -> Self {
+        Self {
+            approval_lifetime_days: 90,
+            max_depth: 3,
+        }
+    }
+}
+
+impl FileUsers {
+    fn validate(self) -> Result<UsersConfig, ConfigError> {
+        let small = |key, value, min, max| {
+            bounded(key, value, min, max).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+        };
+        let password = crate::users::PasswordParams {
+            memory_kib: small("users.argon2_memory_kib", self.argon2_memory_kib, 8, 4 << 20)?,
+            iterations: small("users.argon2_iterations", self.argon2_iterations, 1, 64)?,
+            parallelism: small("users.argon2_parallelism", self.argon2_parallelism, 1, 16)?,
+        };
+        if password.memory_kib < 8 * password.parallelism {
+            return Err(ConfigError::Invalid {
+                key: "users.argon2_memory_kib",
+                message: "must be at least 8 KiB per lane (RFC 9106 §3.1)".into(),
+            });
+        }
+        Ok(UsersConfig {
+            password,
+            session_lifetime: Duration::from_secs(bounded(
+                "users.session_lifetime_secs",
+                self.session_lifetime_secs,
+                300,
+                7 * 86_400,
+            )? as u64),
+            login_free_failures_per_account: small(
+                "users.login_free_failures_per_account",
+                self.login_free_failures_per_account,
+                1,
+                100,
+            )?,
+            login_free_failures_per_address: small(
+                "users.login_free_failures_per_address",
+                self.login_free_failures_per_address,
+                1,
+                10_000,
+            )?,
+        })
+    }
+}
+
+impl FileDelegation {
+    fn validate(self) -> Result<DelegationConfig, ConfigError> {
+        Ok(DelegationConfig {
+            approval_lifetime: Duration::from_secs(
+                bounded(
+                    "delegation.approval_lifetime_days",
+                    self.approval_lifetime_days,
+                    1,
+                    730,
+                )? as u64
+                    * 86_400,
+            ),
+            max_depth: bounded("delegation.max_depth", self.max_depth, 0, 8)? as u32,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -591,6 +796,10 @@ struct FileOAuth {
     access_token_lifetime_secs: u64,
     signing_alg: String,
     key_rotation_days: u64,
+    refresh_token_lifetime_secs: u64,
+    refresh_reuse_grace_secs: u64,
+    device_code_lifetime_secs: u64,
+    device_poll_interval_secs: u64,
 }
 
 impl Default for FileOAuth {
@@ -601,6 +810,10 @@ impl Default for FileOAuth {
             access_token_lifetime_secs: 900,
             signing_alg: "ES256".into(),
             key_rotation_days: 30,
+            refresh_token_lifetime_secs: 30 * 86_400,
+            refresh_reuse_grace_secs: 0,
+            device_code_lifetime_secs: 600,
+            device_poll_interval_secs: 5,
         }
     }
 }
@@ -730,6 +943,30 @@ impl FileOAuth {
             access_token_lifetime: Duration::from_secs(lifetime),
             signing_alg: self.signing_alg,
             key_rotation: Duration::from_secs(self.key_rotation_days * 86_400),
+            refresh_token_lifetime: Duration::from_secs(bounded(
+                "oauth.refresh_token_lifetime_secs",
+                self.refresh_token_lifetime_secs,
+                3600,
+                365 * 86_400,
+            )? as u64),
+            refresh_reuse_grace: Duration::from_secs(bounded(
+                "oauth.refresh_reuse_grace_secs",
+                self.refresh_reuse_grace_secs,
+                0,
+                60,
+            )? as u64),
+            device_code_lifetime: Duration::from_secs(bounded(
+                "oauth.device_code_lifetime_secs",
+                self.device_code_lifetime_secs,
+                60,
+                1800,
+            )? as u64),
+            device_poll_interval: Duration::from_secs(bounded(
+                "oauth.device_poll_interval_secs",
+                self.device_poll_interval_secs,
+                1,
+                60,
+            )? as u64),
         })
     }
 }
@@ -933,6 +1170,8 @@ impl FileConfig {
                 1_000_000,
             )? as u64,
         };
+        let users = self.users.validate()?;
+        let delegation = self.delegation.validate()?;
         Ok(Config {
             data_dir,
             server,
@@ -944,6 +1183,8 @@ impl FileConfig {
             },
             oauth,
             certificate,
+            users,
+            delegation,
         })
     }
 }

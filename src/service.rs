@@ -46,6 +46,9 @@ pub enum ServiceError {
     /// The token service could not start (signing keys, pepper).
     #[error(transparent)]
     Tokens(#[from] TokenServiceError),
+    /// Local accounts could not be set up.
+    #[error("user accounts: {0}")]
+    Users(String),
     /// The admin token file is unusable.
     #[error(transparent)]
     AdminToken(#[from] AdminTokenError),
@@ -201,9 +204,14 @@ pub async fn serve(
     )?;
     let files = trust_root_files(opened.engine.ca_certificate(), &config.ca.profile.subject)?;
     let store: Arc<dyn Store> = Arc::clone(&opened.store) as Arc<dyn Store>;
+    let users = Arc::new(
+        crate::users::LocalUsers::new(Arc::clone(&store), config.users.password)
+            .map_err(|e| ServiceError::Users(e.to_string()))?,
+    );
     let tokens = Arc::new(TokenService::start(
         config,
         Arc::clone(&store),
+        Arc::clone(&users) as Arc<dyn crate::users::UserSource>,
         clock.now(),
     )?);
     let metrics = crate::observability::install();
@@ -227,6 +235,10 @@ pub async fn serve(
         clock,
         render_trustroots(&files),
         metrics.clone(),
+        crate::http::PeopleSetup {
+            users,
+            config: config.users,
+        },
     );
     let app = build_app(
         state,

@@ -150,3 +150,147 @@ pub(super) async fn revoke_grant(
     }))
     .into_response())
 }
+
+/// An account as the admin API shows it (never the password hash).
+#[derive(serde::Serialize)]
+struct UserView {
+    sub: String,
+    username: String,
+    display_name: String,
+    email: Option<String>,
+    organisation: Option<String>,
+    groups: Vec<String>,
+    units: Vec<String>,
+    guest: bool,
+    disabled: bool,
+    has_password: bool,
+    created_at: i64,
+}
+
+impl From<crate::users::User> for UserView {
+    fn from(user: crate::users::User) -> Self {
+        Self {
+            has_password: user.password_hash.is_some(),
+            sub: user.sub,
+            username: user.username,
+            display_name: user.display_name,
+            email: user.email,
+            organisation: user.organisation,
+            groups: user.groups.into_iter().collect(),
+            units: user.units.into_iter().collect(),
+            guest: user.guest,
+            disabled: user.disabled,
+            created_at: user.created_at.unix_timestamp(),
+        }
+    }
+}
+
+fn user_problem(error: crate::users::UserError) -> Problem {
+    use crate::users::UserError;
+    match error {
+        UserError::Invalid(m) => Problem::bad_request("invalid_request", m),
+        UserError::NotFound(_) => Problem::not_found(error.to_string()),
+        UserError::Exists(_) => Problem::conflict(error.to_string()),
+        UserError::Internal(m) => Problem::internal(m),
+        UserError::Store(e) => Problem::unavailable(e),
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request("invalid_request", format!("invalid JSON body: {e}")))
+}
+
+/// `POST /admin/users`: creates a local account.
+pub(super) async fn create_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    require_admin(&state, &headers)?;
+    let new: crate::users::NewUser = json_body(&body)?;
+    let now = state.inner.clock.now();
+    let user = state
+        .inner
+        .users
+        .create(new, "admin", now)
+        .await
+        .map_err(user_problem)?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(UserView::from(user)),
+    )
+        .into_response())
+}
+
+/// `GET /admin/users`.
+pub(super) async fn list_users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    require_admin(&state, &headers)?;
+    let users = state.inner.users.list().await.map_err(Problem::unavailable)?;
+    let views: Vec<UserView> = users.into_iter().map(UserView::from).collect();
+    Ok(Json(views).into_response())
+}
+
+async fn set_disabled(
+    state: &AppState,
+    headers: &HeaderMap,
+    username: &str,
+    disabled: bool,
+) -> Result<Response, Problem> {
+    require_admin(state, headers)?;
+    let now = state.inner.clock.now();
+    let user = state
+        .inner
+        .users
+        .set_disabled(username, disabled, "admin", now)
+        .await
+        .map_err(user_problem)?;
+    Ok(Json(UserView::from(user)).into_response())
+}
+
+/// `POST /admin/users/{username}/disable`: the account can no longer sign
+/// in, and every grant it made stops yielding tokens and certificates.
+pub(super) async fn disable_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(username): axum::extract::Path<String>,
+) -> Result<Response, Problem> {
+    set_disabled(&state, &headers, &username, true).await
+}
+
+/// `POST /admin/users/{username}/enable`.
+pub(super) async fn enable_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(username): axum::extract::Path<String>,
+) -> Result<Response, Problem> {
+    set_disabled(&state, &headers, &username, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: String,
+}
+
+/// `PUT /admin/users/{username}/password`.
+pub(super) async fn set_password(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(username): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    require_admin(&state, &headers)?;
+    let PasswordBody { password } = json_body(&body)?;
+    let now = state.inner.clock.now();
+    let user = state
+        .inner
+        .users
+        .set_password(&username, password, "admin", now)
+        .await
+        .map_err(user_problem)?;
+    Ok(Json(UserView::from(user)).into_response())
+}

@@ -259,6 +259,24 @@ impl From<crate::oauth::GrantError> for OAuthError {
             GrantError::UnauthorizedClient(m) => Self::unauthorized_client(m),
             GrantError::InvalidScope(m) => Self::invalid_scope(m),
             GrantError::InvalidTarget(m) => Self::invalid_target(m),
+            GrantError::InvalidGrant(m) => Self::invalid_grant(m),
+            GrantError::InvalidRequest(m) => Self::invalid_request(m),
+            GrantError::AuthorizationPending => Self::new(
+                StatusCode::BAD_REQUEST,
+                "authorization_pending",
+                "the person has not approved or denied the request yet",
+            ),
+            GrantError::SlowDown(interval) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "slow_down",
+                format!("polling too fast; wait {interval} seconds between requests"),
+            ),
+            GrantError::AccessDenied(m) => Self::new(StatusCode::BAD_REQUEST, "access_denied", m),
+            GrantError::ExpiredToken => Self::new(
+                StatusCode::BAD_REQUEST,
+                "expired_token",
+                "the device code has expired; start the device flow again",
+            ),
             GrantError::Signing(e) => Self::server_error(e),
             GrantError::Store(e) => Self::unavailable(e),
         }
@@ -318,6 +336,11 @@ impl Problem {
     /// 404.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::with(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// 409.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::with(StatusCode::CONFLICT, "conflict", detail)
     }
 
     /// 500; the detail goes to the log only.
@@ -630,5 +653,96 @@ impl IntoResponse for CertificateFailure {
             headers.insert(header::RETRY_AFTER, value);
         }
         response
+    }
+}
+
+/// Why a page (sign-in, consent, device, account) cannot be shown: an HTML
+/// page that says what went wrong and what to do, never a stack trace.
+#[derive(Debug)]
+pub enum PageError {
+    /// 400: a malformed or impossible request.
+    BadRequest(String),
+    /// 403: a form without a valid CSRF token, or a decision for a request
+    /// this browser does not own (ATTACKS WEB-01).
+    Forbidden(String),
+    /// 429: too many attempts; try again after `retry_after` seconds.
+    TooMany {
+        /// What to tell the person.
+        message: String,
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// 503: the store failed; the detail goes to the log.
+    Unavailable(String),
+}
+
+impl From<crate::store::StoreError> for PageError {
+    fn from(error: crate::store::StoreError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        use super::pages::message_page;
+        match self {
+            Self::BadRequest(message) => message_page(
+                StatusCode::BAD_REQUEST,
+                "This request cannot be completed",
+                &message,
+                &[],
+                None,
+            ),
+            Self::Forbidden(message) => message_page(
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                &message,
+                &[],
+                Some(("/account", "Go to your account")),
+            ),
+            Self::TooMany {
+                message,
+                retry_after,
+            } => {
+                let mut response = message_page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many attempts",
+                    &message,
+                    &[],
+                    None,
+                );
+                if let Ok(value) = header::HeaderValue::from_str(&retry_after.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
+            }
+            Self::Unavailable(detail) => {
+                tracing::error!(%detail, "store unavailable");
+                let mut response = message_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Temporarily unavailable",
+                    "The service cannot store data right now. Try again in a minute.",
+                    &[],
+                    None,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                response
+            }
+        }
+    }
+}
+
+impl From<crate::oauth::authorize::AuthorizeError> for PageError {
+    fn from(error: crate::oauth::authorize::AuthorizeError) -> Self {
+        use crate::oauth::authorize::AuthorizeError;
+        match error {
+            AuthorizeError::Page(message) => Self::BadRequest(message),
+            AuthorizeError::Store(e) => Self::Unavailable(e.to_string()),
+            // Redirects are answered by the handler; reaching here means a
+            // handler forgot, and the safe answer is a page.
+            AuthorizeError::Redirect { description, .. } => Self::BadRequest(description),
+        }
     }
 }

@@ -65,6 +65,14 @@ impl OAuthForm {
         Ok(Self { params })
     }
 
+    /// Every parameter with a non-empty value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.params
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
     /// The value of `name`, if present and non-empty.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.params
@@ -73,6 +81,20 @@ impl OAuthForm {
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
     }
+}
+
+/// Percent-encodes every byte outside RFC 3986's unreserved set, for a
+/// query or form component.
+pub fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// Decodes one form component: `+` is a space, `%XX` a byte.

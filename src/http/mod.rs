@@ -20,11 +20,13 @@ use tower_http::trace::TraceLayer;
 
 use crate::certificate::CertificateService;
 use crate::clock::Clock;
-use crate::config::CertificateConfig;
+use crate::config::{CertificateConfig, UsersConfig};
 use crate::oauth::TokenService;
 use crate::oauth::admin::AdminToken;
 use crate::pki::issuer::IssuanceEngine;
 use crate::store::Store;
+use crate::users::session::Sessions;
+use crate::users::{LocalUsers, LoginThrottle};
 
 mod admin;
 mod certificate;
@@ -35,10 +37,12 @@ pub mod form;
 mod health;
 mod introspect;
 mod metadata;
+pub mod pages;
 mod revoke;
 pub mod server;
 mod token;
 mod trust;
+mod userinfo;
 
 /// Everything handlers may use.
 #[derive(Clone)]
@@ -57,6 +61,19 @@ struct AppInner {
     trustroots: String,
     started: Instant,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    users: Arc<LocalUsers>,
+    sessions: Sessions,
+    login_throttle: LoginThrottle,
+    device_throttle: LoginThrottle,
+}
+
+/// The people side of the application state.
+#[derive(Debug)]
+pub struct PeopleSetup {
+    /// Local accounts.
+    pub users: Arc<LocalUsers>,
+    /// Their settings.
+    pub config: UsersConfig,
 }
 
 impl AppState {
@@ -73,7 +90,14 @@ impl AppState {
         clock: Arc<dyn Clock>,
         trustroots: String,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        people: PeopleSetup,
     ) -> Self {
+        let sessions = Sessions::new(
+            Arc::clone(&store),
+            tokens.pepper().clone(),
+            time::Duration::try_from(people.config.session_lifetime)
+                .unwrap_or(time::Duration::hours(8)),
+        );
         let certificates = CertificateService::new(
             Arc::clone(&tokens),
             Arc::clone(&engine),
@@ -92,6 +116,15 @@ impl AppState {
                 trustroots,
                 started: Instant::now(),
                 metrics,
+                users: people.users,
+                sessions,
+                login_throttle: LoginThrottle::new(
+                    people.config.login_free_failures_per_account,
+                    people.config.login_free_failures_per_address,
+                ),
+                // Wrong user codes: 5 per code and 10 per address before
+                // back-off (RFC 8628 §5.1).
+                device_throttle: LoginThrottle::new(5, 10),
             }),
         }
     }
@@ -117,6 +150,25 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         .route("/ca.pem", get(trust::ca_pem))
         .route("/trustroots/", get(trust::trustroots))
         .route("/token", post(token::token))
+        .route("/device_authorization", post(token::device_authorization))
+        .route("/authorize", get(pages::authorize::authorize))
+        .route("/authorize/continue", get(pages::authorize::resume))
+        .route("/authorize/consent", post(pages::authorize::consent))
+        .route("/login", get(pages::login::page).post(pages::login::submit))
+        .route("/logout", post(pages::login::logout))
+        .route("/device", get(pages::device::page).post(pages::device::submit))
+        .route("/device/confirm", post(pages::device::confirm))
+        .route("/account", get(pages::account::page))
+        .route(
+            "/account/approvals/{id}/revoke",
+            post(pages::account::revoke),
+        )
+        .route("/static/slcs.css", get(pages::stylesheet))
+        .route("/userinfo", get(userinfo::userinfo).post(userinfo::userinfo))
+        .route("/admin/users", post(admin::create_user).get(admin::list_users))
+        .route("/admin/users/{username}/disable", post(admin::disable_user))
+        .route("/admin/users/{username}/enable", post(admin::enable_user))
+        .route("/admin/users/{username}/password", put(admin::set_password))
         .route("/certificate", post(certificate::slcs))
         .route("/oauth2/getcert", post(certificate::oa4mp))
         .route("/oauth/certificate/", post(certificate::esgf))

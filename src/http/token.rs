@@ -1,7 +1,8 @@
-//! `POST /token` — RFC 6749 §3.2. The client credentials grant (§4.4) for
-//! service accounts; the other grants arrive with their issues and are
-//! `unsupported_grant_type` until then (ATTACKS ROB-15: an exhaustive match,
-//! never "parsed but unsupported, so allowed").
+//! `POST /token` — RFC 6749 §3.2: client credentials (§4.4), authorization
+//! code (§4.1.3), refresh (§6) and device code (RFC 8628 §3.4); and
+//! `POST /device_authorization` (RFC 8628 §3.1). Grants not implemented
+//! are `unsupported_grant_type` (ATTACKS ROB-15: an exhaustive match, never
+//! "parsed but unsupported, so allowed").
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -14,6 +15,7 @@ use super::error::OAuthError;
 use super::extract::authenticated_client;
 use super::form::OAuthForm;
 use super::server::PeerCertificates;
+use crate::oauth::user_grants::CodeRequest;
 
 pub(super) async fn token(
     State(state): State<AppState>,
@@ -48,16 +50,52 @@ pub(super) async fn token(
                 )
                 .await?
         }
+        "authorization_code" => {
+            let code = form
+                .get("code")
+                .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+            service
+                .authorization_code(
+                    &client,
+                    CodeRequest {
+                        code,
+                        redirect_uri: form.get("redirect_uri"),
+                        code_verifier: form.get("code_verifier"),
+                    },
+                    Some(peer.ip().to_string()),
+                    now,
+                )
+                .await?
+        }
+        "refresh_token" => {
+            let token = form
+                .get("refresh_token")
+                .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+            service
+                .refresh(
+                    &client,
+                    token,
+                    form.get("scope"),
+                    Some(peer.ip().to_string()),
+                    now,
+                )
+                .await?
+        }
+        "urn:ietf:params:oauth:grant-type:device_code" => {
+            let device_code = form
+                .get("device_code")
+                .ok_or_else(|| OAuthError::invalid_request("device_code is required"))?;
+            service
+                .device_code(&client, device_code, Some(peer.ip().to_string()), now)
+                .await?
+        }
         "password" => {
             // RFC 9700 §2.4: the resource owner password grant MUST NOT be used.
             return Err(OAuthError::unsupported_grant_type(
                 "the password grant is not supported (RFC 9700 §2.4)",
             ));
         }
-        "authorization_code"
-        | "refresh_token"
-        | "urn:ietf:params:oauth:grant-type:device_code"
-        | "urn:ietf:params:oauth:grant-type:token-exchange"
+        "urn:ietf:params:oauth:grant-type:token-exchange"
         | "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
             return Err(OAuthError::unsupported_grant_type(format!(
                 "grant type {grant_type} is not supported by this server yet"
@@ -71,6 +109,38 @@ pub(super) async fn token(
         }
     };
     // RFC 6749 §5.1: no-store on every token response.
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(response),
+    )
+        .into_response())
+}
+
+/// `POST /device_authorization` (RFC 8628 §3.1–3.2). Public clients send
+/// their `client_id` only; confidential ones authenticate as at `/token`.
+pub(super) async fn device_authorization(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer_certificates: Option<axum::Extension<PeerCertificates>>,
+    form: OAuthForm,
+) -> Result<Response, OAuthError> {
+    let service = &state.inner.tokens;
+    let now = state.inner.clock.now();
+    let client = authenticated_client(
+        service,
+        &headers,
+        peer_certificates.as_ref().map(|e| &e.0),
+        &form,
+        "/device_authorization",
+        now,
+    )
+    .await?;
+    let response = service
+        .device_authorization(&client, form.get("scope"), form.get("resource"), now)
+        .await?;
     Ok((
         [
             (header::CACHE_CONTROL, "no-store"),

@@ -95,6 +95,23 @@ pub struct AccessTokenClaims {
         skip_serializing_if = "Option::is_none"
     )]
     pub grant_type: Option<String>,
+    /// When the user authenticated (RFC 9068 §2.2.1); user tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// Authentication context class (RFC 9068 §2.2.1); user tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// Authentication methods (RFC 9068 §2.2.1, RFC 8176); user tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    /// The user's stored approval this token was issued under (BRIEF §3):
+    /// recorded in the certificate's provenance, and checked to be live.
+    #[serde(
+        default,
+        rename = "slcs_approval",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub approval_id: Option<String>,
 }
 
 /// The `aud` claim: one or more audiences (RFC 7519 §4.1.3). A single
@@ -231,6 +248,19 @@ pub enum JwtError {
 /// Mints an access token signed by the current key. The header is exactly
 /// `{"alg": <the key's algorithm>, "typ": "at+jwt", "kid": <kid>}`.
 pub fn mint(keys: &KeySet, claims: &AccessTokenClaims) -> Result<String, JwtError> {
+    sign_compact(keys, ACCESS_TOKEN_TYP, claims)
+}
+
+/// Signs `claims` as a compact JWS with the current key and the header
+/// `{"alg", "typ": typ, "kid"}`: access tokens (`at+jwt`) and OpenID
+/// Connect ID tokens (`JWT`) share the key set and this one signer, and
+/// differ by `typ` so that one can never be taken for the other
+/// (RFC 8725 §3.11, RFC 9068 §4).
+pub fn sign_compact<T: Serialize>(
+    keys: &KeySet,
+    typ: &'static str,
+    claims: &T,
+) -> Result<String, JwtError> {
     #[derive(Serialize)]
     struct Header<'a> {
         alg: &'static str,
@@ -240,7 +270,7 @@ pub fn mint(keys: &KeySet, claims: &AccessTokenClaims) -> Result<String, JwtErro
     let key = keys.current();
     let header = Header {
         alg: key.algorithm().name(),
-        typ: ACCESS_TOKEN_TYP,
+        typ,
         kid: key.kid(),
     };
     // Signed directly with the parsed key held by the key set:
@@ -618,6 +648,10 @@ const KNOWN_CLAIMS: &[&str] = &[
     "act",
     "slcs_client_auth",
     "slcs_grant_type",
+    "auth_time",
+    "acr",
+    "amr",
+    "slcs_approval",
 ];
 
 fn non_empty_string(claims: &Map<String, Value>, name: &'static str) -> Result<(), JwtError> {
@@ -752,6 +786,10 @@ mod tests {
             act: None,
             client_auth: None,
             grant_type: None,
+            auth_time: None,
+            acr: None,
+            amr: None,
+            approval_id: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub const SCOPES: &[&str] = &[
     "openid",
     "profile",
     "email",
+    "offline_access",
     super::resource::CERTIFICATE_SCOPE,
     super::resource::OA4MP_GETCERT_SCOPE,
     super::resource::CLIENTS_SCOPE,
@@ -23,7 +24,10 @@ pub const SCOPES: &[&str] = &[
 #[derive(Clone, Debug, Serialize)]
 pub struct ServerMetadata {
     issuer: String,
+    authorization_endpoint: String,
     token_endpoint: String,
+    device_authorization_endpoint: String,
+    userinfo_endpoint: String,
     jwks_uri: String,
     introspection_endpoint: String,
     revocation_endpoint: String,
@@ -32,9 +36,17 @@ pub struct ServerMetadata {
     /// slcs: the issuing CA certificate (PEM).
     certificate_authority_uri: String,
     scopes_supported: Vec<&'static str>,
-    /// RFC 8414 §2 marks this REQUIRED; slcs has no authorization endpoint
-    /// yet, so the honest value is the empty list.
+    /// `code` only (RFC 9700 §2.1.2).
     response_types_supported: Vec<&'static str>,
+    response_modes_supported: Vec<&'static str>,
+    /// RFC 7636: S256 only, required of every client.
+    code_challenge_methods_supported: Vec<&'static str>,
+    /// RFC 9207.
+    authorization_response_iss_parameter_supported: bool,
+    subject_types_supported: Vec<&'static str>,
+    id_token_signing_alg_values_supported: Vec<String>,
+    prompt_values_supported: Vec<&'static str>,
+    claims_supported: Vec<&'static str>,
     grant_types_supported: Vec<&'static str>,
     token_endpoint_auth_methods_supported: Vec<&'static str>,
     token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
@@ -55,16 +67,53 @@ pub fn server_metadata(config: &OAuthConfig) -> ServerMetadata {
     ];
     ServerMetadata {
         issuer: config.issuer.clone(),
+        authorization_endpoint: url("/authorize"),
         token_endpoint: url("/token"),
+        device_authorization_endpoint: url("/device_authorization"),
+        userinfo_endpoint: url("/userinfo"),
         jwks_uri: url("/jwks"),
         introspection_endpoint: url("/introspect"),
         revocation_endpoint: url("/revoke"),
         certificate_endpoint: url("/certificate"),
         certificate_authority_uri: url("/ca.pem"),
         scopes_supported: SCOPES.to_vec(),
-        response_types_supported: Vec::new(),
-        grant_types_supported: vec!["client_credentials"],
-        token_endpoint_auth_methods_supported: auth_methods.clone(),
+        response_types_supported: vec!["code"],
+        response_modes_supported: vec!["query"],
+        code_challenge_methods_supported: vec!["S256"],
+        authorization_response_iss_parameter_supported: true,
+        subject_types_supported: vec!["public"],
+        id_token_signing_alg_values_supported: vec![config.signing_alg.clone()],
+        prompt_values_supported: vec!["none", "login", "consent", "select_account"],
+        claims_supported: vec![
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "acr",
+            "amr",
+            "at_hash",
+            "azp",
+            "name",
+            "preferred_username",
+            "organisation",
+            "email",
+            "email_verified",
+        ],
+        grant_types_supported: vec![
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "client_credentials",
+        ],
+        token_endpoint_auth_methods_supported: {
+            // Public clients (PKCE only) authenticate with `none`.
+            let mut methods = auth_methods.clone();
+            methods.push("none");
+            methods
+        },
         // The algorithms src/oauth/assertion.rs verifies.
         token_endpoint_auth_signing_alg_values_supported: vec![
             "ES256", "ES384", "EdDSA", "RS256", "PS256",

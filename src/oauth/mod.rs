@@ -10,19 +10,25 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::config::{Config, OAuthConfig};
+use crate::config::{Config, DelegationConfig, OAuthConfig};
 use crate::store::{AuditEvent, Store, StoreError};
+use crate::users::UserSource;
 
 pub mod admin;
 pub mod assertion;
+pub mod authorize;
 pub mod client_auth;
 pub mod clients;
+pub mod device;
+pub mod grants;
+pub mod id_token;
 pub mod jwt;
 pub mod keys;
 pub mod metadata;
 pub mod registry;
 pub mod resource;
 pub mod secrets;
+pub mod user_grants;
 
 use client_auth::{AuthenticatedClient, ClientAuthError, PresentedCredentials};
 use clients::{ClientKind, GrantType};
@@ -41,6 +47,8 @@ pub struct TokenService {
     keys_dir: std::path::PathBuf,
     pepper: SecretPepper,
     config: OAuthConfig,
+    delegation: DelegationConfig,
+    users: Arc<dyn UserSource>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -77,6 +85,12 @@ pub struct TokenResponse {
     /// The granted scope (RFC 6749 §5.1: always returned here, so clients
     /// never have to guess when it was narrowed).
     pub scope: String,
+    /// A refresh token (RFC 6749 §5.1), with `offline_access`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// An OIDC ID token, with `openid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// Why a grant was refused; each maps to its RFC 6749 §5.2 code.
@@ -91,6 +105,25 @@ pub enum GrantError {
     /// `invalid_target` (RFC 8707 §2): an unknown or unusable resource.
     #[error("{0}")]
     InvalidTarget(String),
+    /// `invalid_grant`: the code, refresh token or device code is not (or
+    /// no longer) good, or what it stood for was revoked.
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// `invalid_request`.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// RFC 8628 §3.5 `authorization_pending`.
+    #[error("the person has not decided yet")]
+    AuthorizationPending,
+    /// RFC 8628 §3.5 `slow_down`.
+    #[error("polling too fast; the interval is now {0} seconds")]
+    SlowDown(u64),
+    /// RFC 8628 §3.5 `access_denied`.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// RFC 8628 §3.5 `expired_token`.
+    #[error("the device code has expired; start again")]
+    ExpiredToken,
     /// Token minting failed (`server_error`).
     #[error("token signing failed: {0}")]
     Signing(String),
@@ -130,6 +163,7 @@ impl TokenService {
     pub fn start(
         config: &Config,
         store: Arc<dyn Store>,
+        users: Arc<dyn UserSource>,
         now: OffsetDateTime,
     ) -> Result<Self, TokenServiceError> {
         let alg: SigningAlgorithm = config
@@ -149,7 +183,25 @@ impl TokenService {
             keys_dir: config.keys_dir(),
             pepper,
             config: config.oauth.clone(),
+            delegation: config.delegation,
+            users,
         })
+    }
+
+    /// Where people come from.
+    pub fn users(&self) -> &Arc<dyn UserSource> {
+        &self.users
+    }
+
+    /// The approval settings.
+    pub fn delegation(&self) -> DelegationConfig {
+        self.delegation
+    }
+
+    fn keys_read(&self) -> std::sync::RwLockReadGuard<'_, KeySet> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The issuer configuration.
@@ -236,6 +288,10 @@ impl TokenService {
             act: None,
             client_auth: Some(client.method.name().to_owned()),
             grant_type: Some("client_credentials".to_owned()),
+            auth_time: None,
+            acr: None,
+            amr: None,
+            approval_id: None,
         };
         let token = {
             let keys = self
@@ -271,7 +327,15 @@ impl TokenService {
             token_type: "Bearer",
             expires_in: lifetime.as_secs(),
             scope,
+            refresh_token: None,
+            id_token: None,
         })
+    }
+
+    /// The resource a request names (RFC 8707), the certificate endpoint
+    /// by default; `invalid_target` otherwise.
+    pub fn requested_resource(&self, requested: Option<&str>) -> Result<Resource, GrantError> {
+        self.resource(requested)
     }
 
     /// The resource indicator (and token audience) of `resource`.
@@ -540,7 +604,7 @@ fn retired_key_validity(config: &OAuthConfig) -> std::time::Duration {
 /// Scopes belong to resources (RFC 8707 §2): the defaults are those the
 /// resource admits, and asking for another resource's scope is
 /// `invalid_scope` with the resource to ask instead.
-fn narrow_scope(
+pub(crate) fn narrow_scope(
     requested: Option<&str>,
     registered: &std::collections::BTreeSet<String>,
     defaults: &std::collections::BTreeSet<String>,
@@ -600,7 +664,7 @@ fn narrow_scope(
 }
 
 /// A random identifier: `prefix` + 128 bits, base64url.
-fn random_id(prefix: &str) -> Result<String, GrantError> {
+pub(crate) fn random_id(prefix: &str) -> Result<String, GrantError> {
     use base64::Engine as _;
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes)

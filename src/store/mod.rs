@@ -13,8 +13,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::delegation::Approval;
 use crate::oauth::clients::{Client, ClientId};
+use crate::oauth::grants::{
+    AuthorizationCode, CodeRedemption, DeviceRecord, PendingAuthorization, RefreshRecord,
+};
 use crate::pki::provenance::DelegationProvenance;
+use crate::users::User;
+use crate::users::session::Session;
 
 pub mod memory;
 pub mod sled;
@@ -64,6 +70,9 @@ pub enum StoreError {
     /// A client with this id exists already.
     #[error("client {0} already exists")]
     ClientExists(String),
+    /// A user with this username (regardless of case) exists already.
+    #[error("user {0} already exists")]
+    UserExists(String),
     /// The record changed since it was read; re-read and retry.
     #[error("{0} was changed concurrently; retry")]
     Conflict(String),
@@ -475,10 +484,137 @@ pub trait QuotaStore: Send + Sync {
     ) -> Result<QuotaTake, StoreError>;
 }
 
+/// People and their browser sessions.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates a user; refuses a username in use regardless of case
+    /// (`UserExists`), atomically. Durable on `Ok`.
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+
+    /// A user by subject.
+    async fn user(&self, sub: &str) -> Result<Option<User>, StoreError>;
+
+    /// A user by username, compared regardless of case.
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError>;
+
+    /// Replaces `expected` with `updated` (same subject and username) if
+    /// unchanged since read; `Conflict` otherwise. Durable on `Ok`.
+    async fn update_user(&self, expected: &User, updated: &User) -> Result<(), StoreError>;
+
+    /// Every user.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+
+    /// Stores a session. Durable on `Ok`.
+    async fn put_session(&self, session: &Session) -> Result<(), StoreError>;
+
+    /// A session by the keyed hash of its cookie.
+    async fn session(&self, id_hash: &str) -> Result<Option<Session>, StoreError>;
+
+    /// Ends a session. Durable on `Ok`.
+    async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
+}
+
+/// Approvals and the in-flight parts of people's grants.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    /// An approval by id.
+    async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError>;
+
+    /// The person's current approval of a client (live or not), if any.
+    async fn current_approval(
+        &self,
+        sub: &str,
+        client_id: &str,
+    ) -> Result<Option<Approval>, StoreError>;
+
+    /// The person's current approvals, one per client.
+    async fn approvals_of(&self, sub: &str) -> Result<Vec<Approval>, StoreError>;
+
+    /// Stores `approval` as the person's current approval of its client,
+    /// if the stored one is still `expected` (`None`: there was none, or a
+    /// different approval is being replaced by a new id); `Conflict`
+    /// otherwise. Durable on `Ok`.
+    async fn save_approval(
+        &self,
+        expected: Option<&Approval>,
+        approval: &Approval,
+    ) -> Result<(), StoreError>;
+
+    /// Records that `grant_id` was granted under `approval_id`, so that
+    /// revoking the approval finds it. Durable on `Ok`.
+    async fn add_grant(&self, approval_id: &str, grant_id: &str) -> Result<(), StoreError>;
+
+    /// The grants made under an approval.
+    async fn grants_of(&self, approval_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Stores a pending authorization request. Durable on `Ok`.
+    async fn put_pending(&self, pending: &PendingAuthorization) -> Result<(), StoreError>;
+
+    /// A pending authorization request by id.
+    async fn pending(&self, id: &str) -> Result<Option<PendingAuthorization>, StoreError>;
+
+    /// Discards a pending authorization request.
+    async fn delete_pending(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Stores a new authorization code. Durable on `Ok`.
+    async fn put_code(&self, code: &AuthorizationCode) -> Result<(), StoreError>;
+
+    /// Redeems a code: of concurrent redemptions exactly one is `Fresh`.
+    /// Durable on `Ok`.
+    async fn redeem_code(
+        &self,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<CodeRedemption, StoreError>;
+
+    /// Stores a new refresh token. Durable on `Ok`.
+    async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError>;
+
+    /// A refresh token by hash.
+    async fn refresh_token(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError>;
+
+    /// Replaces `expected` with `updated` if unchanged since read;
+    /// `Conflict` otherwise (of two concurrent rotations one wins).
+    /// Durable on `Ok`.
+    async fn replace_refresh(
+        &self,
+        expected: &RefreshRecord,
+        updated: &RefreshRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a new device authorization; `Conflict` if its user code is
+    /// in use. Durable on `Ok`.
+    async fn put_device(&self, record: &DeviceRecord) -> Result<(), StoreError>;
+
+    /// A device authorization by the hash of its device code.
+    async fn device(&self, hash: &str) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// A device authorization by its (normalised) user code.
+    async fn device_by_user_code(&self, user_code: &str)
+    -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// Replaces `expected` with `updated` if unchanged since read;
+    /// `Conflict` otherwise. Durable on `Ok`.
+    async fn replace_device(
+        &self,
+        expected: &DeviceRecord,
+        updated: &DeviceRecord,
+    ) -> Result<(), StoreError>;
+}
+
 /// Everything slcs keeps. Backends implement every supertrait.
 #[async_trait]
 pub trait Store:
-    IssuanceLog + AuditLog + RevocationStore + ClientStore + ReplayCache + QuotaStore + Send + Sync
+    IssuanceLog
+    + AuditLog
+    + RevocationStore
+    + ClientStore
+    + ReplayCache
+    + QuotaStore
+    + AccountStore
+    + GrantStore
+    + Send
+    + Sync
 {
     /// Backend name, for health and logs.
     fn backend(&self) -> &'static str;

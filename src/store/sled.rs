@@ -42,6 +42,8 @@ use super::{
     origin_keys, origin_prefix,
 };
 
+mod accounts;
+
 const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 const META_CA_KEY: &[u8] = b"ca_key_sha256";
 const META_HEALTH_PROBE: &[u8] = b"health_probe";
@@ -95,6 +97,8 @@ pub struct SledStore {
     revoked_tokens: sled::Tree,
     revoked_grants: sled::Tree,
     used_once: sled::Tree,
+    /// Users, sessions, approvals and in-flight grants.
+    accounts: accounts::Trees,
     /// Records in `issuance`, counted once at open and kept in memory.
     issuance_records: AtomicU64,
     path: PathBuf,
@@ -136,6 +140,7 @@ impl SledStore {
         let revoked_tokens = tree("revoked_tokens")?;
         let revoked_grants = tree("revoked_grants")?;
         let used_once = tree("used_once")?;
+        let accounts = accounts::Trees::open(&db).map_err(|e| map_open_error(e, &display))?;
 
         // sled writes its log with sync_file_range on Linux, which neither
         // flushes the drive's write cache nor the file's size: fine after a
@@ -158,6 +163,7 @@ impl SledStore {
             revoked_tokens,
             revoked_grants,
             used_once,
+            accounts,
             issuance_records,
             path,
             commit,
@@ -698,6 +704,11 @@ impl Store for SledStore {
         let purged = Self::purge_tree(&self.quotas, 8, now_secs)?
             + Self::purge_tree(&self.revoked_tokens, 0, cutoff)?
             + Self::purge_tree(&self.used_once, 0, cutoff)?;
+        let mut purged = purged;
+        for tree in self.accounts.expiring() {
+            purged += accounts::purge_expired_json(tree, now - grace)?;
+        }
+        purged += self.accounts.purge_orphans()?;
         Ok(purged)
     }
 

@@ -555,7 +555,22 @@ fn discovery_jwks_and_webfinger() {
         assert_eq!(metadata["jwks_uri"], "https://localhost:8443/jwks");
         assert_eq!(
             metadata["grant_types_supported"],
-            json!(["client_credentials"])
+            json!([
+                "authorization_code",
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:device_code",
+                "client_credentials"
+            ])
+        );
+        assert_eq!(
+            metadata["authorization_endpoint"],
+            "https://localhost:8443/authorize"
+        );
+        assert_eq!(metadata["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(metadata["response_types_supported"], json!(["code"]));
+        assert_eq!(
+            metadata["authorization_response_iss_parameter_supported"],
+            json!(true)
         );
     }
     let jwks = server.get("/jwks");

@@ -1,0 +1,389 @@
+//! Stored approvals: a person's standing decision that a client may act for
+//! them, with which scopes, and which of the client's declared delegatees
+//! may receive what (BRIEF §3, "a decision is made once, kept centrally,
+//! and can be revoked by the user").
+//!
+//! This module is the policy only: what an approval covers and what a new
+//! request needs beyond it. Storing approvals, and revoking what was issued
+//! under one, is sequenced by the token service (`oauth`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Scopes that describe the person to the client (OIDC) and never travel
+/// to a delegatee: a delegatee receives the right to act, not the profile.
+pub const IDENTITY_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+
+/// Whether `scope` may be passed on to a delegatee.
+pub fn is_delegable(scope: &str) -> bool {
+    !IDENTITY_SCOPES.contains(&scope)
+}
+
+/// A person's approval of one client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Identifier (`ap-…`), recorded in tokens and certificates.
+    pub id: String,
+    /// The person.
+    pub sub: String,
+    /// The approved client.
+    pub client_id: String,
+    /// The scopes the client may receive.
+    pub scopes: BTreeSet<String>,
+    /// The redirect URIs the person approved sending codes to: a request
+    /// to another registered URI asks again (ATTACKS WEB-12).
+    #[serde(default)]
+    pub redirect_uris: BTreeSet<String>,
+    /// Delegatees the person approved, with the scopes each may receive.
+    #[serde(default)]
+    pub delegatees: BTreeMap<String, BTreeSet<String>>,
+    /// Delegatees the person was shown and did not approve: not asked about
+    /// again until the person approves them from the workspace or a wider
+    /// request.
+    #[serde(default)]
+    pub declined_delegatees: BTreeSet<String>,
+    /// How many hops of delegation below the client are allowed.
+    pub max_depth: u32,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last widened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// After this the approval no longer covers anything.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Last time a token was issued under it.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_used: Option<OffsetDateTime>,
+    /// Set when revoked; never cleared (a new approval gets a new id).
+    #[serde(default)]
+    pub revoked: Option<ApprovalRevocation>,
+}
+
+/// When and by whom an approval was revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRevocation {
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who: `user:<sub>` or `admin`.
+    pub by: String,
+}
+
+impl Approval {
+    /// Whether it still covers anything at `now`.
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.revoked.is_none() && now < self.expires_at
+    }
+}
+
+/// A delegatee offered on the consent page, with the scopes it would
+/// receive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OfferedDelegatee {
+    /// Client id.
+    pub client_id: String,
+    /// Display name.
+    pub name: String,
+    /// Scopes it would receive: the request's delegable scopes that the
+    /// delegatee is registered for.
+    pub scopes: BTreeSet<String>,
+}
+
+/// What a request needs the person to decide, beyond their live approval.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ConsentNeed {
+    /// Scopes not yet approved.
+    pub new_scopes: BTreeSet<String>,
+    /// Scopes already approved (shown as such, not asked again).
+    pub approved_scopes: BTreeSet<String>,
+    /// Delegatees (or delegatee scopes) not yet approved or declined.
+    pub new_delegatees: Vec<OfferedDelegatee>,
+    /// The request's redirect URI, if not yet approved.
+    pub new_redirect_uri: Option<String>,
+}
+
+impl ConsentNeed {
+    /// Whether nothing needs deciding.
+    pub fn is_empty(&self) -> bool {
+        self.new_scopes.is_empty()
+            && self.new_delegatees.is_empty()
+            && self.new_redirect_uri.is_none()
+    }
+}
+
+/// The difference between what a request asks (`requested` scopes,
+/// `offered` delegatees with the scopes each would receive, and a code
+/// sent to `redirect_uri`, if any) and what the person's `existing`
+/// approval, if live at `now`, already covers (BRIEF §3: "anything wider
+/// asks again for the difference only").
+pub fn consent_needed(
+    existing: Option<&Approval>,
+    requested: &BTreeSet<String>,
+    offered: &[OfferedDelegatee],
+    redirect_uri: Option<&str>,
+    now: OffsetDateTime,
+) -> ConsentNeed {
+    let live = existing.filter(|a| a.is_live(now));
+    let new_redirect_uri = redirect_uri
+        .filter(|uri| !live.is_some_and(|a| a.redirect_uris.contains(*uri)))
+        .map(str::to_owned);
+    let approved: BTreeSet<String> = live.map(|a| a.scopes.clone()).unwrap_or_default();
+    let new_scopes: BTreeSet<String> = requested.difference(&approved).cloned().collect();
+    let approved_scopes: BTreeSet<String> = requested.intersection(&approved).cloned().collect();
+    let new_delegatees = offered
+        .iter()
+        .filter(|d| !d.scopes.is_empty())
+        .filter(|d| match live {
+            None => true,
+            Some(a) => {
+                if a.declined_delegatees.contains(&d.client_id) {
+                    return false;
+                }
+                match a.delegatees.get(&d.client_id) {
+                    None => true,
+                    Some(granted) => !d.scopes.is_subset(granted),
+                }
+            }
+        })
+        .cloned()
+        .collect();
+    ConsentNeed {
+        new_scopes,
+        approved_scopes,
+        new_delegatees,
+        new_redirect_uri,
+    }
+}
+
+/// The approval after the person approved `need` for `requested` scopes,
+/// accepting the delegatees in `accepted` (client ids) and declining the
+/// other offered ones. `existing` (live or not) is widened in place when
+/// live; otherwise a new approval with `new_id` replaces it.
+#[allow(clippy::too_many_arguments)]
+pub fn approve(
+    existing: Option<&Approval>,
+    new_id: String,
+    sub: &str,
+    client_id: &str,
+    requested: &BTreeSet<String>,
+    need: &ConsentNeed,
+    accepted: &BTreeSet<String>,
+    max_depth: u32,
+    lifetime: time::Duration,
+    now: OffsetDateTime,
+) -> Approval {
+    let mut approval = match existing.filter(|a| a.is_live(now)) {
+        Some(live) => live.clone(),
+        None => Approval {
+            id: new_id,
+            sub: sub.to_owned(),
+            client_id: client_id.to_owned(),
+            scopes: BTreeSet::new(),
+            redirect_uris: BTreeSet::new(),
+            delegatees: BTreeMap::new(),
+            declined_delegatees: BTreeSet::new(),
+            max_depth,
+            created_at: now,
+            updated_at: now,
+            expires_at: now + lifetime,
+            last_used: None,
+            revoked: None,
+        },
+    };
+    approval.scopes.extend(requested.iter().cloned());
+    approval
+        .redirect_uris
+        .extend(need.new_redirect_uri.iter().cloned());
+    for offered in &need.new_delegatees {
+        if accepted.contains(&offered.client_id) {
+            approval.declined_delegatees.remove(&offered.client_id);
+            approval
+                .delegatees
+                .entry(offered.client_id.clone())
+                .or_default()
+                .extend(offered.scopes.iter().cloned());
+        } else if !approval.delegatees.contains_key(&offered.client_id) {
+            approval
+                .declined_delegatees
+                .insert(offered.client_id.clone());
+        }
+    }
+    approval.updated_at = now;
+    approval
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn broker(id: &str, scopes: &[&str]) -> OfferedDelegatee {
+        OfferedDelegatee {
+            client_id: id.into(),
+            name: id.into(),
+            scopes: set(scopes),
+        }
+    }
+
+    #[test]
+    fn a_covered_request_needs_nothing_and_a_wider_one_only_the_difference() {
+        let now = datetime!(2026-11-29 12:00 UTC);
+        let requested = set(&["openid", "slcs:certificate"]);
+        let offered = [broker("wps", &["slcs:certificate"])];
+        let first = consent_needed(None, &requested, &offered, None, now);
+        assert_eq!(first.new_scopes, requested);
+        assert_eq!(first.new_delegatees.len(), 1);
+
+        let approval = approve(
+            None,
+            "ap-1".into(),
+            "u",
+            "portal",
+            &requested,
+            &first,
+            &set(&["wps"]),
+            2,
+            time::Duration::days(90),
+            now,
+        );
+        assert!(consent_needed(Some(&approval), &requested, &offered, None, now).is_empty());
+        // A narrower request is covered too.
+        assert!(consent_needed(Some(&approval), &set(&["openid"]), &offered, None, now).is_empty());
+
+        let wider = set(&["openid", "slcs:certificate", "email"]);
+        let need = consent_needed(Some(&approval), &wider, &offered, None, now);
+        assert_eq!(need.new_scopes, set(&["email"]));
+        assert_eq!(need.approved_scopes, set(&["openid", "slcs:certificate"]));
+        assert!(need.new_delegatees.is_empty());
+
+        // Widening keeps the id and the delegatees.
+        let widened = approve(
+            Some(&approval),
+            "ap-2".into(),
+            "u",
+            "portal",
+            &wider,
+            &need,
+            &BTreeSet::new(),
+            2,
+            time::Duration::days(90),
+            now,
+        );
+        assert_eq!(widened.id, "ap-1");
+        assert_eq!(widened.scopes, wider);
+        assert_eq!(widened.delegatees["wps"], set(&["slcs:certificate"]));
+    }
+
+    #[test]
+    fn declined_delegatees_are_not_asked_again_but_new_ones_are() {
+        let now = datetime!(2026-11-29 12:00 UTC);
+        let requested = set(&["slcs:certificate"]);
+        let offered = [broker("wps", &["slcs:certificate"])];
+        let need = consent_needed(None, &requested, &offered, None, now);
+        let approval = approve(
+            None,
+            "ap-1".into(),
+            "u",
+            "portal",
+            &requested,
+            &need,
+            &BTreeSet::new(),
+            2,
+            time::Duration::days(90),
+            now,
+        );
+        assert!(approval.delegatees.is_empty());
+        assert!(approval.declined_delegatees.contains("wps"));
+        assert!(consent_needed(Some(&approval), &requested, &offered, None, now).is_empty());
+        let more = [
+            broker("wps", &["slcs:certificate"]),
+            broker("broker-a", &["slcs:certificate"]),
+        ];
+        let need = consent_needed(Some(&approval), &requested, &more, None, now);
+        assert_eq!(need.new_delegatees, vec![more[1].clone()]);
+        assert!(need.new_scopes.is_empty());
+    }
+
+    #[test]
+    fn an_expired_or_revoked_approval_covers_nothing() {
+        let now = datetime!(2026-11-29 12:00 UTC);
+        let requested = set(&["slcs:certificate"]);
+        let need = consent_needed(None, &requested, &[], None, now);
+        let mut approval = approve(
+            None,
+            "ap-1".into(),
+            "u",
+            "portal",
+            &requested,
+            &need,
+            &BTreeSet::new(),
+            2,
+            time::Duration::days(1),
+            now,
+        );
+        let later = now + time::Duration::days(2);
+        assert_eq!(
+            consent_needed(Some(&approval), &requested, &[], None, later).new_scopes,
+            requested
+        );
+        approval.revoked = Some(ApprovalRevocation {
+            at: now,
+            by: "user:u".into(),
+        });
+        assert!(!consent_needed(Some(&approval), &requested, &[], None, now).is_empty());
+        // Approving again makes a new approval, not a revived one.
+        let again = approve(
+            Some(&approval),
+            "ap-2".into(),
+            "u",
+            "portal",
+            &requested,
+            &need,
+            &BTreeSet::new(),
+            2,
+            time::Duration::days(1),
+            now,
+        );
+        assert_eq!(again.id, "ap-2");
+        assert!(again.revoked.is_none());
+    }
+
+    #[test]
+    fn another_redirect_uri_asks_again() {
+        let now = datetime!(2026-11-29 12:00 UTC);
+        let requested = set(&["slcs:certificate"]);
+        let need = consent_needed(None, &requested, &[], Some("https://p/cb"), now);
+        assert_eq!(need.new_redirect_uri.as_deref(), Some("https://p/cb"));
+        let approval = approve(
+            None,
+            "ap-1".into(),
+            "u",
+            "portal",
+            &requested,
+            &need,
+            &BTreeSet::new(),
+            2,
+            time::Duration::days(1),
+            now,
+        );
+        assert!(consent_needed(Some(&approval), &requested, &[], Some("https://p/cb"), now).is_empty());
+        let other = consent_needed(Some(&approval), &requested, &[], Some("https://p/other"), now);
+        assert!(other.new_scopes.is_empty());
+        assert_eq!(other.new_redirect_uri.as_deref(), Some("https://p/other"));
+    }
+
+    #[test]
+    fn identity_scopes_are_not_delegable() {
+        assert!(!is_delegable("openid"));
+        assert!(!is_delegable("offline_access"));
+        assert!(is_delegable("slcs:certificate"));
+    }
+}

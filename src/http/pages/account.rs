@@ -1,0 +1,177 @@
+//! `GET /account` and `POST /account/approvals/{id}/revoke`: the person's
+//! approvals, drawn as chains (client → delegatees), and the one-click
+//! revocation that ends everything issued under one (BRIEF §3).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Continue, message_page, render, see_other, session_of, source};
+use crate::http::AppState;
+use crate::http::error::PageError;
+use crate::http::form::OAuthForm;
+use crate::oauth::clients::ClientId;
+use crate::oauth::user_grants::ApprovalError;
+
+#[derive(Serialize)]
+struct ApprovalRow {
+    id: String,
+    client_id: String,
+    client_name: String,
+    scopes: Vec<String>,
+    delegatees: Vec<DelegateeRow>,
+    created: String,
+    expires: String,
+    last_used: Option<String>,
+    status: &'static str,
+    live: bool,
+}
+
+#[derive(Serialize)]
+struct DelegateeRow {
+    client_id: String,
+    name: String,
+    scopes: Vec<String>,
+}
+
+fn date(at: OffsetDateTime) -> String {
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let now = state.inner.clock.now();
+    let Some((value, session)) = session_of(&state, &headers).await? else {
+        return Ok(see_other(&Continue::Account.login_path()));
+    };
+    let store = &state.inner.store;
+    let Some(user) = state.inner.tokens.users().user(&session.sub).await? else {
+        return Err(PageError::Forbidden("Your account no longer exists.".into()));
+    };
+    let name_of = |id: &str| {
+        let store = store.clone();
+        let id = id.to_owned();
+        async move {
+            let name = match ClientId::parse(&id) {
+                Ok(parsed) => store.client(&parsed).await.ok().flatten().map(|c| c.name),
+                Err(_) => None,
+            };
+            name.unwrap_or(id)
+        }
+    };
+    let mut approvals = Vec::new();
+    let mut stored = store.approvals_of(&session.sub).await?;
+    stored.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    for approval in stored {
+        let mut delegatees = Vec::new();
+        for (id, scopes) in &approval.delegatees {
+            delegatees.push(DelegateeRow {
+                client_id: id.clone(),
+                name: name_of(id).await,
+                scopes: scopes.iter().cloned().collect(),
+            });
+        }
+        let live = approval.is_live(now);
+        approvals.push(ApprovalRow {
+            client_name: name_of(&approval.client_id).await,
+            id: approval.id,
+            client_id: approval.client_id,
+            scopes: approval.scopes.into_iter().collect(),
+            delegatees,
+            created: date(approval.created_at),
+            expires: date(approval.expires_at),
+            last_used: approval.last_used.map(date),
+            status: if approval.revoked.is_some() {
+                "revoked"
+            } else if live {
+                "active"
+            } else {
+                "expired"
+            },
+            live,
+        });
+    }
+    Ok(render(
+        StatusCode::OK,
+        "account.html",
+        minijinja::context! {
+            csrf_token => state.inner.sessions.csrf_token(&value),
+            user => minijinja::context! {
+                display_name => user.display_name,
+                username => user.username,
+                organisation => user.organisation,
+            },
+            approvals => approvals,
+        },
+    ))
+}
+
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(approval_id): Path<String>,
+    form: OAuthForm,
+) -> Result<Response, PageError> {
+    let now = state.inner.clock.now();
+    let (value, session) = session_of(&state, &headers).await?.ok_or_else(|| {
+        PageError::Forbidden("You are not signed in. Sign in and try again.".into())
+    })?;
+    // ATTACKS WEB-02: a revocation only from a form this site showed.
+    if !state
+        .inner
+        .sessions
+        .csrf_ok(&value, form.get("csrf_token").unwrap_or_default())
+    {
+        return Err(PageError::Forbidden(
+            "This form was not sent by this site. Nothing was revoked.".into(),
+        ));
+    }
+    let revoked = state
+        .inner
+        .tokens
+        .revoke_approval(
+            &session.sub,
+            &approval_id,
+            &format!("user:{}", session.sub),
+            Some(source(&peer)),
+            now,
+        )
+        .await
+        .map_err(|e| match e {
+            ApprovalError::NotFound => PageError::BadRequest("There is no such approval.".into()),
+            ApprovalError::Store(e) => e.into(),
+        })?;
+    let mut details = vec![format!(
+        "{} grant{} revoked: their access and refresh tokens no longer work.",
+        revoked.grants.len(),
+        if revoked.grants.len() == 1 { "" } else { "s" }
+    )];
+    if revoked.certificates.is_empty() {
+        details.push("No certificate had been issued under it.".into());
+    } else {
+        details.extend(
+            revoked
+                .certificates
+                .iter()
+                .map(|serial| format!("Certificate {serial} is marked revoked.")),
+        );
+    }
+    Ok(message_page(
+        StatusCode::OK,
+        "Approval revoked",
+        "The application can no longer act for you under this approval.",
+        &details,
+        Some(("/account", "Back to your account")),
+    ))
+}

@@ -1,0 +1,301 @@
+//! The HTML side of the authorization server: sign-in, consent, the device
+//! verification page and the account page. Server-rendered (minijinja,
+//! auto-escaping every value: client names and descriptions are chosen by
+//! whoever registers a client), no JavaScript, one stylesheet.
+//!
+//! Cookies are `__Host-` prefixed (`Secure`, `Path=/`, no `Domain`: a
+//! sibling host cannot plant or overwrite them, ATTACKS WEB-05),
+//! `HttpOnly` and `SameSite=Lax`. Every form carries a CSRF token bound to
+//! the browser's session (or, before sign-in, its pre-login cookie) and,
+//! for decisions, to the request decided (WEB-01, WEB-03).
+
+use std::sync::LazyLock;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use minijinja::Environment;
+use serde::Serialize;
+
+use super::AppState;
+use super::error::PageError;
+use crate::users::session::Session;
+
+pub(super) mod account;
+pub(super) mod authorize;
+pub(super) mod device;
+pub(super) mod login;
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "__Host-slcs-session";
+/// The pre-login cookie the login form's CSRF token is bound to.
+pub const PRE_LOGIN_COOKIE: &str = "__Host-slcs-pre";
+
+/// The policy of every page: nothing but our own stylesheet loads, no
+/// script at all, never framed (RFC 9700 §4.16, ATTACKS WEB-04, WEB-07).
+const PAGE_CSP: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    for (name, source) in [
+        ("base.html", include_str!("templates/base.html")),
+        ("login.html", include_str!("templates/login.html")),
+        ("consent.html", include_str!("templates/consent.html")),
+        ("device.html", include_str!("templates/device.html")),
+        ("message.html", include_str!("templates/message.html")),
+        ("account.html", include_str!("templates/account.html")),
+    ] {
+        if let Err(error) = env.add_template(name, source) {
+            tracing::error!(%error, template = name, "template does not compile");
+        }
+    }
+    env
+});
+
+/// The stylesheet, served at `/static/slcs.css`.
+pub(super) async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("static/slcs.css"),
+    )
+        .into_response()
+}
+
+/// Renders `template` with `context` as an HTML page with the page headers.
+pub fn render(status: StatusCode, template: &str, context: impl Serialize) -> Response {
+    let body = TEMPLATES
+        .get_template(template)
+        .and_then(|t| t.render(context));
+    match body {
+        Ok(html) => with_page_headers((status, html).into_response()),
+        Err(error) => {
+            tracing::error!(%error, template, "page rendering failed");
+            with_page_headers(
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The page could not be shown. Try again later.",
+                )
+                    .into_response(),
+            )
+        }
+    }
+}
+
+/// A page with a title, a message, optional detail lines and a local link.
+pub fn message_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    details: &[String],
+    link: Option<(&str, &str)>,
+) -> Response {
+    render(
+        status,
+        "message.html",
+        minijinja::context! {
+            title => title,
+            message => message,
+            details => details,
+            error => status.is_client_error() || status.is_server_error(),
+            link_href => link.map(|(href, _)| href),
+            link_text => link.map(|(_, text)| text),
+        },
+    )
+}
+
+fn with_page_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        axum::http::HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+/// A 303 to `location` (after a POST, the browser follows with GET).
+pub fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    with_page_headers(response)
+}
+
+/// The value of cookie `name`. A name sent twice counts as absent: with
+/// two values the browser's order decides, and an attacker able to add one
+/// (cookie tossing) must not get to choose.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        for pair in text.split(';') {
+            let Some((n, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if n == name {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(v.to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// A `Set-Cookie` value for a `__Host-` cookie; `max_age` 0 deletes it.
+pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
+    let mut cookie = format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax");
+    if let Some(age) = max_age {
+        cookie.push_str(&format!("; Max-Age={age}"));
+    }
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
+}
+
+/// The browser's live session, with its cookie value.
+pub async fn session_of(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(String, Session)>, PageError> {
+    let Some(value) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let now = state.inner.clock.now();
+    Ok(state
+        .inner
+        .sessions
+        .find(&value, now)
+        .await?
+        .map(|session| (value, session)))
+}
+
+/// Where the login page sends the browser after sign-in: only these local
+/// places, never a URL from the request (RFC 9700 §4.11, ATTACKS AZ-08).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Continue {
+    /// A pending authorization request.
+    Authorize(String),
+    /// The device page, with a user code to pre-fill.
+    Device(String),
+    /// The account page.
+    Account,
+}
+
+impl Continue {
+    /// Parses the login form's `continue` value; anything unknown is the
+    /// account page.
+    pub fn parse(value: Option<&str>) -> Self {
+        let safe = |s: &str| {
+            s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        };
+        match value.and_then(|v| v.split_once(':')) {
+            Some(("authorize", id)) if safe(id) && !id.is_empty() => Self::Authorize(id.into()),
+            Some(("device", code)) if safe(code) => Self::Device(code.into()),
+            _ => Self::Account,
+        }
+    }
+
+    /// The form value.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Authorize(id) => format!("authorize:{id}"),
+            Self::Device(code) => format!("device:{code}"),
+            Self::Account => "account".into(),
+        }
+    }
+
+    /// The local path.
+    pub fn path(&self) -> String {
+        use super::form::encode;
+        match self {
+            Self::Authorize(id) => format!("/authorize/continue?request={}", encode(id)),
+            Self::Device(code) if code.is_empty() => "/device".into(),
+            Self::Device(code) => format!("/device?user_code={}", encode(code)),
+            Self::Account => "/account".into(),
+        }
+    }
+
+    /// The login page for this destination.
+    pub fn login_path(&self) -> String {
+        format!("/login?continue={}", super::form::encode(&self.encode()))
+    }
+}
+
+/// The client address, for throttling and the audit log.
+pub fn source(peer: &std::net::SocketAddr) -> String {
+    peer.ip().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_renders_and_escapes() {
+        let evil = "<script>alert(1)</script>";
+        let page = message_page(StatusCode::OK, evil, evil, &[evil.to_owned()], Some(("/account", evil)));
+        assert_eq!(page.status(), StatusCode::OK);
+        for name in [
+            "base.html",
+            "login.html",
+            "consent.html",
+            "device.html",
+            "message.html",
+            "account.html",
+        ] {
+            assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
+        }
+        let html = TEMPLATES
+            .get_template("message.html")
+            .unwrap()
+            .render(minijinja::context! { title => evil, message => evil })
+            .unwrap();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn continue_targets_are_local_only() {
+        assert_eq!(
+            Continue::parse(Some("authorize:ar_abc-1")),
+            Continue::Authorize("ar_abc-1".into())
+        );
+        assert_eq!(Continue::parse(Some("device:BCDF-GHJK")), Continue::Device("BCDF-GHJK".into()));
+        for hostile in [
+            "https://evil.test/",
+            "//evil.test",
+            "/\\evil.test",
+            "authorize:../../x",
+            "authorize:",
+            "authorize:a/b",
+        ] {
+            assert_eq!(Continue::parse(Some(hostile)), Continue::Account, "{hostile}");
+        }
+        assert_eq!(Continue::Authorize("ar_x".into()).path(), "/authorize/continue?request=ar_x");
+    }
+
+    #[test]
+    fn duplicate_cookies_count_as_absent() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; __Host-slcs-session=x"));
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("x"));
+        headers.append(header::COOKIE, HeaderValue::from_static("__Host-slcs-session=y"));
+        assert_eq!(cookie(&headers, SESSION_COOKIE), None);
+    }
+}

@@ -1,0 +1,137 @@
+//! Browser sessions and CSRF tokens.
+//!
+//! A session is a random 256-bit value in a `__Host-` cookie; the store
+//! keeps only its keyed hash (a stolen database yields no usable session).
+//! Every sign-in makes a new session id (no fixation). CSRF tokens are an
+//! HMAC of the value they are bound to: the signed-in session, or before
+//! sign-in the pre-login cookie, so a token taken from one browser is
+//! worthless in another (OWASP's "synchronizer token" without server
+//! state).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::Authenticated;
+use crate::oauth::secrets::{SecretPepper, hash_secret};
+use crate::store::{Store, StoreError};
+
+/// A signed-in browser.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Keyed hash of the cookie value (the store key).
+    pub id_hash: String,
+    /// The user.
+    pub sub: String,
+    /// When the user authenticated (OIDC `auth_time`).
+    #[serde(with = "time::serde::rfc3339")]
+    pub auth_time: OffsetDateTime,
+    /// How (RFC 8176 `amr`).
+    pub amr: Vec<String>,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Absolute end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Creates, finds and ends sessions; makes and checks CSRF tokens.
+#[derive(Clone)]
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    pepper: SecretPepper,
+    lifetime: time::Duration,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// Sessions living `lifetime` from sign-in.
+    pub fn new(store: Arc<dyn Store>, pepper: SecretPepper, lifetime: time::Duration) -> Self {
+        Self {
+            store,
+            pepper,
+            lifetime,
+        }
+    }
+
+    /// A fresh random cookie value (256 bits, base64url).
+    pub fn random_value() -> Result<String, StoreError> {
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes)
+            .map_err(|_| StoreError::Io("random generator failed".into()))?;
+        Ok(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    fn key(&self, cookie_value: &str) -> String {
+        hex::encode(hash_secret(&self.pepper, &format!("session\0{cookie_value}")).as_bytes())
+    }
+
+    /// Starts a session for `who`; returns the cookie value. Durable on `Ok`.
+    pub async fn start(
+        &self,
+        who: &Authenticated,
+        now: OffsetDateTime,
+    ) -> Result<(String, Session), StoreError> {
+        let value = Self::random_value()?;
+        let session = Session {
+            id_hash: self.key(&value),
+            sub: who.user.sub.clone(),
+            auth_time: now,
+            amr: who.amr.clone(),
+            created_at: now,
+            expires_at: now + self.lifetime,
+        };
+        self.store.put_session(&session).await?;
+        Ok((value, session))
+    }
+
+    /// The live session of `cookie_value`, if any.
+    pub async fn find(
+        &self,
+        cookie_value: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Session>, StoreError> {
+        if cookie_value.len() != 43 {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .session(&self.key(cookie_value))
+            .await?
+            .filter(|s| s.expires_at > now))
+    }
+
+    /// Ends the session of `cookie_value` (sign-out). Durable on `Ok`.
+    pub async fn end(&self, cookie_value: &str) -> Result<(), StoreError> {
+        self.store.delete_session(&self.key(cookie_value)).await
+    }
+
+    /// The CSRF token for forms shown to the holder of `binding` (the
+    /// session or pre-login cookie value).
+    pub fn csrf_token(&self, binding: &str) -> String {
+        URL_SAFE_NO_PAD.encode(hash_secret(&self.pepper, &format!("csrf\0{binding}")).as_bytes())
+    }
+
+    /// Whether `presented` is the CSRF token for `binding`, compared in
+    /// constant time.
+    pub fn csrf_ok(&self, binding: &str, presented: &str) -> bool {
+        let expected = self.csrf_token(binding);
+        !binding.is_empty()
+            && aws_lc_rs::constant_time::verify_slices_are_equal(
+                expected.as_bytes(),
+                presented.as_bytes(),
+            )
+            .is_ok()
+    }
+}
