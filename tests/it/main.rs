@@ -20,6 +20,7 @@ mod refusals;
 mod relying_party;
 mod server;
 mod token;
+mod users;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,1 @@
+//! `slcs user …` against a running server (written by the CLI helper).
