@@ -1,10 +1,13 @@
-//! A small HTTPS client for the `slcs` admin verbs (`client …`, `token …`,
-//! `keys rotate`, `audit`): one request per connection over rustls (the
-//! aws-lc-rs provider, as everywhere), trusting the slcs CA by default.
+//! A small HTTPS client for the `slcs` verbs that talk to a running server
+//! (`client …`, `user …`, `token …`, `login`, `cert …`, `keys rotate`,
+//! `audit`): one request per connection over rustls (the aws-lc-rs
+//! provider, as everywhere), trusting the slcs CA by default.
 //!
 //! Credentials never come from the command line (they would show in `ps`
 //! and shell history): the admin token is read from the data directory, a
-//! client secret from `SLCS_CLIENT_SECRET` or a file.
+//! client secret from `SLCS_CLIENT_SECRET` or a file, a user's password
+//! from a file or standard input, a refresh token from the credentials
+//! file `slcs login` wrote.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -124,6 +127,12 @@ impl AdminClient {
             port,
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         })
+    }
+
+    /// The server's URL in its normal form, `https://host[:port]` (no
+    /// trailing slash): what a credentials file records, and compares with.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// Sends one request on a fresh connection; `authorization` is the whole

@@ -1,6 +1,8 @@
 //! The `slcs` command line: `init`, `serve`, `config validate`, `inspect`,
-//! `bench`. Argument parsing and output only; the work is done by
-//! [`crate::service`] and the domain modules.
+//! `bench`, and the verbs that talk to a running server (`client`, `user`,
+//! `token`, `login`, `cert`, `grant`, `keys`, `audit`, `load`). Argument
+//! parsing and output only; the work is done by [`crate::service`], the
+//! domain modules and the server.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -98,10 +100,33 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Local user accounts of the running server (admin token).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Obtain tokens from the running server.
     Token {
         #[command(subcommand)]
         action: TokenAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Sign in with the device flow (RFC 8628) and keep the refresh token
+    /// (0600) for `slcs cert get` without --client-id.
+    Login {
+        /// Client id of the public client to sign in through.
+        #[arg(long)]
+        client_id: String,
+        /// Scope to request (offline_access brings the refresh token).
+        #[arg(long, default_value = DEFAULT_LOGIN_SCOPE)]
+        scope: String,
+        /// Credentials file (default $XDG_CONFIG_HOME/slcs/credentials.json,
+        /// else ~/.config/slcs/credentials.json).
+        #[arg(long, value_name = "FILE")]
+        credentials: Option<PathBuf>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -190,6 +215,61 @@ enum ClientAction {
     },
 }
 
+/// Passwords never come from the command line (`ps`, shell history): from
+/// a file or standard input, less one trailing newline.
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Create a local account.
+    Add {
+        /// Login name.
+        username: String,
+        /// Name shown to people and put in certificates.
+        #[arg(long, value_name = "NAME")]
+        display_name: String,
+        /// E-mail address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Organisation.
+        #[arg(long)]
+        organisation: Option<String>,
+        /// A group (repeat for several).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// A unit path, e.g. all:projects:hbp (repeat for several).
+        #[arg(long = "unit", value_name = "UNIT")]
+        units: Vec<String>,
+        /// A guest account.
+        #[arg(long)]
+        guest: bool,
+        /// File holding the initial password.
+        #[arg(long, value_name = "FILE", conflicts_with = "password_stdin")]
+        password_file: Option<PathBuf>,
+        /// Read the initial password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts (never their password hashes).
+    List,
+    /// Disable an account: no sign-in, and its grants stop yielding tokens.
+    Disable {
+        /// Login name.
+        username: String,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// Login name.
+        username: String,
+    },
+    /// Set an account's password, from --password-file or standard input.
+    SetPassword {
+        /// Login name.
+        username: String,
+        /// File holding the password (default: standard input).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum TokenAction {
     /// Client credentials grant; the secret comes from SLCS_CLIENT_SECRET or --secret-file.
@@ -236,16 +316,24 @@ struct LoadArgs {
 
 #[derive(Debug, Subcommand)]
 enum CertAction {
-    /// Get a token by client credentials (secret from SLCS_CLIENT_SECRET or
-    /// --secret-file), make a key, send its CSR, and write certificate and
-    /// key (0600) to /tmp/x509up_u<uid> unless --out/--cert-out say otherwise.
+    /// Get a token, make a key, send its CSR, and write certificate and key
+    /// (0600) to /tmp/x509up_u<uid> unless --out/--cert-out say otherwise.
+    /// The token: by client credentials with --client-id (secret from
+    /// SLCS_CLIENT_SECRET or --secret-file), else from the refresh token
+    /// `slcs login` stored.
     Get {
-        /// Client id of the service account.
+        /// Client id of the service account (without it: the person signed
+        /// in with `slcs login`).
         #[arg(long)]
-        client_id: String,
-        /// File holding the client secret.
-        #[arg(long, value_name = "FILE")]
+        client_id: Option<String>,
+        /// File holding the client secret (with --client-id).
+        #[arg(long, value_name = "FILE", requires = "client_id")]
         secret_file: Option<PathBuf>,
+        /// Credentials file of `slcs login` (without --client-id; default
+        /// $XDG_CONFIG_HOME/slcs/credentials.json, else
+        /// ~/.config/slcs/credentials.json).
+        #[arg(long, value_name = "FILE", conflicts_with = "client_id")]
+        credentials: Option<PathBuf>,
         /// Key type: ecdsa-p256 (default), ecdsa-p384, ed25519, rsa-2048 or rsa-3072.
         #[arg(long, value_name = "TYPE", default_value = "ecdsa-p256")]
         key_type: String,
@@ -448,9 +536,25 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
             let api = remote(&cli, server)?;
             runtime(Some(1))?.block_on(client_command(&api, action))
         }
+        Command::User { action, server } => {
+            let api = remote(&cli, server)?;
+            runtime(Some(1))?.block_on(user_command(&api, action))
+        }
         Command::Token { action, server } => {
             let api = remote(&cli, server)?;
             runtime(Some(1))?.block_on(token_command(&api, action))
+        }
+        Command::Login {
+            client_id,
+            scope,
+            credentials,
+            server,
+        } => {
+            // Resolved first: a missing $HOME fails before the person has
+            // gone to the browser.
+            let path = credentials_path(credentials.as_deref())?;
+            let api = remote(&cli, server)?;
+            runtime(Some(1))?.block_on(login(&api, client_id, scope, &path))
         }
         Command::Grant {
             action: GrantAction::Revoke { grant_id },
@@ -464,8 +568,22 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
             })
         }
         Command::Cert { action, server } => {
-            let api = remote(&cli, server)?;
-            runtime(Some(1))?.block_on(cert_command(&api, action))
+            // A person's refresh token names its server: the request goes
+            // there by default, and never to another one.
+            let login = match action {
+                CertAction::Get {
+                    client_id: None,
+                    credentials,
+                    ..
+                } => Some(StoredLogin::load(credentials.as_deref())?),
+                _ => None,
+            };
+            let api = remote_to(
+                &cli,
+                server,
+                login.as_ref().map(|(_, stored)| stored.server.as_str()),
+            )?;
+            runtime(Some(1))?.block_on(cert_command(&api, action, login))
         }
         Command::Keys {
             action: KeysAction::Rotate,
@@ -570,16 +688,41 @@ fn remote_error(error: crate::admin_client::ClientError) -> ServiceError {
 }
 
 fn remote(cli: &Cli, args: &ServerArgs) -> Result<Remote, ServiceError> {
+    remote_to(cli, args, None)
+}
+
+/// The server of `--server`, else `bound` (the server a stored refresh
+/// token belongs to), else the local one. With `bound`, any other server
+/// is refused: a refresh token is a bearer credential and must reach only
+/// the server that issued it.
+fn remote_to(cli: &Cli, args: &ServerArgs, bound: Option<&str>) -> Result<Remote, ServiceError> {
     let config = load_config(cli, CliOverrides::default())?;
     let server = args
         .server
         .clone()
+        .or_else(|| bound.map(str::to_owned))
         .unwrap_or_else(|| format!("https://localhost:{}", config.server.listen.port()));
     let cacert = args
         .cacert
         .clone()
         .unwrap_or_else(|| config.ca.cert.clone());
     let client = crate::admin_client::AdminClient::new(&server, &cacert).map_err(remote_error)?;
+    if let Some(bound) = bound
+        && client.server() != bound.trim_end_matches('/')
+    {
+        return Err(ServiceError::Io {
+            context: "the credentials file".into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "it holds a sign-in to {bound}, not to {}: run `slcs login --server {}` first, \
+                     or pass --credentials for that server",
+                    client.server(),
+                    client.server()
+                ),
+            ),
+        });
+    }
     let admin_token = std::fs::read_to_string(config.admin_token_path())
         .ok()
         .map(|t| t.trim().to_owned());
@@ -806,7 +949,495 @@ async fn client_credentials(
         .map_err(remote_error)
 }
 
-fn cert_command<'a>(api: &'a Remote, action: &'a CertAction) -> RemoteFuture<'a> {
+// ---------------------------------------------------------------------------
+// `slcs user …`
+
+fn user_command<'a>(api: &'a Remote, action: &'a UserAction) -> RemoteFuture<'a> {
+    Box::pin(async move {
+        let path = |username: &str, verb: &str| {
+            format!("/admin/users/{}/{verb}", percent_encode(username))
+        };
+        let answer = match action {
+            UserAction::Add {
+                username,
+                display_name,
+                email,
+                organisation,
+                groups,
+                units,
+                guest,
+                password_file,
+                password_stdin,
+            } => {
+                let password = match (password_file, password_stdin) {
+                    (Some(file), _) => Some(read_password(Some(file))?),
+                    (None, true) => Some(read_password(None)?),
+                    (None, false) => None,
+                };
+                let body = serde_json::json!({
+                    "username": username,
+                    "display_name": display_name,
+                    "email": email,
+                    "organisation": organisation,
+                    "groups": groups,
+                    "units": units,
+                    "guest": guest,
+                    "password": password,
+                });
+                api.admin("POST", "/admin/users", Some(body.to_string().into_bytes()))
+                    .await?
+            }
+            UserAction::List => api.admin("GET", "/admin/users", None).await?,
+            UserAction::Disable { username } => {
+                api.admin("POST", &path(username, "disable"), None).await?
+            }
+            UserAction::Enable { username } => {
+                api.admin("POST", &path(username, "enable"), None).await?
+            }
+            UserAction::SetPassword {
+                username,
+                password_file,
+            } => {
+                let password = read_password(password_file.as_deref())?;
+                let body = serde_json::json!({ "password": password });
+                api.admin(
+                    "PUT",
+                    &path(username, "password"),
+                    Some(body.to_string().into_bytes()),
+                )
+                .await?
+            }
+        };
+        api.print(answer)
+    })
+}
+
+/// A password from `file`, else from standard input; never from the
+/// command line. One trailing newline (`\n` or `\r\n`, what `echo` or an
+/// editor adds) is dropped and nothing else: spaces may be part of it.
+fn read_password(file: Option<&Path>) -> Result<String, ServiceError> {
+    let bytes = match file {
+        Some(file) => std::fs::read(file).map_err(|source| ServiceError::Io {
+            context: format!("cannot read {}", file.display()),
+            source,
+        })?,
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                // No way to turn echo off without unsafe code or a new
+                // dependency: say so, and how to avoid it.
+                eprintln!(
+                    "slcs: type the password, then Enter and Ctrl-D (it is shown as typed; \
+                     --password-file or a pipe avoid that)"
+                );
+            }
+            let mut buffer = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer).map_err(|source| {
+                ServiceError::Io {
+                    context: "cannot read standard input".into(),
+                    source,
+                }
+            })?;
+            buffer
+        }
+    };
+    let text = String::from_utf8(bytes).map_err(|_| ServiceError::Io {
+        context: "the password".into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
+    })?;
+    Ok(strip_one_newline(text))
+}
+
+fn strip_one_newline(mut text: String) -> String {
+    if text.ends_with("\r\n") {
+        text.truncate(text.len() - 2);
+    } else if text.ends_with('\n') {
+        text.truncate(text.len() - 1);
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------
+// `slcs login` and the credentials file
+
+/// What `slcs login` asks for by default: an ID token, certificates, and a
+/// refresh token so that `slcs cert get` works later without a browser.
+const DEFAULT_LOGIN_SCOPE: &str = "openid slcs:certificate offline_access";
+
+/// RFC 8628 §3.5: on `slow_down` the interval grows by 5 seconds.
+const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The credentials file `slcs login` writes and `slcs cert get` reads and
+/// rewrites (mode 0600). No `Debug`: it holds a refresh token.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredLogin {
+    server: String,
+    client_id: String,
+    refresh_token: String,
+    scope: String,
+    obtained_at: i64,
+}
+
+impl StoredLogin {
+    /// Reads the credentials file at `explicit` or the default path.
+    fn load(explicit: Option<&Path>) -> Result<(PathBuf, Self), ServiceError> {
+        let path = credentials_path(explicit)?;
+        let bytes = std::fs::read(&path).map_err(|source| ServiceError::Io {
+            context: format!(
+                "cannot read the credentials {} (run `slcs login` first, or pass --client-id)",
+                path.display()
+            ),
+            source,
+        })?;
+        // As ssh does with its keys: a token others could read may be
+        // someone else's by now.
+        let mode = crate::secure_fs::exposed_mode(&path).map_err(|source| ServiceError::Io {
+            context: format!("cannot check the mode of {}", path.display()),
+            source,
+        })?;
+        if let Some(mode) = mode {
+            return Err(ServiceError::Io {
+                context: format!("the credentials {}", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "mode {mode:o} lets others read the refresh token; `chmod 600` it, \
+                         or better run `slcs login` again"
+                    ),
+                ),
+            });
+        }
+        let stored = serde_json::from_slice(&bytes).map_err(|e| ServiceError::Io {
+            context: format!("the credentials {}", path.display()),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        })?;
+        Ok((path, stored))
+    }
+
+    /// Replaces the file atomically, 0600 from the first byte; creates a
+    /// missing directory 0700.
+    fn save(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        crate::secure_fs::replace_file(path, &bytes, true)
+    }
+}
+
+/// `--credentials`, else `$XDG_CONFIG_HOME/slcs/credentials.json`, else
+/// `$HOME/.config/slcs/credentials.json`.
+fn credentials_path(explicit: Option<&Path>) -> Result<PathBuf, ServiceError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    default_credentials_path(
+        std::env::var_os("XDG_CONFIG_HOME"),
+        std::env::var_os("HOME"),
+    )
+    .ok_or_else(|| ServiceError::Io {
+        context: "the credentials file".into(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "neither XDG_CONFIG_HOME nor HOME is set: pass --credentials",
+        ),
+    })
+}
+
+fn default_credentials_path(
+    xdg_config_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    // The XDG base directory specification ignores relative paths.
+    let absolute = |value: Option<std::ffi::OsString>| {
+        value
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    absolute(xdg_config_home)
+        .or_else(|| absolute(home).map(|home| home.join(".config")))
+        .map(|config| config.join("slcs").join("credentials.json"))
+}
+
+/// A server-provided string, shown on a terminal without its control
+/// characters (no escape sequences from the network).
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// The device authorization response (RFC 8628 §3.2). No `Debug`: it holds
+/// the device code.
+#[derive(serde::Deserialize)]
+struct DeviceStart {
+    device_code: String,
+    user_code: String,
+    verification_uri: String,
+    #[serde(default)]
+    verification_uri_complete: Option<String>,
+    expires_in: u64,
+    /// RFC 8628 §3.2: 5 seconds when absent.
+    #[serde(default = "default_poll_interval")]
+    interval: u64,
+}
+
+fn default_poll_interval() -> u64 {
+    5
+}
+
+/// What one poll of the token endpoint says (RFC 8628 §3.5).
+#[derive(Debug, PartialEq)]
+enum Poll {
+    /// The person has not answered yet.
+    Pending,
+    /// Polling too fast: wait longer.
+    SlowDown,
+    /// Tokens.
+    Granted(serde_json::Value),
+    /// Stop, with the reason.
+    Failed(String),
+}
+
+fn poll_outcome(status: u16, answer: serde_json::Value) -> Poll {
+    if status == 200 {
+        return Poll::Granted(answer);
+    }
+    let field = |name: &str| {
+        answer
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(printable)
+            .unwrap_or_default()
+    };
+    match field("error").as_str() {
+        "authorization_pending" => Poll::Pending,
+        "slow_down" => Poll::SlowDown,
+        "access_denied" => Poll::Failed("the sign-in was refused in the browser".into()),
+        "expired_token" => Poll::Failed(
+            "the code expired before it was confirmed; run `slcs login` again".into(),
+        ),
+        "" => Poll::Failed(format!("the server answered {status}")),
+        error => {
+            let description = field("error_description");
+            Poll::Failed(if description.is_empty() {
+                format!("the server answered {status} {error}")
+            } else {
+                format!("the server answered {status} {error}: {description}")
+            })
+        }
+    }
+}
+
+/// Polls every `interval` (longer by `slow_down_step` after each
+/// `slow_down`) until tokens come, a refusal, or `expires_in` has passed:
+/// a poll that could only happen after the deadline is not made.
+async fn poll_device<F, Fut>(
+    mut interval: Duration,
+    expires_in: Duration,
+    slow_down_step: Duration,
+    mut poll: F,
+) -> Result<serde_json::Value, ServiceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Poll, ServiceError>>,
+{
+    let failed = |message: String| ServiceError::Io {
+        context: "slcs login".into(),
+        source: std::io::Error::other(message),
+    };
+    let expired = || failed("the code expired before it was confirmed; run `slcs login` again".into());
+    let deadline = tokio::time::Instant::now() + expires_in;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now + interval > deadline {
+            // Sleeping out the rest changes nothing: the code is dead then.
+            return Err(expired());
+        }
+        tokio::time::sleep(interval).await;
+        match poll().await? {
+            Poll::Pending => {}
+            Poll::SlowDown => interval += slow_down_step,
+            Poll::Granted(tokens) => return Ok(tokens),
+            Poll::Failed(message) => return Err(failed(message)),
+        }
+    }
+}
+
+async fn login(
+    api: &Remote,
+    client_id: &str,
+    scope: &str,
+    path: &Path,
+) -> Result<(), ServiceError> {
+    let form = format!(
+        "client_id={}&scope={}",
+        percent_encode(client_id),
+        percent_encode(scope)
+    );
+    let answer = api
+        .client
+        .send(
+            "POST",
+            "/device_authorization",
+            None,
+            Some((FORM, form.into_bytes())),
+        )
+        .await
+        .map_err(remote_error)?;
+    if answer.status != 200 {
+        api.print(answer)?;
+        return Err(unexpected_answer("the device authorization endpoint"));
+    }
+    let start: DeviceStart = serde_json::from_slice(&answer.body).map_err(|e| ServiceError::Io {
+        context: "the device authorization response".into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    eprintln!(
+        "slcs: to sign in, open {} and enter the code {}",
+        printable(&start.verification_uri),
+        printable(&start.user_code)
+    );
+    if let Some(complete) = &start.verification_uri_complete {
+        eprintln!("slcs: or open {}", printable(complete));
+    }
+    eprintln!(
+        "slcs: waiting for the confirmation (the code expires in {} minutes)…",
+        start.expires_in.div_ceil(60)
+    );
+    let form = format!(
+        "grant_type={}&device_code={}&client_id={}",
+        percent_encode("urn:ietf:params:oauth:grant-type:device_code"),
+        percent_encode(&start.device_code),
+        percent_encode(client_id)
+    );
+    let form = &form;
+    let tokens = poll_device(
+        // Never a busy loop, whatever the server says.
+        Duration::from_secs(start.interval.max(1)),
+        Duration::from_secs(start.expires_in),
+        SLOW_DOWN_STEP,
+        move || async move {
+            let answer = api
+                .client
+                .send("POST", "/token", None, Some((FORM, form.clone().into_bytes())))
+                .await
+                .map_err(remote_error)?;
+            Ok(poll_outcome(answer.status, answer.json()))
+        },
+    )
+    .await?;
+    let text = |name: &str| {
+        tokens
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let refresh_token = text("refresh_token").ok_or_else(|| ServiceError::Io {
+        context: "slcs login".into(),
+        source: std::io::Error::other(
+            "the server issued no refresh token: the scope needs offline_access",
+        ),
+    })?;
+    let stored = StoredLogin {
+        server: api.client.server().to_owned(),
+        client_id: client_id.to_owned(),
+        refresh_token,
+        scope: text("scope").unwrap_or_else(|| scope.to_owned()),
+        obtained_at: SystemClock.now().unix_timestamp(),
+    };
+    stored
+        .save(path)
+        .map_err(|source| io_error(path, source))?;
+    if api.json {
+        say!(
+            "{}",
+            serde_json::json!({
+                "server": stored.server,
+                "client_id": stored.client_id,
+                "scope": stored.scope,
+                "obtained_at": stored.obtained_at,
+                "credentials": path.display().to_string(),
+            })
+        );
+    } else {
+        say!(
+            "slcs: signed in to {} ({}); credentials in {}",
+            stored.server,
+            printable(&stored.scope),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Redeems the stored refresh token and writes its successor back at once,
+/// before the certificate is even asked for: the old token is spent from
+/// this moment, and a crash later must not leave it in the file.
+async fn refresh_login(
+    api: &Remote,
+    path: &Path,
+    stored: &StoredLogin,
+) -> Result<String, ServiceError> {
+    let form = format!(
+        "grant_type=refresh_token&refresh_token={}&client_id={}",
+        percent_encode(&stored.refresh_token),
+        percent_encode(&stored.client_id)
+    );
+    let answer = api
+        .client
+        .send("POST", "/token", None, Some((FORM, form.into_bytes())))
+        .await
+        .map_err(remote_error)?;
+    let tokens = answer.json();
+    if answer.status != 200 {
+        if tokens.get("error").and_then(serde_json::Value::as_str) == Some("invalid_grant") {
+            return Err(ServiceError::Io {
+                context: format!("the sign-in stored in {}", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "it is no longer valid (expired, revoked or already used): run `slcs login` again",
+                ),
+            });
+        }
+        api.print(answer)?;
+        return Err(unexpected_answer("the token endpoint"));
+    }
+    if let Some(successor) = tokens
+        .get("refresh_token")
+        .and_then(serde_json::Value::as_str)
+    {
+        let renewed = StoredLogin {
+            server: stored.server.clone(),
+            client_id: stored.client_id.clone(),
+            refresh_token: successor.to_owned(),
+            scope: tokens
+                .get("scope")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(&stored.scope)
+                .to_owned(),
+            obtained_at: SystemClock.now().unix_timestamp(),
+        };
+        renewed.save(path).map_err(|source| ServiceError::Io {
+            context: format!(
+                "cannot store the new refresh token in {} (the old one is spent: run `slcs login` again)",
+                path.display()
+            ),
+            source,
+        })?;
+    }
+    access_token_of(&tokens)
+}
+
+fn cert_command<'a>(
+    api: &'a Remote,
+    action: &'a CertAction,
+    login: Option<(PathBuf, StoredLogin)>,
+) -> RemoteFuture<'a> {
     Box::pin(async move {
         match action {
             CertAction::Revoke { serial, reason } => {
@@ -823,15 +1454,32 @@ fn cert_command<'a>(api: &'a Remote, action: &'a CertAction) -> RemoteFuture<'a>
             CertAction::Get {
                 client_id,
                 secret_file,
+                credentials: _,
                 key_type,
                 lifetime,
                 out,
                 cert_out,
                 key_out,
             } => {
+                let source = match (client_id, login) {
+                    (Some(client_id), _) => TokenSource::Service {
+                        client_id,
+                        secret_file: secret_file.as_deref(),
+                    },
+                    (None, Some((path, stored))) => TokenSource::Person { path, stored },
+                    // `run` loads the credentials whenever --client-id is absent.
+                    (None, None) => {
+                        return Err(ServiceError::Io {
+                            context: "slcs cert get".into(),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::InvalidInput,
+                                "no credentials: pass --client-id or run `slcs login`",
+                            ),
+                        });
+                    }
+                };
                 let request = CertGet {
-                    client_id,
-                    secret_file: secret_file.as_deref(),
+                    source,
                     key_type,
                     lifetime: *lifetime,
                     out: out.as_deref(),
@@ -843,13 +1491,58 @@ fn cert_command<'a>(api: &'a Remote, action: &'a CertAction) -> RemoteFuture<'a>
     })
 }
 
+/// How `cert get` obtains its access token; everything after that is
+/// shared.
+enum TokenSource<'a> {
+    /// A service account: client credentials.
+    Service {
+        client_id: &'a str,
+        secret_file: Option<&'a Path>,
+    },
+    /// A person signed in with `slcs login`: the stored refresh token.
+    Person { path: PathBuf, stored: StoredLogin },
+}
+
 struct CertGet<'a> {
-    client_id: &'a str,
-    secret_file: Option<&'a Path>,
+    source: TokenSource<'a>,
     key_type: &'a str,
     lifetime: Option<u64>,
     out: Option<&'a Path>,
     split: Option<(&'a Path, &'a Path)>,
+}
+
+/// An access token for the certificate endpoint.
+async fn certificate_token(api: &Remote, source: &TokenSource<'_>) -> Result<String, ServiceError> {
+    let token = match source {
+        TokenSource::Service {
+            client_id,
+            secret_file,
+        } => client_credentials(api, client_id, *secret_file, Some("slcs:certificate")).await?,
+        TokenSource::Person { path, stored } => return refresh_login(api, path, stored).await,
+    };
+    if token.status != 200 {
+        api.print(token)?;
+        return Err(unexpected_answer("the token endpoint"));
+    }
+    access_token_of(&token.json())
+}
+
+fn access_token_of(answer: &serde_json::Value) -> Result<String, ServiceError> {
+    answer
+        .get("access_token")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ServiceError::Io {
+            context: "the token response".into(),
+            source: std::io::Error::other("no access_token"),
+        })
+}
+
+fn unexpected_answer(what: &str) -> ServiceError {
+    ServiceError::Io {
+        context: what.to_owned(),
+        source: std::io::Error::other("unexpected answer"),
+    }
 }
 
 async fn cert_get(api: &Remote, request: &CertGet<'_>) -> Result<(), ServiceError> {
@@ -857,6 +1550,8 @@ async fn cert_get(api: &Remote, request: &CertGet<'_>) -> Result<(), ServiceErro
         context,
         source: std::io::Error::other(detail),
     };
+    // The key type is checked before any token is obtained: a typo must
+    // not spend a person's refresh token.
     let algorithm: &'static rcgen::SignatureAlgorithm = match request.key_type {
         "ecdsa-p256" => &rcgen::PKCS_ECDSA_P256_SHA256,
         "ecdsa-p384" => &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -871,22 +1566,7 @@ async fn cert_get(api: &Remote, request: &CertGet<'_>) -> Result<(), ServiceErro
             ));
         }
     };
-    let token = client_credentials(
-        api,
-        request.client_id,
-        request.secret_file,
-        Some("slcs:certificate"),
-    )
-    .await?;
-    if token.status != 200 {
-        return api.print(token);
-    }
-    let access_token = token
-        .json()
-        .get("access_token")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| refused("the token response".into(), "no access_token".into()))?;
+    let access_token = certificate_token(api, &request.source).await?;
     let key = match request.key_type {
         "rsa-2048" => rcgen::KeyPair::generate_rsa_for(algorithm, rcgen::RsaKeySize::_2048),
         "rsa-3072" => rcgen::KeyPair::generate_rsa_for(algorithm, rcgen::RsaKeySize::_3072),

@@ -350,7 +350,9 @@ impl TokenService {
                 Err(e) => return Err(e.into()),
             }
             let grant = outcome?;
-            let user = self.grant_is_live(&grant, &client.client, now).await?;
+            let user = self
+                .grant_is_live(&grant, &client.client, true, now)
+                .await?;
             let refresh = if grant.has_scope("offline_access")
                 && client.client.allows_grant(GrantType::RefreshToken)
             {

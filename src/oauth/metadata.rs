@@ -204,6 +204,10 @@ mod tests {
             access_token_lifetime: Duration::from_secs(900),
             signing_alg: "ES256".into(),
             key_rotation: Duration::from_secs(86_400),
+            refresh_token_lifetime: Duration::from_secs(86_400),
+            refresh_reuse_grace: Duration::ZERO,
+            device_code_lifetime: Duration::from_secs(600),
+            device_poll_interval: Duration::from_secs(5),
         }
     }
 

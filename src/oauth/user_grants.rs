@@ -175,7 +175,15 @@ impl TokenService {
             ));
         }
         verify_pkce(request.code_verifier, &code.code_challenge)?;
-        let user = self.grant_is_live(&code.grant, &client.client, now).await?;
+        // The grant's own revocation is not consulted here: the only thing
+        // that can revoke a grant between its code's issue and redemption
+        // is a concurrent replay of this very code, and the single-use swap
+        // above already made this request the one winner (ATTACKS CODE-08:
+        // exactly one 200). The tokens it gets are revoked with the grant.
+        // A revoked approval (CODE-11) is still refused.
+        let user = self
+            .grant_is_live(&code.grant, &client.client, false, now)
+            .await?;
         let with_refresh = code.grant.has_scope("offline_access")
             && client.client.allows_grant(GrantType::RefreshToken);
         let refresh = if with_refresh {
@@ -255,7 +263,9 @@ impl TokenService {
             ));
         }
         let scope = narrow_refresh_scope(&stored.grant, requested_scope)?;
-        let user = self.grant_is_live(&stored.grant, &client.client, now).await?;
+        let user = self
+            .grant_is_live(&stored.grant, &client.client, true, now)
+            .await?;
         let successor = random_secret(REFRESH_TOKEN_PREFIX)
             .ok_or_else(|| GrantError::Signing("random generator failed".into()))?;
         let successor_hash = secret_key(self.pepper(), "refresh", &successor);
@@ -382,16 +392,18 @@ impl TokenService {
         Ok(token)
     }
 
-    /// Whether `grant` may still yield tokens for `client` at `now`;
-    /// returns the person.
+    /// Whether `grant` may still yield tokens for `client` at `now` (the
+    /// grant's own revocation checked when `check_revoked`); returns the
+    /// person.
     pub(super) async fn grant_is_live(
         &self,
         grant: &UserGrant,
         client: &Client,
+        check_revoked: bool,
         now: OffsetDateTime,
     ) -> Result<User, GrantError> {
         let refused = |why: &str| GrantError::InvalidGrant(why.to_owned());
-        if self.store().is_revoked("", &grant.grant_id).await? {
+        if check_revoked && self.store().is_revoked("", &grant.grant_id).await? {
             return Err(refused("the grant has been revoked"));
         }
         let approval = self.store().approval(&grant.approval_id).await?;

@@ -48,13 +48,13 @@ fn service_token(server: &Server, id: &str) -> (String, String) {
     )
 }
 
-fn issued_count(server: &Server) -> u64 {
+pub fn issued_count(server: &Server) -> u64 {
     server.get("/healthz").json()["store"]["issuance_records"]
         .as_u64()
         .unwrap_or_else(|| panic!("{}", server.get("/healthz").text()))
 }
 
-fn post_csr(server: &Server, token: &str, extra: &str) -> HttpResponse {
+pub fn post_csr(server: &Server, token: &str, extra: &str) -> HttpResponse {
     let (pem, _) = csr();
     let auth = format!("Bearer {token}");
     server.post(
@@ -65,7 +65,7 @@ fn post_csr(server: &Server, token: &str, extra: &str) -> HttpResponse {
     )
 }
 
-fn verify_with_openssl(server: &Server, pem: &str) -> String {
+pub fn verify_with_openssl(server: &Server, pem: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     let cert = dir.path().join("cert.pem");
@@ -88,7 +88,7 @@ fn verify_with_openssl(server: &Server, pem: &str) -> String {
 }
 
 /// `slcs inspect --json` of a PEM certificate.
-fn inspect_json(pem: &str) -> Value {
+pub fn inspect_json(pem: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cert.pem");
     std::fs::write(&path, pem).unwrap();

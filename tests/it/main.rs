@@ -15,6 +15,7 @@
 mod certificate;
 mod durability;
 mod issuance;
+mod people;
 mod pkilint;
 mod refusals;
 mod relying_party;

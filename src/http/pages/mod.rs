@@ -35,7 +35,17 @@ pub const PRE_LOGIN_COOKIE: &str = "__Host-slcs-pre";
 const PAGE_CSP: &str =
     "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/// Every template, compiled once. A template that does not compile is a
+/// build defect the unit tests catch; at run time it is logged and its
+/// pages answer 500.
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    environment().unwrap_or_else(|error| {
+        tracing::error!(%error, "page templates do not compile");
+        Environment::new()
+    })
+});
+
+fn environment() -> Result<Environment<'static>, minijinja::Error> {
     let mut env = Environment::new();
     for (name, source) in [
         ("base.html", include_str!("templates/base.html")),
@@ -45,12 +55,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("message.html", include_str!("templates/message.html")),
         ("account.html", include_str!("templates/account.html")),
     ] {
-        if let Err(error) = env.add_template(name, source) {
-            tracing::error!(%error, template = name, "template does not compile");
-        }
+        env.add_template(name, source)?;
     }
-    env
-});
+    Ok(env)
+}
 
 /// The stylesheet, served at `/static/slcs.css`.
 pub(super) async fn stylesheet() -> Response {
@@ -249,6 +257,9 @@ mod tests {
     #[test]
     fn every_template_renders_and_escapes() {
         let evil = "<script>alert(1)</script>";
+        if let Err(e) = environment() {
+            panic!("{e:#}");
+        }
         let page = message_page(StatusCode::OK, evil, evil, &[evil.to_owned()], Some(("/account", evil)));
         assert_eq!(page.status(), StatusCode::OK);
         for name in [
