@@ -929,3 +929,149 @@ fn restricted_clients_refuse_guests_and_outsiders_and_prompt_none_never_shows_a_
     let silent = browser.get(&authorize_path("openid", &challenge, "&prompt=none"));
     assert_eq!(query_of(silent.header("location").unwrap())["error"], "access_denied");
 }
+
+/// The public native client a CLI uses for the device flow.
+pub fn register_cli_client(server: &Server) {
+    let (created, _) = register(
+        server,
+        &json!({
+            "client": {
+                "clientId": "slcs-cli",
+                "name": "slcs command line",
+                "publicClient": true,
+                "standardFlowEnabled": false,
+                "consentRequired": true,
+                "redirectUris": [],
+                "defaultClientScopes": ["openid", "slcs:certificate"],
+                "optionalClientScopes": ["offline_access"]
+            },
+            "maintainers": [],
+            "featureAuthenticate": false,
+            "slcs": { "deviceFlowEnabled": true }
+        }),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+}
+
+fn device_poll(server: &Server, device_code: &str) -> HttpResponse {
+    server.post(
+        "/token",
+        &[],
+        FORM,
+        &format!(
+            "grant_type={}&device_code={}&client_id=slcs-cli",
+            form_encode("urn:ietf:params:oauth:grant-type:device_code"),
+            form_encode(device_code)
+        ),
+    )
+}
+
+/// Plays the person at the verification page: sign in, enter (or confirm
+/// the pre-filled) code, and decide.
+pub fn confirm_device(browser: &mut Browser<'_>, user_code: &str, approve: bool) -> HttpResponse {
+    let start = browser.get(&format!("/device?user_code={}", form_encode(user_code)));
+    let entry = if start.status == 303 {
+        let login = browser.follow(&start);
+        let signed_in = browser.sign_in(&login, "alice", PASSWORD);
+        assert_eq!(signed_in.status, 303, "{}", signed_in.text());
+        browser.follow(&signed_in)
+    } else {
+        start
+    };
+    assert_eq!(entry.status, 200, "{}", entry.text());
+    // verification_uri_complete only pre-fills the form (DV-05).
+    assert!(entry.text().contains(&format!("value=\"{user_code}\"")));
+    let csrf = hidden(&entry.text(), "csrf_token");
+    let confirmation = browser.post("/device", &[("csrf_token", &csrf), ("user_code", user_code)]);
+    assert_eq!(confirmation.status, 200, "{}", confirmation.text());
+    let html = html_of(&confirmation);
+    for shown in ["slcs command line", "slcs-cli", "Never enter a code someone sent you", user_code] {
+        assert!(html.contains(shown), "confirmation lacks {shown}: {html}");
+    }
+    let csrf = hidden(&html, "csrf_token");
+    browser.post(
+        "/device/confirm",
+        &[
+            ("csrf_token", &csrf),
+            ("user_code", user_code),
+            ("decision", if approve { "approve" } else { "deny" }),
+        ],
+    )
+}
+
+#[test]
+fn device_flow_is_confirmed_in_the_browser_and_redeemed_once() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &work.path().join("data"),
+        &[("SLCS_OAUTH_DEVICE_POLL_INTERVAL_SECS", "1")],
+    );
+    register_cli_client(&server);
+    alice(&server);
+    let start = |scope: &str| {
+        let response = server.post(
+            "/device_authorization",
+            &[],
+            FORM,
+            &format!("client_id=slcs-cli&scope={}", form_encode(scope)),
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()
+    };
+    let device = start("openid offline_access slcs:certificate");
+    let user_code = device["user_code"].as_str().unwrap().to_owned();
+    let device_code = device["device_code"].as_str().unwrap().to_owned();
+    assert_eq!(user_code.len(), 9);
+    assert_eq!(device["verification_uri"], "https://localhost:8443/device");
+    assert_eq!(device["interval"], 1);
+    assert_eq!(device_poll(&server, &device_code).json()["error"], "authorization_pending");
+
+    // DV-01: wrong codes back off per address.
+    let mut browser = Browser::new(&server);
+    let entry = {
+        let start = browser.get("/device");
+        let login = browser.follow(&start);
+        let signed_in = browser.sign_in(&login, "alice", PASSWORD);
+        browser.follow(&signed_in)
+    };
+    let csrf = hidden(&entry.text(), "csrf_token");
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let guess = format!("BCDF-{:04}", i).replace('0', "G").replace('1', "H");
+        statuses.push(browser.post("/device", &[("csrf_token", &csrf), ("user_code", &guess)]).status);
+    }
+    assert_eq!(statuses[0], 400);
+    assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+
+    // The back-off is per address and short at first: wait it out, then
+    // the person confirms the real code.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let done = confirm_device(&mut Browser::new(&server), &user_code, true);
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert!(done.text().contains("Device connected"));
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let tokens = device_poll(&server, &device_code);
+    assert_eq!(tokens.status, 200, "{}", tokens.text());
+    let tokens = tokens.json();
+    assert!(tokens["refresh_token"].as_str().unwrap().starts_with("slcs_rt_"));
+    let (_, claims) = verify_jws(&server, tokens["access_token"].as_str().unwrap());
+    assert_eq!(claims["slcs_grant_type"], "urn:ietf:params:oauth:grant-type:device_code");
+    // DV-04: redeemed once.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(device_poll(&server, &device_code).json()["error"], "invalid_grant");
+    // The access token gets a certificate.
+    let issued = post_csr(&server, tokens["access_token"].as_str().unwrap(), "");
+    assert_eq!(issued.status, 200, "{}", issued.text());
+
+    // Polling faster than the interval is slow_down; a refusal is
+    // access_denied at the next poll.
+    let denied = start("openid");
+    let code = denied["device_code"].as_str().unwrap().to_owned();
+    assert_eq!(device_poll(&server, &code).json()["error"], "authorization_pending");
+    assert_eq!(device_poll(&server, &code).json()["error"], "slow_down");
+    let refused = confirm_device(&mut Browser::new(&server), denied["user_code"].as_str().unwrap(), false);
+    assert!(refused.text().contains("Request refused"));
+    std::thread::sleep(std::time::Duration::from_millis(6100));
+    assert_eq!(device_poll(&server, &code).json()["error"], "access_denied");
+}
