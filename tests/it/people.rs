@@ -97,10 +97,19 @@ impl<'a> Browser<'a> {
     }
 
     /// Signs in on the login page `login` (a response carrying the form).
-    pub fn sign_in(&mut self, login_page: &HttpResponse, username: &str, password: &str) -> HttpResponse {
+    pub fn sign_in(
+        &mut self,
+        login_page: &HttpResponse,
+        username: &str,
+        password: &str,
+    ) -> HttpResponse {
         let html = login_page.text();
         let csrf = hidden(&html, "csrf_token");
-        let mut form = vec![("csrf_token", csrf.as_str()), ("username", username), ("password", password)];
+        let mut form = vec![
+            ("csrf_token", csrf.as_str()),
+            ("username", username),
+            ("password", password),
+        ];
         let continue_to = try_hidden(&html, "continue");
         if let Some(c) = continue_to.as_deref() {
             form.push(("continue", c));
@@ -124,7 +133,11 @@ fn try_hidden(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker)? + marker.len();
     let end = html[start..].find('"')? + start;
-    Some(html[start..end].replace("&#x2f;", "/").replace("&amp;", "&"))
+    Some(
+        html[start..end]
+            .replace("&#x2f;", "/")
+            .replace("&amp;", "&"),
+    )
 }
 
 /// The query parameters of a URL.
@@ -291,7 +304,10 @@ pub fn refresh(server: &Server, secret: &str, token: &str) -> HttpResponse {
         "/token",
         &[("Authorization", &basic("portal", secret))],
         FORM,
-        &format!("grant_type=refresh_token&refresh_token={}", form_encode(token)),
+        &format!(
+            "grant_type=refresh_token&refresh_token={}",
+            form_encode(token)
+        ),
     )
 }
 
@@ -334,7 +350,10 @@ pub fn verify_jws(server: &Server, token: &str) -> (Value, Value) {
         &b64.decode(parts[2]).unwrap(),
     )
     .expect("signature verifies with the published key");
-    (header, serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap())
+    (
+        header,
+        serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap(),
+    )
 }
 
 fn audit_actions(server: &Server) -> Vec<String> {
@@ -415,7 +434,10 @@ fn code_flow_signs_in_approves_once_and_revocation_ends_everything() {
     let back = approve_all(&mut browser, &consent);
     assert_eq!(back.status, 303, "{}", back.text());
     let location = back.header("location").unwrap();
-    assert!(location.starts_with(&format!("{PORTAL_CB}?code=")), "{location}");
+    assert!(
+        location.starts_with(&format!("{PORTAL_CB}?code=")),
+        "{location}"
+    );
     let answer = query_of(location);
     assert_eq!(answer["state"], "st-123");
     assert_eq!(answer["iss"], "https://localhost:8443", "RFC 9207 iss");
@@ -478,7 +500,10 @@ fn code_flow_signs_in_approves_once_and_revocation_ends_everything() {
     let again = browser.get(&authorize_path(scope, &challenge2, ""));
     assert_eq!(again.status, 303, "{}", again.text());
     let location = again.header("location").unwrap();
-    assert!(location.starts_with(PORTAL_CB), "consent skipped: {location}");
+    assert!(
+        location.starts_with(PORTAL_CB),
+        "consent skipped: {location}"
+    );
     let second = redeem(&server, &secret, &query_of(location)["code"], &verifier2);
     assert_eq!(second.status, 200, "{}", second.text());
 
@@ -487,7 +512,9 @@ fn code_flow_signs_in_approves_once_and_revocation_ends_everything() {
     assert_eq!(wider.status, 200, "{}", wider.text());
     let html = wider.text();
     let new_part = &html[html.find("It now also asks to").expect("difference shown")
-        ..html.find("You approved before").expect("approved part shown")];
+        ..html
+            .find("You approved before")
+            .expect("approved part shown")];
     assert!(new_part.contains("<code>email</code>"), "{new_part}");
     assert!(!new_part.contains("slcs:certificate"), "{new_part}");
 
@@ -532,7 +559,12 @@ fn code_flow_signs_in_approves_once_and_revocation_ends_everything() {
     // The session is still the one signed in (the browser kept it).
     assert_eq!(browser.cookies["__Host-slcs-session"], session);
     let actions = audit_actions(&server);
-    for action in ["user.login", "approval.create", "approval.revoke", "grant.revoke"] {
+    for action in [
+        "user.login",
+        "approval.create",
+        "approval.revoke",
+        "grant.revoke",
+    ] {
         assert!(actions.iter().any(|a| a == action), "{action} not audited");
     }
 }
@@ -580,7 +612,10 @@ fn az_01_az_02_bad_client_or_redirect_uri_is_a_page_never_a_redirect() {
     cases.push(with("wps", Some(PORTAL_CB)));
     cases.push(with("portal", None));
     // AZ-07: a repeated client_id or redirect_uri.
-    cases.push(format!("{}&client_id=evil", with("portal", Some(PORTAL_CB))));
+    cases.push(format!(
+        "{}&client_id=evil",
+        with("portal", Some(PORTAL_CB))
+    ));
     cases.push(format!(
         "{}&redirect_uri={}",
         with("portal", Some(PORTAL_CB)),
@@ -619,7 +654,10 @@ fn code_01_code_04_pkce_is_required_and_s256_only() {
         format!("&code_challenge={challenge}&code_challenge_method=plain"),
         format!("&code_challenge={challenge}&code_challenge_method=S512"),
         "&code_challenge=abcdefghijklmnopqrst&code_challenge_method=S256".to_owned(),
-        format!("&code_challenge={}&code_challenge_method=S256", "a".repeat(200)),
+        format!(
+            "&code_challenge={}&code_challenge_method=S256",
+            "a".repeat(200)
+        ),
     ];
     for extra in &cases {
         let response = server.get(&format!("{base}{extra}"));
@@ -634,11 +672,16 @@ fn code_01_code_04_pkce_is_required_and_s256_only() {
     }
     // AZ-06: no implicit or hybrid response types.
     for response_type in ["token", "code token", "id_token token", "foo"] {
-        let path = authorize_path("openid", &challenge, "")
-            .replace("response_type=code", &format!("response_type={}", form_encode(response_type)));
+        let path = authorize_path("openid", &challenge, "").replace(
+            "response_type=code",
+            &format!("response_type={}", form_encode(response_type)),
+        );
         let response = server.get(&path);
         let answer = query_of(response.header("location").unwrap());
-        assert_eq!(answer["error"], "unsupported_response_type", "{response_type}");
+        assert_eq!(
+            answer["error"], "unsupported_response_type",
+            "{response_type}"
+        );
     }
 
     // CODE-02: a code redeemed with a wrong verifier, or none, or the
@@ -707,10 +750,13 @@ fn code_08_concurrent_double_redemption_yields_one_token_family() {
     let mut browser = Browser::new(&server);
     for round in 0..3 {
         let (verifier, challenge) = pkce();
-        let location = authorize(&mut browser, &authorize_path("openid slcs:certificate", &challenge, ""))
-            .header("location")
-            .unwrap()
-            .to_owned();
+        let location = authorize(
+            &mut browser,
+            &authorize_path("openid slcs:certificate", &challenge, ""),
+        )
+        .header("location")
+        .unwrap()
+        .to_owned();
         let code = query_of(&location)["code"].clone();
         let barrier = Arc::new(Barrier::new(16));
         let results: Vec<HttpResponse> = std::thread::scope(|scope| {
@@ -727,13 +773,23 @@ fn code_08_concurrent_double_redemption_yields_one_token_family() {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let winners: Vec<&HttpResponse> = results.iter().filter(|r| r.status == 200).collect();
-        assert_eq!(winners.len(), 1, "round {round}: exactly one redemption wins");
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one redemption wins"
+        );
         for loser in results.iter().filter(|r| r.status != 200) {
             assert_eq!(loser.json()["error"], "invalid_grant");
         }
         // The replays revoked what the winner obtained (RFC 6749 §4.1.2).
-        let token = winners[0].json()["access_token"].as_str().unwrap().to_owned();
-        assert!(!introspect_active(&server, &secret, &token), "round {round}");
+        let token = winners[0].json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            !introspect_active(&server, &secret, &token),
+            "round {round}"
+        );
     }
 }
 
@@ -765,7 +821,10 @@ fn rt_01_rt_02_rotation_reuse_detection_and_concurrent_refresh() {
     let access2 = second.json()["access_token"].as_str().unwrap().to_owned();
     let reuse = refresh(&server, &secret, &rt1);
     assert_eq!(reuse.json()["error"], "invalid_grant");
-    assert_eq!(refresh(&server, &secret, &rt2).json()["error"], "invalid_grant");
+    assert_eq!(
+        refresh(&server, &secret, &rt2).json()["error"],
+        "invalid_grant"
+    );
     assert!(!introspect_active(&server, &secret, &access2));
     // RT-03: a refresh may not widen the scope.
     let fresh = tokens(&mut browser);
@@ -783,7 +842,10 @@ fn rt_01_rt_02_rotation_reuse_detection_and_concurrent_refresh() {
     assert_eq!(widened.json()["error"], "invalid_scope");
     // RT-06: an access token is not a refresh token.
     let access = fresh["access_token"].as_str().unwrap();
-    assert_eq!(refresh(&server, &secret, access).json()["error"], "invalid_grant");
+    assert_eq!(
+        refresh(&server, &secret, access).json()["error"],
+        "invalid_grant"
+    );
 
     // RT-02: 16 concurrent refreshes with one token: at most one succeeds,
     // and no two live descendants remain.
@@ -811,7 +873,10 @@ fn rt_01_rt_02_rotation_reuse_detection_and_concurrent_refresh() {
     // The losers were reuses: the family is revoked, the winner's too.
     for winner in ok {
         let next = winner.json()["refresh_token"].as_str().unwrap().to_owned();
-        assert_eq!(refresh(&server, &secret, &next).json()["error"], "invalid_grant");
+        assert_eq!(
+            refresh(&server, &secret, &next).json()["error"],
+            "invalid_grant"
+        );
     }
 }
 
@@ -861,7 +926,11 @@ fn web_01_web_03_forged_decisions_and_refused_logins_change_nothing() {
     other.sign_in(&login, "alice", PASSWORD);
     let forged = other.post(
         "/authorize/consent",
-        &[("csrf_token", &csrf), ("request", &request), ("decision", "approve")],
+        &[
+            ("csrf_token", &csrf),
+            ("request", &request),
+            ("decision", "approve"),
+        ],
     );
     assert_eq!(forged.status, 403, "{}", forged.text());
     let untokened = attacker.post(
@@ -874,15 +943,28 @@ fn web_01_web_03_forged_decisions_and_refused_logins_change_nothing() {
     ));
     assert_eq!(by_get.status, 405);
     let actions = audit_actions(&server);
-    assert!(!actions.iter().any(|a| a == "approval.create"), "{actions:?}");
+    assert!(
+        !actions.iter().any(|a| a == "approval.create"),
+        "{actions:?}"
+    );
 
     // WEB-08: failures back off; then even the right password waits.
     let mut guesser = Browser::new(&server);
     let login = guesser.get("/login");
     for _ in 0..3 {
-        assert_eq!(guesser.sign_in(&login, "alice", "wrong password here").status, 401);
+        assert_eq!(
+            guesser
+                .sign_in(&login, "alice", "wrong password here")
+                .status,
+            401
+        );
     }
-    assert_eq!(guesser.sign_in(&login, "alice", "wrong password here").status, 401);
+    assert_eq!(
+        guesser
+            .sign_in(&login, "alice", "wrong password here")
+            .status,
+        401
+    );
     let throttled = guesser.sign_in(&login, "alice", PASSWORD);
     assert_eq!(throttled.status, 429, "{}", throttled.text());
     assert!(throttled.header("retry-after").is_some());
@@ -914,7 +996,10 @@ fn restricted_clients_refuse_guests_and_outsiders_and_prompt_none_never_shows_a_
     // prompt=none without a session: login_required, at the client.
     let silent = server.get(&authorize_path("openid", &challenge, "&prompt=none"));
     assert_eq!(silent.status, 303);
-    assert_eq!(query_of(silent.header("location").unwrap())["error"], "login_required");
+    assert_eq!(
+        query_of(silent.header("location").unwrap())["error"],
+        "login_required"
+    );
     // The portal refuses guests (seed default accessDeniedToGuests=true).
     let mut browser = Browser::new(&server);
     let start = browser.get(&authorize_path("openid", &challenge, ""));
@@ -927,7 +1012,10 @@ fn restricted_clients_refuse_guests_and_outsiders_and_prompt_none_never_shows_a_
     assert_eq!(answer["state"], "st-123");
     // Still refused silently: prompt=none never shows a page.
     let silent = browser.get(&authorize_path("openid", &challenge, "&prompt=none"));
-    assert_eq!(query_of(silent.header("location").unwrap())["error"], "access_denied");
+    assert_eq!(
+        query_of(silent.header("location").unwrap())["error"],
+        "access_denied"
+    );
 }
 
 /// The public native client a CLI uses for the device flow.
@@ -982,10 +1070,18 @@ pub fn confirm_device(browser: &mut Browser<'_>, user_code: &str, approve: bool)
     // verification_uri_complete only pre-fills the form (DV-05).
     assert!(entry.text().contains(&format!("value=\"{user_code}\"")));
     let csrf = hidden(&entry.text(), "csrf_token");
-    let confirmation = browser.post("/device", &[("csrf_token", &csrf), ("user_code", user_code)]);
+    let confirmation = browser.post(
+        "/device",
+        &[("csrf_token", &csrf), ("user_code", user_code)],
+    );
     assert_eq!(confirmation.status, 200, "{}", confirmation.text());
     let html = html_of(&confirmation);
-    for shown in ["slcs command line", "slcs-cli", "Never enter a code someone sent you", user_code] {
+    for shown in [
+        "slcs command line",
+        "slcs-cli",
+        "Never enter a code someone sent you",
+        user_code,
+    ] {
         assert!(html.contains(shown), "confirmation lacks {shown}: {html}");
     }
     let csrf = hidden(&html, "csrf_token");
@@ -1024,7 +1120,10 @@ fn device_flow_is_confirmed_in_the_browser_and_redeemed_once() {
     assert_eq!(user_code.len(), 9);
     assert_eq!(device["verification_uri"], "https://localhost:8443/device");
     assert_eq!(device["interval"], 1);
-    assert_eq!(device_poll(&server, &device_code).json()["error"], "authorization_pending");
+    assert_eq!(
+        device_poll(&server, &device_code).json()["error"],
+        "authorization_pending"
+    );
 
     // DV-01: wrong codes back off per address.
     let mut browser = Browser::new(&server);
@@ -1038,7 +1137,11 @@ fn device_flow_is_confirmed_in_the_browser_and_redeemed_once() {
     let mut statuses = Vec::new();
     for i in 0..12 {
         let guess = format!("BCDF-{:04}", i).replace('0', "G").replace('1', "H");
-        statuses.push(browser.post("/device", &[("csrf_token", &csrf), ("user_code", &guess)]).status);
+        statuses.push(
+            browser
+                .post("/device", &[("csrf_token", &csrf), ("user_code", &guess)])
+                .status,
+        );
     }
     assert_eq!(statuses[0], 400);
     assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
@@ -1054,12 +1157,23 @@ fn device_flow_is_confirmed_in_the_browser_and_redeemed_once() {
     let tokens = device_poll(&server, &device_code);
     assert_eq!(tokens.status, 200, "{}", tokens.text());
     let tokens = tokens.json();
-    assert!(tokens["refresh_token"].as_str().unwrap().starts_with("slcs_rt_"));
+    assert!(
+        tokens["refresh_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("slcs_rt_")
+    );
     let (_, claims) = verify_jws(&server, tokens["access_token"].as_str().unwrap());
-    assert_eq!(claims["slcs_grant_type"], "urn:ietf:params:oauth:grant-type:device_code");
+    assert_eq!(
+        claims["slcs_grant_type"],
+        "urn:ietf:params:oauth:grant-type:device_code"
+    );
     // DV-04: redeemed once.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_eq!(device_poll(&server, &device_code).json()["error"], "invalid_grant");
+    assert_eq!(
+        device_poll(&server, &device_code).json()["error"],
+        "invalid_grant"
+    );
     // The access token gets a certificate.
     let issued = post_csr(&server, tokens["access_token"].as_str().unwrap(), "");
     assert_eq!(issued.status, 200, "{}", issued.text());
@@ -1068,10 +1182,75 @@ fn device_flow_is_confirmed_in_the_browser_and_redeemed_once() {
     // access_denied at the next poll.
     let denied = start("openid");
     let code = denied["device_code"].as_str().unwrap().to_owned();
-    assert_eq!(device_poll(&server, &code).json()["error"], "authorization_pending");
+    assert_eq!(
+        device_poll(&server, &code).json()["error"],
+        "authorization_pending"
+    );
     assert_eq!(device_poll(&server, &code).json()["error"], "slow_down");
-    let refused = confirm_device(&mut Browser::new(&server), denied["user_code"].as_str().unwrap(), false);
+    let refused = confirm_device(
+        &mut Browser::new(&server),
+        denied["user_code"].as_str().unwrap(),
+        false,
+    );
     assert!(refused.text().contains("Request refused"));
     std::thread::sleep(std::time::Duration::from_millis(6100));
     assert_eq!(device_poll(&server, &code).json()["error"], "access_denied");
+}
+
+/// The code flow with Python Authlib as the portal, unchanged: discovery,
+/// PKCE, the code, ID token validation with Authlib's own JOSE code,
+/// userinfo, refresh, and a certificate for a `cryptography` CSR. `.ci/run`
+/// installs Authlib into `.venv` and sets `AUTHLIB_REQUIRED=1`.
+#[test]
+fn authlib_portal_signs_in_and_gets_a_certificate() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let has_authlib = python.is_file()
+        && std::process::Command::new(&python)
+            .args(["-c", "import authlib, cryptography, requests"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !has_authlib {
+        assert!(
+            std::env::var("AUTHLIB_REQUIRED").is_err(),
+            "authlib is required (AUTHLIB_REQUIRED) but not installed in .venv"
+        );
+        println!("authlib not installed in .venv; skipping (run .ci/run to install it)");
+        return;
+    }
+    // The issuer must be the URL the portal reaches, so the port comes first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer = format!("https://localhost:{port}");
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start_on(
+        &work.path().join("data"),
+        &format!("127.0.0.1:{port}"),
+        &[("SLCS_OAUTH_ISSUER", &issuer)],
+    );
+    let secret = register_portal(&server);
+    let sub = alice(&server);
+    let output = std::process::Command::new(&python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/authlib_portal.py"))
+        .env("SLCS_TEST_ISSUER", &issuer)
+        .env("PORTAL_CLIENT_SECRET", &secret)
+        .env("PORTAL_PASSWORD", PASSWORD)
+        .env("REQUESTS_CA_BUNDLE", server.data_dir.join("ca").join("ca.pem"))
+        .env_remove("SLCS_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.stderr()
+    );
+    assert!(stdout.contains(&format!("id_token_sub={sub}")), "{stdout}");
+    assert!(stdout.contains("id_token_name=Alice Martin"), "{stdout}");
+    assert!(stdout.contains("userinfo_email=alice@ipsl.example"), "{stdout}");
+    assert!(stdout.contains("certificate_subject=") && stdout.contains("Alice Martin"), "{stdout}");
+    assert!(stdout.contains("refreshed=yes"), "{stdout}");
 }

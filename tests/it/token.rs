@@ -566,7 +566,10 @@ fn discovery_jwks_and_webfinger() {
             metadata["authorization_endpoint"],
             "https://localhost:8443/authorize"
         );
-        assert_eq!(metadata["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(
+            metadata["code_challenge_methods_supported"],
+            json!(["S256"])
+        );
         assert_eq!(metadata["response_types_supported"], json!(["code"]));
         assert_eq!(
             metadata["authorization_response_iss_parameter_supported"],
