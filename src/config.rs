@@ -721,7 +721,12 @@ impl FileUsers {
             bounded(key, value, min, max).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
         };
         let password = crate::users::PasswordParams {
-            memory_kib: small("users.argon2_memory_kib", self.argon2_memory_kib, 8, 4 << 20)?,
+            memory_kib: small(
+                "users.argon2_memory_kib",
+                self.argon2_memory_kib,
+                8,
+                4 << 20,
+            )?,
             iterations: small("users.argon2_iterations", self.argon2_iterations, 1, 64)?,
             parallelism: small("users.argon2_parallelism", self.argon2_parallelism, 1, 16)?,
         };
@@ -1355,6 +1360,10 @@ mod tests {
                 }
                 ("oauth.signing_alg", _) => toml::Value::String("EdDSA".into()),
                 ("oauth.access_token_lifetime_secs", _) => toml::Value::Integer(600),
+                ("oauth.refresh_token_lifetime_secs", _) => toml::Value::Integer(7200),
+                ("oauth.device_code_lifetime_secs", _) => toml::Value::Integer(300),
+                ("users.argon2_memory_kib", _) => toml::Value::Integer(4096),
+                ("users.session_lifetime_secs", _) => toml::Value::Integer(3600),
                 ("log.format", _) => toml::Value::String("json".into()),
                 ("log.level", _) => toml::Value::String("debug".into()),
                 ("server.idle_timeout_secs", _) => toml::Value::Integer(120),

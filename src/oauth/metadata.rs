@@ -219,7 +219,20 @@ mod tests {
         assert_eq!(json["jwks_uri"], "https://as.example:8443/jwks");
         assert_eq!(
             json["grant_types_supported"],
-            serde_json::json!(["client_credentials"])
+            serde_json::json!([
+                "authorization_code",
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:device_code",
+                "client_credentials"
+            ])
+        );
+        assert_eq!(json["authorization_endpoint"], "https://as.example:8443/authorize");
+        assert_eq!(json["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+        assert!(
+            json["token_endpoint_auth_methods_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("none"))
         );
     }
 
