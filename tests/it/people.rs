@@ -1254,3 +1254,101 @@ fn authlib_portal_signs_in_and_gets_a_certificate() {
     assert!(stdout.contains("certificate_subject=") && stdout.contains("Alice Martin"), "{stdout}");
     assert!(stdout.contains("refreshed=yes"), "{stdout}");
 }
+
+#[test]
+fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let secret = register_portal(&server);
+    alice(&server);
+
+    // WEB-05: a planted session cookie is replaced at sign-in, and the
+    // planted value never becomes a session.
+    let mut browser = Browser::new(&server);
+    let planted = "A".repeat(43);
+    browser
+        .cookies
+        .insert("__Host-slcs-session".into(), planted.clone());
+    let login = browser.get("/login");
+    let signed_in = browser.sign_in(&login, "alice", PASSWORD);
+    assert_eq!(signed_in.status, 303);
+    let session = browser.cookies["__Host-slcs-session"].clone();
+    assert_ne!(session, planted);
+    let mut planter = Browser::new(&server);
+    planter
+        .cookies
+        .insert("__Host-slcs-session".into(), planted.clone());
+    assert_eq!(planter.get("/account").status, 303, "planted id is no session");
+    // AZ-08: after sign-in only local places; a URL in `continue` is ignored.
+    let mut other = Browser::new(&server);
+    let login = other.get(&format!("/login?continue={}", form_encode("https://evil.test/")));
+    let to = other.sign_in(&login, "alice", PASSWORD);
+    assert_eq!(to.header("location"), Some("/account"));
+    // Sign-out ends the session server-side.
+    let account = other.get("/account");
+    let csrf = hidden(&account.text(), "csrf_token");
+    let old = other.cookies["__Host-slcs-session"].clone();
+    assert_eq!(other.post("/logout", &[("csrf_token", &csrf)]).status, 200);
+    let mut replay = Browser::new(&server);
+    replay.cookies.insert("__Host-slcs-session".into(), old);
+    assert_eq!(replay.get("/account").status, 303, "ended session is dead");
+
+    // CODE-11: the approval revoked between the code and its redemption.
+    let (verifier, challenge) = pkce();
+    let location = authorize(&mut browser, &authorize_path("openid slcs:certificate", &challenge, ""))
+        .header("location")
+        .unwrap()
+        .to_owned();
+    let code = query_of(&location)["code"].clone();
+    let account = browser.get("/account");
+    let html = html_of(&account);
+    let csrf = hidden(&html, "csrf_token");
+    let start = html.find("/account/approvals/").unwrap();
+    let revoke_path = html[start..start + html[start..].find('"').unwrap()].to_owned();
+    assert_eq!(browser.post(&revoke_path, &[("csrf_token", &csrf)]).status, 200);
+    let late = redeem(&server, &secret, &code, &verifier);
+    assert_eq!(late.status, 400, "{}", late.text());
+    assert_eq!(late.json()["error"], "invalid_grant");
+
+    // RT-04: the portal's refresh token presented by another client.
+    let (verifier, challenge) = pkce();
+    let location = authorize(
+        &mut browser,
+        &authorize_path("openid offline_access slcs:certificate", &challenge, ""),
+    )
+    .header("location")
+    .unwrap()
+    .to_owned();
+    let tokens = redeem(&server, &secret, &query_of(&location)["code"], &verifier).json();
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let (wps, wps_secret) = register(&server, &json!({
+        "client": {
+            "clientId": "other-portal",
+            "name": "Other",
+            "standardFlowEnabled": true,
+            "consentRequired": true,
+            "redirectUris": ["https://other.example/cb"],
+            "defaultClientScopes": ["openid"]
+        },
+        "maintainers": [],
+        "featureAuthenticate": false
+    }));
+    assert_eq!(wps.status, 201, "{}", wps.text());
+    let stolen = server.post(
+        "/token",
+        &[("Authorization", &basic("other-portal", &wps_secret.unwrap()))],
+        FORM,
+        &format!("grant_type=refresh_token&refresh_token={}", form_encode(rt)),
+    );
+    assert_eq!(stolen.json()["error"], "invalid_grant");
+    // The rightful client still can.
+    assert_eq!(refresh(&server, &secret, rt).status, 200);
+    // AZ-10: no CORS on the authorization endpoint.
+    let cors = server.send(
+        "GET",
+        &authorize_path("openid", &challenge, ""),
+        &[("Origin", "https://evil.test")],
+        None,
+    );
+    assert!(cors.header("access-control-allow-origin").is_none());
+}
