@@ -337,14 +337,14 @@ impl CertificateService {
         now: OffsetDateTime,
     ) -> Result<User, CertificateError> {
         let claims = &authorized.claims;
-        let user = self
-            .tokens
-            .users()
-            .user(&claims.sub)
-            .await?
-            .ok_or(CertificateError::Forbidden(
-                "the person this token names has no account here",
-            ))?;
+        let user =
+            self.tokens
+                .users()
+                .user(&claims.sub)
+                .await?
+                .ok_or(CertificateError::Forbidden(
+                    "the person this token names has no account here",
+                ))?;
         crate::oauth::user_grants::user_may_use(&authorized.client, &user)
             .map_err(CertificateError::Forbidden)?;
         if let Some(approval_id) = &claims.approval_id {

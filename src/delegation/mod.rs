@@ -374,8 +374,16 @@ mod tests {
             time::Duration::days(1),
             now,
         );
-        assert!(consent_needed(Some(&approval), &requested, &[], Some("https://p/cb"), now).is_empty());
-        let other = consent_needed(Some(&approval), &requested, &[], Some("https://p/other"), now);
+        assert!(
+            consent_needed(Some(&approval), &requested, &[], Some("https://p/cb"), now).is_empty()
+        );
+        let other = consent_needed(
+            Some(&approval),
+            &requested,
+            &[],
+            Some("https://p/other"),
+            now,
+        );
         assert!(other.new_scopes.is_empty());
         assert_eq!(other.new_redirect_uri.as_deref(), Some("https://p/other"));
     }

@@ -216,11 +216,7 @@ pub(super) async fn create_user(
         .create(new, "admin", now)
         .await
         .map_err(user_problem)?;
-    Ok((
-        axum::http::StatusCode::CREATED,
-        Json(UserView::from(user)),
-    )
-        .into_response())
+    Ok((axum::http::StatusCode::CREATED, Json(UserView::from(user))).into_response())
 }
 
 /// `GET /admin/users`.
@@ -229,7 +225,12 @@ pub(super) async fn list_users(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     require_admin(&state, &headers)?;
-    let users = state.inner.users.list().await.map_err(Problem::unavailable)?;
+    let users = state
+        .inner
+        .users
+        .list()
+        .await
+        .map_err(Problem::unavailable)?;
     let views: Vec<UserView> = users.into_iter().map(UserView::from).collect();
     Ok(Json(views).into_response())
 }

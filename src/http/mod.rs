@@ -156,7 +156,10 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         .route("/authorize/consent", post(pages::authorize::consent))
         .route("/login", get(pages::login::page).post(pages::login::submit))
         .route("/logout", post(pages::login::logout))
-        .route("/device", get(pages::device::page).post(pages::device::submit))
+        .route(
+            "/device",
+            get(pages::device::page).post(pages::device::submit),
+        )
         .route("/device/confirm", post(pages::device::confirm))
         .route("/account", get(pages::account::page))
         .route(
@@ -164,8 +167,14 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
             post(pages::account::revoke),
         )
         .route("/static/slcs.css", get(pages::stylesheet))
-        .route("/userinfo", get(userinfo::userinfo).post(userinfo::userinfo))
-        .route("/admin/users", post(admin::create_user).get(admin::list_users))
+        .route(
+            "/userinfo",
+            get(userinfo::userinfo).post(userinfo::userinfo),
+        )
+        .route(
+            "/admin/users",
+            post(admin::create_user).get(admin::list_users),
+        )
         .route("/admin/users/{username}/disable", post(admin::disable_user))
         .route("/admin/users/{username}/enable", post(admin::enable_user))
         .route("/admin/users/{username}/password", put(admin::set_password))

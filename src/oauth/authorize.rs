@@ -20,9 +20,7 @@ use super::clients::{Client, ClientId, ClientStatus, GrantType};
 use super::grants::{PENDING_LIFETIME, PendingAuthorization, Prompt, UserGrant};
 use super::user_grants::user_may_use;
 use super::{GrantError, TokenService, narrow_scope, random_id};
-use crate::delegation::{
-    ConsentNeed, OfferedDelegatee, approve, consent_needed, is_delegable,
-};
+use crate::delegation::{ConsentNeed, OfferedDelegatee, approve, consent_needed, is_delegable};
 use crate::store::{AuditEvent, StoreError};
 use crate::users::session::Session;
 
@@ -132,7 +130,9 @@ pub fn scope_meaning(scope: &str) -> &'static str {
         "openid" => "Confirm who you are when you sign in to it",
         "profile" => "See your name, username and organisation",
         "email" => "See your e-mail address",
-        "offline_access" => "Keep acting for you while you are away, until you revoke this approval",
+        "offline_access" => {
+            "Keep acting for you while you are away, until you revoke this approval"
+        }
         super::resource::CERTIFICATE_SCOPE | super::resource::OA4MP_GETCERT_SCOPE => {
             "Obtain short-lived X.509 certificates in your name, to fetch data and run work as you"
         }
@@ -174,7 +174,9 @@ impl TokenService {
             Ok(id) => self.store().client(&id).await?,
             Err(_) => None,
         }
-        .ok_or_else(|| page("The application that sent you here is not registered with this service."))?;
+        .ok_or_else(|| {
+            page("The application that sent you here is not registered with this service.")
+        })?;
         if client.status != ClientStatus::Active {
             return Err(page(
                 "The application that sent you here is not approved to use this service.",
@@ -183,11 +185,9 @@ impl TokenService {
         // Always required (OIDC Core §3.1.2.1; RFC 9700 §2.1 exact match),
         // even for a client with one registered URI: the URI a code goes
         // to is never implied.
-        let redirect_uri = params
-            .get("redirect_uri")
-            .ok_or_else(|| {
-                page("The request does not say where to send you back (redirect_uri is missing).")
-            })?;
+        let redirect_uri = params.get("redirect_uri").ok_or_else(|| {
+            page("The request does not say where to send you back (redirect_uri is missing).")
+        })?;
         let redirect_uri = client
             .redirect_uri(redirect_uri)
             .ok_or_else(|| {
@@ -203,7 +203,10 @@ impl TokenService {
             state: state.clone(),
         };
         // 2. Everything else, answered at the client.
-        if state.as_ref().is_some_and(|s| s.chars().count() > MAX_ECHOED_CHARS) {
+        if state
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > MAX_ECHOED_CHARS)
+        {
             return Err(back("invalid_request", "state is too long"));
         }
         if params.contains_key("request") {
@@ -267,7 +270,10 @@ impl TokenService {
             ));
         }
         let nonce = params.get("nonce").cloned();
-        if nonce.as_ref().is_some_and(|n| n.chars().count() > MAX_ECHOED_CHARS) {
+        if nonce
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_ECHOED_CHARS)
+        {
             return Err(back("invalid_request", "nonce is too long"));
         }
         let prompt = parse_prompt(params.get("prompt").map(String::as_str))
@@ -348,7 +354,9 @@ impl TokenService {
             .await?
             .ok_or_else(|| back("access_denied", "the account no longer exists"))?;
         user_may_use(&client, &user).map_err(|m| back("access_denied", m))?;
-        let need = self.consent_need(&pending, &client, &session.sub, now).await?;
+        let need = self
+            .consent_need(&pending, &client, &session.sub, now)
+            .await?;
         if need.is_empty() && !pending.prompt.consent {
             return self.grant_code(&pending, session, now).await;
         }
@@ -489,7 +497,10 @@ impl TokenService {
         let lifetime = time::Duration::try_from(delegation.approval_lifetime)
             .unwrap_or(time::Duration::days(90));
         loop {
-            let existing = self.store().current_approval(sub, client.id.as_str()).await?;
+            let existing = self
+                .store()
+                .current_approval(sub, client.id.as_str())
+                .await?;
             let offered = self.offered_delegatees(client, scopes).await?;
             let need = consent_needed(existing.as_ref(), scopes, &offered, redirect_uri, now);
             let new_id = random_id("ap").map_err(|e| StoreError::Io(e.to_string()))?;
@@ -508,7 +519,11 @@ impl TokenService {
             if existing.as_ref() == Some(&approval) {
                 return Ok(approval);
             }
-            match self.store().save_approval(existing.as_ref(), &approval).await {
+            match self
+                .store()
+                .save_approval(existing.as_ref(), &approval)
+                .await
+            {
                 Ok(()) => {
                     let widened = existing.as_ref().is_some_and(|e| e.id == approval.id);
                     self.store()
@@ -562,7 +577,9 @@ impl TokenService {
         }
         .filter(|c| c.status == ClientStatus::Active)
         .ok_or_else(|| {
-            AuthorizeError::Page("The application is no longer approved to use this service.".into())
+            AuthorizeError::Page(
+                "The application is no longer approved to use this service.".into(),
+            )
         })?;
         Ok((pending, client))
     }
@@ -575,9 +592,18 @@ impl TokenService {
         redirect_uri: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<ConsentNeed, StoreError> {
-        let existing = self.store().current_approval(sub, client.id.as_str()).await?;
+        let existing = self
+            .store()
+            .current_approval(sub, client.id.as_str())
+            .await?;
         let offered = self.offered_delegatees(client, scopes).await?;
-        Ok(consent_needed(existing.as_ref(), scopes, &offered, redirect_uri, now))
+        Ok(consent_needed(
+            existing.as_ref(),
+            scopes,
+            &offered,
+            redirect_uri,
+            now,
+        ))
     }
 
     async fn consent_need(

@@ -127,7 +127,8 @@ impl TokenService {
             scopes: scope.split(' ').map(str::to_owned).collect(),
             resource: self.indicator(resource),
             created_at: now,
-            expires_at: now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::minutes(10)),
+            expires_at: now
+                + time::Duration::try_from(lifetime).unwrap_or(time::Duration::minutes(10)),
             interval_secs: interval,
             last_poll: None,
             status: DeviceStatus::Pending,
@@ -263,7 +264,9 @@ impl TokenService {
             self.store()
                 .add_grant(&grant.approval_id, &grant.grant_id)
                 .await?;
-            DeviceStatus::Approved { grant }
+            DeviceStatus::Approved {
+                grant: Box::new(grant),
+            }
         } else {
             DeviceStatus::Denied
         };
@@ -324,7 +327,8 @@ impl TokenService {
             // RFC 8628 §3.5: polling faster than the interval is slow_down,
             // and the interval grows by 5 seconds.
             let too_fast = record.last_poll.is_some_and(|last| {
-                now - last < time::Duration::seconds(i64::try_from(record.interval_secs).unwrap_or(5))
+                now - last
+                    < time::Duration::seconds(i64::try_from(record.interval_secs).unwrap_or(5))
             });
             let mut updated = record.clone();
             updated.last_poll = Some(now);
@@ -340,7 +344,7 @@ impl TokenService {
                 DeviceStatus::Redeemed => Err(invalid()),
                 DeviceStatus::Approved { grant } => {
                     updated.status = DeviceStatus::Redeemed;
-                    Ok(grant.clone())
+                    Ok(grant.as_ref().clone())
                 }
             };
             match self.store().replace_device(&record, &updated).await {
@@ -385,7 +389,10 @@ mod tests {
     fn user_codes_use_the_rfc_alphabet_and_normalize() {
         let code = random_user_code().unwrap();
         assert_eq!(code.len(), USER_CODE_LEN);
-        assert!(code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b)), "{code}");
+        assert!(
+            code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b)),
+            "{code}"
+        );
         let shown = display_user_code(&code);
         assert_eq!(shown.len(), 9);
         assert_eq!(normalize_user_code(&shown.to_lowercase()), code);

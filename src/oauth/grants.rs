@@ -186,7 +186,7 @@ pub enum DeviceStatus {
     /// The person approved; the next poll receives tokens.
     Approved {
         /// What was granted.
-        grant: UserGrant,
+        grant: Box<UserGrant>,
     },
     /// The person refused.
     Denied,

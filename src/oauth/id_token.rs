@@ -112,7 +112,10 @@ mod tests {
     fn at_hash_matches_the_oidc_example() {
         // OIDC Core Appendix A.3's access token and at_hash (RS256).
         assert_eq!(
-            at_hash(SigningAlgorithm::Rs256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            at_hash(
+                SigningAlgorithm::Rs256,
+                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+            ),
             "77QmUPtjPfzWtF2AnpK9RQ"
         );
     }

@@ -226,8 +226,14 @@ mod tests {
                 "client_credentials"
             ])
         );
-        assert_eq!(json["authorization_endpoint"], "https://as.example:8443/authorize");
-        assert_eq!(json["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+        assert_eq!(
+            json["authorization_endpoint"],
+            "https://as.example:8443/authorize"
+        );
+        assert_eq!(
+            json["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
+        );
         assert!(
             json["token_endpoint_auth_methods_supported"]
                 .as_array()

@@ -227,7 +227,11 @@ impl TokenService {
         }
         let invalid = || GrantError::InvalidGrant("the refresh token is not valid".into());
         let hash = secret_key(self.pepper(), "refresh", token);
-        let record = self.store().refresh_token(&hash).await?.ok_or_else(invalid)?;
+        let record = self
+            .store()
+            .refresh_token(&hash)
+            .await?
+            .ok_or_else(invalid)?;
         if record.grant.client_id != client.client.id.as_str() {
             // RFC 9700 §4.14.2: bound to the client it was issued to.
             return Err(invalid());
@@ -237,7 +241,15 @@ impl TokenService {
             RefreshState::Revoked { .. } => return Err(invalid()),
             RefreshState::Rotated { at, successor } => {
                 return self
-                    .refresh_reused(client, &record, *at, successor, requested_scope, source, now)
+                    .refresh_reused(
+                        client,
+                        &record,
+                        *at,
+                        successor,
+                        requested_scope,
+                        source,
+                        now,
+                    )
                     .await;
             }
         }
@@ -617,8 +629,14 @@ impl TokenService {
                 "userinfo describes people; this is a service-account token",
             ));
         }
-        if self.store().is_revoked(&claims.jti, &claims.grant_id).await? {
-            return Err(BearerError::InvalidToken("the access token has been revoked"));
+        if self
+            .store()
+            .is_revoked(&claims.jti, &claims.grant_id)
+            .await?
+        {
+            return Err(BearerError::InvalidToken(
+                "the access token has been revoked",
+            ));
         }
         if !claims.scope.split(' ').any(|s| s == "openid") {
             return Err(BearerError::InsufficientScope("openid"));
@@ -657,7 +675,9 @@ fn narrow_refresh_scope(grant: &UserGrant, requested: Option<&str>) -> Result<St
         }
     }
     if scope.is_empty() {
-        return Err(GrantError::InvalidScope("the requested scope is empty".into()));
+        return Err(GrantError::InvalidScope(
+            "the requested scope is empty".into(),
+        ));
     }
     Ok(scope.join(" "))
 }

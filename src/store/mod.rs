@@ -590,8 +590,10 @@ pub trait GrantStore: Send + Sync {
     async fn device(&self, hash: &str) -> Result<Option<DeviceRecord>, StoreError>;
 
     /// A device authorization by its (normalised) user code.
-    async fn device_by_user_code(&self, user_code: &str)
-    -> Result<Option<DeviceRecord>, StoreError>;
+    async fn device_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<DeviceRecord>, StoreError>;
 
     /// Replaces `expected` with `updated` if unchanged since read;
     /// `Conflict` otherwise. Durable on `Ok`.

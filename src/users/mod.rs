@@ -141,9 +141,8 @@ impl Default for PasswordParams {
 
 impl PasswordParams {
     fn argon2(self) -> Result<argon2::Argon2<'static>, UserError> {
-        let params =
-            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
-                .map_err(|e| UserError::Invalid(format!("argon2 parameters: {e}")))?;
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| UserError::Invalid(format!("argon2 parameters: {e}")))?;
         Ok(argon2::Argon2::new(
             argon2::Algorithm::Argon2id,
             argon2::Version::V0x13,
@@ -156,8 +155,8 @@ impl PasswordParams {
         let mut salt = [0u8; 16];
         aws_lc_rs::rand::fill(&mut salt)
             .map_err(|_| UserError::Internal("random generator failed".into()))?;
-        let salt = SaltString::encode_b64(&salt)
-            .map_err(|e| UserError::Internal(format!("salt: {e}")))?;
+        let salt =
+            SaltString::encode_b64(&salt).map_err(|e| UserError::Internal(format!("salt: {e}")))?;
         self.argon2()?
             .hash_password(password.as_bytes(), &salt)
             .map(|hash| hash.to_string())
@@ -227,8 +226,11 @@ pub enum LoginError {
 #[async_trait]
 pub trait UserSource: Send + Sync {
     /// Checks a username and password.
-    async fn authenticate(&self, username: &str, password: &str)
-    -> Result<Authenticated, LoginError>;
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Authenticated, LoginError>;
 
     /// The current record of a subject (for tokens, consent and claims);
     /// `None` if unknown.
@@ -289,7 +291,9 @@ impl LocalUsers {
         if let Some(email) = &new.email
             && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
         {
-            return Err(UserError::Invalid(format!("{email:?} is not an e-mail address")));
+            return Err(UserError::Invalid(format!(
+                "{email:?} is not an e-mail address"
+            )));
         }
         for unit in &new.units {
             check_label("unit", unit)?;
@@ -346,7 +350,11 @@ impl LocalUsers {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<User, UserError> {
-        let action = if disabled { "user.disable" } else { "user.enable" };
+        let action = if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
         self.change(username, actor, action, now, move |user| {
             user.disabled = disabled;
         })

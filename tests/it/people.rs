@@ -1233,11 +1233,16 @@ fn authlib_portal_signs_in_and_gets_a_certificate() {
     let secret = register_portal(&server);
     let sub = alice(&server);
     let output = std::process::Command::new(&python)
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/authlib_portal.py"))
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/authlib_portal.py"),
+        )
         .env("SLCS_TEST_ISSUER", &issuer)
         .env("PORTAL_CLIENT_SECRET", &secret)
         .env("PORTAL_PASSWORD", PASSWORD)
-        .env("REQUESTS_CA_BUNDLE", server.data_dir.join("ca").join("ca.pem"))
+        .env(
+            "REQUESTS_CA_BUNDLE",
+            server.data_dir.join("ca").join("ca.pem"),
+        )
         .env_remove("SLCS_CONFIG")
         .output()
         .unwrap();
@@ -1250,8 +1255,14 @@ fn authlib_portal_signs_in_and_gets_a_certificate() {
     );
     assert!(stdout.contains(&format!("id_token_sub={sub}")), "{stdout}");
     assert!(stdout.contains("id_token_name=Alice Martin"), "{stdout}");
-    assert!(stdout.contains("userinfo_email=alice@ipsl.example"), "{stdout}");
-    assert!(stdout.contains("certificate_subject=") && stdout.contains("Alice Martin"), "{stdout}");
+    assert!(
+        stdout.contains("userinfo_email=alice@ipsl.example"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("certificate_subject=") && stdout.contains("Alice Martin"),
+        "{stdout}"
+    );
     assert!(stdout.contains("refreshed=yes"), "{stdout}");
 }
 
@@ -1278,10 +1289,17 @@ fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
     planter
         .cookies
         .insert("__Host-slcs-session".into(), planted.clone());
-    assert_eq!(planter.get("/account").status, 303, "planted id is no session");
+    assert_eq!(
+        planter.get("/account").status,
+        303,
+        "planted id is no session"
+    );
     // AZ-08: after sign-in only local places; a URL in `continue` is ignored.
     let mut other = Browser::new(&server);
-    let login = other.get(&format!("/login?continue={}", form_encode("https://evil.test/")));
+    let login = other.get(&format!(
+        "/login?continue={}",
+        form_encode("https://evil.test/")
+    ));
     let to = other.sign_in(&login, "alice", PASSWORD);
     assert_eq!(to.header("location"), Some("/account"));
     // Sign-out ends the session server-side.
@@ -1295,17 +1313,23 @@ fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
 
     // CODE-11: the approval revoked between the code and its redemption.
     let (verifier, challenge) = pkce();
-    let location = authorize(&mut browser, &authorize_path("openid slcs:certificate", &challenge, ""))
-        .header("location")
-        .unwrap()
-        .to_owned();
+    let location = authorize(
+        &mut browser,
+        &authorize_path("openid slcs:certificate", &challenge, ""),
+    )
+    .header("location")
+    .unwrap()
+    .to_owned();
     let code = query_of(&location)["code"].clone();
     let account = browser.get("/account");
     let html = html_of(&account);
     let csrf = hidden(&html, "csrf_token");
     let start = html.find("/account/approvals/").unwrap();
     let revoke_path = html[start..start + html[start..].find('"').unwrap()].to_owned();
-    assert_eq!(browser.post(&revoke_path, &[("csrf_token", &csrf)]).status, 200);
+    assert_eq!(
+        browser.post(&revoke_path, &[("csrf_token", &csrf)]).status,
+        200
+    );
     let late = redeem(&server, &secret, &code, &verifier);
     assert_eq!(late.status, 400, "{}", late.text());
     assert_eq!(late.json()["error"], "invalid_grant");
@@ -1321,22 +1345,28 @@ fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
     .to_owned();
     let tokens = redeem(&server, &secret, &query_of(&location)["code"], &verifier).json();
     let rt = tokens["refresh_token"].as_str().unwrap();
-    let (wps, wps_secret) = register(&server, &json!({
-        "client": {
-            "clientId": "other-portal",
-            "name": "Other",
-            "standardFlowEnabled": true,
-            "consentRequired": true,
-            "redirectUris": ["https://other.example/cb"],
-            "defaultClientScopes": ["openid"]
-        },
-        "maintainers": [],
-        "featureAuthenticate": false
-    }));
+    let (wps, wps_secret) = register(
+        &server,
+        &json!({
+            "client": {
+                "clientId": "other-portal",
+                "name": "Other",
+                "standardFlowEnabled": true,
+                "consentRequired": true,
+                "redirectUris": ["https://other.example/cb"],
+                "defaultClientScopes": ["openid"]
+            },
+            "maintainers": [],
+            "featureAuthenticate": false
+        }),
+    );
     assert_eq!(wps.status, 201, "{}", wps.text());
     let stolen = server.post(
         "/token",
-        &[("Authorization", &basic("other-portal", &wps_secret.unwrap()))],
+        &[(
+            "Authorization",
+            &basic("other-portal", &wps_secret.unwrap()),
+        )],
         FORM,
         &format!("grant_type=refresh_token&refresh_token={}", form_encode(rt)),
     );

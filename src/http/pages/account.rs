@@ -56,7 +56,9 @@ pub(crate) async fn page(
     };
     let store = &state.inner.store;
     let Some(user) = state.inner.tokens.users().user(&session.sub).await? else {
-        return Err(PageError::Forbidden("Your account no longer exists.".into()));
+        return Err(PageError::Forbidden(
+            "Your account no longer exists.".into(),
+        ));
     };
     let name_of = |id: &str| {
         let store = store.clone();
@@ -71,7 +73,7 @@ pub(crate) async fn page(
     };
     let mut approvals = Vec::new();
     let mut stored = store.approvals_of(&session.sub).await?;
-    stored.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    stored.sort_by_key(|a| std::cmp::Reverse(a.updated_at));
     for approval in stored {
         let mut delegatees = Vec::new();
         for (id, scopes) in &approval.delegatees {

@@ -51,9 +51,8 @@ pub(super) fn respond(
             Ok(see_other(&Continue::Authorize(request).login_path()))
         }
         Ok(AuthorizeStep::Consent(view)) => {
-            let session_value = session_value.ok_or_else(|| {
-                PageError::Forbidden("Sign in to continue.".into())
-            })?;
+            let session_value =
+                session_value.ok_or_else(|| PageError::Forbidden("Sign in to continue.".into()))?;
             Ok(consent_page(state, &view, session_value, false))
         }
         Ok(AuthorizeStep::Redirect {
@@ -112,9 +111,8 @@ pub(crate) async fn authorize(
     let now = state.inner.clock.now();
     // The same strict parser as form bodies: a repeated parameter is an
     // error page, never resolved either way (ATTACKS AZ-07).
-    let query = OAuthForm::parse(uri.query().unwrap_or_default().as_bytes()).map_err(|e| {
-        PageError::BadRequest(format!("The sign-in request is malformed: {e}."))
-    })?;
+    let query = OAuthForm::parse(uri.query().unwrap_or_default().as_bytes())
+        .map_err(|e| PageError::BadRequest(format!("The sign-in request is malformed: {e}.")))?;
     let params: AuthorizeParams = query
         .iter()
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
@@ -142,7 +140,9 @@ pub(crate) async fn resume(
     query: Result<Query<ContinueQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
     let Query(query) = query.map_err(|_| {
-        PageError::BadRequest("The link is malformed. Go back to the application and start again.".into())
+        PageError::BadRequest(
+            "The link is malformed. Go back to the application and start again.".into(),
+        )
     })?;
     let now = state.inner.clock.now();
     let session = session_of(&state, &headers).await?;
@@ -163,7 +163,10 @@ pub(super) async fn decision_session(
     subject: &str,
 ) -> Result<(String, Session), PageError> {
     let (value, session) = session_of(state, headers).await?.ok_or_else(|| {
-        PageError::Forbidden("You are not signed in (or your session ended). Start again from the application.".into())
+        PageError::Forbidden(
+            "You are not signed in (or your session ended). Start again from the application."
+                .into(),
+        )
     })?;
     let presented = form.get("csrf_token").unwrap_or_default();
     if !state
@@ -172,7 +175,8 @@ pub(super) async fn decision_session(
         .csrf_ok(&decision_binding(&value, subject), presented)
     {
         return Err(PageError::Forbidden(
-            "This decision was not made on a page this site showed you. Nothing was approved.".into(),
+            "This decision was not made on a page this site showed you. Nothing was approved."
+                .into(),
         ));
     }
     Ok((value, session))
@@ -210,7 +214,14 @@ pub(crate) async fn consent(
     let step = state
         .inner
         .tokens
-        .decide_consent(request, &session, approved, &accepted, Some(source(&peer)), now)
+        .decide_consent(
+            request,
+            &session,
+            approved,
+            &accepted,
+            Some(source(&peer)),
+            now,
+        )
         .await;
     respond(&state, step, Some(&value))
 }
@@ -222,7 +233,10 @@ mod tests {
     #[test]
     fn the_redirect_keeps_the_registered_query() {
         assert_eq!(
-            with_query("https://p.test/cb", &[("code", "a b".into()), ("state", "x&y".into())]),
+            with_query(
+                "https://p.test/cb",
+                &[("code", "a b".into()), ("state", "x&y".into())]
+            ),
             "https://p.test/cb?code=a%20b&state=x%26y"
         );
         assert_eq!(

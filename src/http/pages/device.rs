@@ -126,7 +126,14 @@ pub(crate) async fn confirm(
     let granted = state
         .inner
         .tokens
-        .device_decide(shown, &session, approved, &accepted, Some(source(&peer)), now)
+        .device_decide(
+            shown,
+            &session,
+            approved,
+            &accepted,
+            Some(source(&peer)),
+            now,
+        )
         .await
         .map_err(|e| match e {
             DeviceError::UnknownCode => PageError::BadRequest(e.to_string()),

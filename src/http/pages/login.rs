@@ -14,8 +14,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    Continue, PRE_LOGIN_COOKIE, SESSION_COOKIE, cookie, render, see_other, session_of,
-    set_cookie, source,
+    Continue, PRE_LOGIN_COOKIE, SESSION_COOKIE, cookie, render, see_other, session_of, set_cookie,
+    source,
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
@@ -48,31 +48,35 @@ async fn client_name_of(state: &AppState, target: &Continue) -> Option<String> {
     store.client(&id).await.ok().flatten().map(|c| c.name)
 }
 
-fn login_form(
-    state: &AppState,
+/// What the login form shows.
+struct LoginForm<'a> {
     status: StatusCode,
-    pre: &str,
+    /// The pre-login cookie value the CSRF token is bound to.
+    pre: &'a str,
+    /// Whether the cookie is new and must be set.
     set_pre: bool,
-    target: &Continue,
+    target: &'a Continue,
     client_name: Option<String>,
-    username: &str,
-    error: Option<&str>,
-) -> Response {
+    username: &'a str,
+    error: Option<&'a str>,
+}
+
+fn login_form(state: &AppState, form: LoginForm<'_>) -> Response {
     let mut response = render(
-        status,
+        form.status,
         "login.html",
         minijinja::context! {
-            csrf_token => state.inner.sessions.csrf_token(pre),
-            continue_to => target.encode(),
-            client_name => client_name,
-            username => username,
-            error => error,
+            csrf_token => state.inner.sessions.csrf_token(form.pre),
+            continue_to => form.target.encode(),
+            client_name => form.client_name,
+            username => form.username,
+            error => form.error,
         },
     );
-    if set_pre {
+    if form.set_pre {
         response.headers_mut().append(
             header::SET_COOKIE,
-            set_cookie(PRE_LOGIN_COOKIE, pre, None),
+            set_cookie(PRE_LOGIN_COOKIE, form.pre, None),
         );
     }
     response
@@ -83,19 +87,22 @@ pub(crate) async fn page(
     headers: HeaderMap,
     query: Result<Query<LoginQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
-    let Query(query) = query.map_err(|_| PageError::BadRequest("The sign-in link is malformed.".into()))?;
+    let Query(query) =
+        query.map_err(|_| PageError::BadRequest("The sign-in link is malformed.".into()))?;
     let target = Continue::parse(query.continue_to.as_deref());
     let (pre, set_pre) = pre_login(&headers)?;
     let client_name = client_name_of(&state, &target).await;
     Ok(login_form(
         &state,
-        StatusCode::OK,
-        &pre,
-        set_pre,
-        &target,
-        client_name,
-        "",
-        None,
+        LoginForm {
+            status: StatusCode::OK,
+            pre: &pre,
+            set_pre,
+            target: &target,
+            client_name,
+            username: "",
+            error: None,
+        },
     ))
 }
 
@@ -135,13 +142,17 @@ pub(crate) async fn submit(
     let wait = throttle.wait(username, &address, now);
     if wait > 0 {
         return Err(PageError::TooMany {
-            message: format!(
-                "Too many failed sign-ins. Wait {wait} seconds, then try again."
-            ),
+            message: format!("Too many failed sign-ins. Wait {wait} seconds, then try again."),
             retry_after: wait,
         });
     }
-    match state.inner.tokens.users().authenticate(username, password).await {
+    match state
+        .inner
+        .tokens
+        .users()
+        .authenticate(username, password)
+        .await
+    {
         Ok(who) => {
             throttle.succeeded(username);
             // A new session id at every sign-in; the old one ends.
@@ -168,7 +179,10 @@ pub(crate) async fn submit(
                 header::SET_COOKIE,
                 set_cookie(SESSION_COOKIE, &value, Some(max_age)),
             );
-            cookies.append(header::SET_COOKIE, set_cookie(PRE_LOGIN_COOKIE, "", Some(0)));
+            cookies.append(
+                header::SET_COOKIE,
+                set_cookie(PRE_LOGIN_COOKIE, "", Some(0)),
+            );
             Ok(response)
         }
         Err(LoginError::Failed) => {
@@ -176,13 +190,15 @@ pub(crate) async fn submit(
             let client_name = client_name_of(&state, &target).await;
             Ok(login_form(
                 &state,
-                StatusCode::UNAUTHORIZED,
-                &pre,
-                false,
-                &target,
-                client_name,
-                username,
-                Some("The username or password is wrong."),
+                LoginForm {
+                    status: StatusCode::UNAUTHORIZED,
+                    pre: &pre,
+                    set_pre: false,
+                    target: &target,
+                    client_name,
+                    username,
+                    error: Some("The username or password is wrong."),
+                },
             ))
         }
         Err(LoginError::Throttled(wait)) => Err(PageError::TooMany {

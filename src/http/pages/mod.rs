@@ -171,7 +171,8 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>) -> HeaderValue 
     if let Some(age) = max_age {
         cookie.push_str(&format!("; Max-Age={age}"));
     }
-    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
+    HeaderValue::from_str(&cookie)
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
 }
 
 /// The browser's live session, with its cookie value.
@@ -260,7 +261,13 @@ mod tests {
         if let Err(e) = environment() {
             panic!("{e:#}");
         }
-        let page = message_page(StatusCode::OK, evil, evil, &[evil.to_owned()], Some(("/account", evil)));
+        let page = message_page(
+            StatusCode::OK,
+            evil,
+            evil,
+            &[evil.to_owned()],
+            Some(("/account", evil)),
+        );
         assert_eq!(page.status(), StatusCode::OK);
         for name in [
             "base.html",
@@ -287,7 +294,10 @@ mod tests {
             Continue::parse(Some("authorize:ar_abc-1")),
             Continue::Authorize("ar_abc-1".into())
         );
-        assert_eq!(Continue::parse(Some("device:BCDF-GHJK")), Continue::Device("BCDF-GHJK".into()));
+        assert_eq!(
+            Continue::parse(Some("device:BCDF-GHJK")),
+            Continue::Device("BCDF-GHJK".into())
+        );
         for hostile in [
             "https://evil.test/",
             "//evil.test",
@@ -296,17 +306,30 @@ mod tests {
             "authorize:",
             "authorize:a/b",
         ] {
-            assert_eq!(Continue::parse(Some(hostile)), Continue::Account, "{hostile}");
+            assert_eq!(
+                Continue::parse(Some(hostile)),
+                Continue::Account,
+                "{hostile}"
+            );
         }
-        assert_eq!(Continue::Authorize("ar_x".into()).path(), "/authorize/continue?request=ar_x");
+        assert_eq!(
+            Continue::Authorize("ar_x".into()).path(),
+            "/authorize/continue?request=ar_x"
+        );
     }
 
     #[test]
     fn duplicate_cookies_count_as_absent() {
         let mut headers = HeaderMap::new();
-        headers.append(header::COOKIE, HeaderValue::from_static("a=1; __Host-slcs-session=x"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-slcs-session=x"),
+        );
         assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("x"));
-        headers.append(header::COOKIE, HeaderValue::from_static("__Host-slcs-session=y"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-slcs-session=y"),
+        );
         assert_eq!(cookie(&headers, SESSION_COOKIE), None);
     }
 }

@@ -97,7 +97,11 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError
     })
 }
 
-fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8], what: &str) -> Result<Option<T>, StoreError> {
+fn get<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+    what: &str,
+) -> Result<Option<T>, StoreError> {
     tree.get(key)
         .map_err(io)?
         .map(|bytes| decode(&bytes, what))
@@ -320,7 +324,10 @@ impl GrantStore for SledStore {
             .scan_prefix(&prefix)
             .map(|entry| {
                 let (key, _) = entry.map_err(io)?;
-                Ok(String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default()).into_owned())
+                Ok(
+                    String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default())
+                        .into_owned(),
+                )
             })
             .collect()
     }
@@ -338,7 +345,11 @@ impl GrantStore for SledStore {
     }
 
     async fn pending(&self, id: &str) -> Result<Option<PendingAuthorization>, StoreError> {
-        get(&self.accounts.pending, id.as_bytes(), "authorization request")
+        get(
+            &self.accounts.pending,
+            id.as_bytes(),
+            "authorization request",
+        )
     }
 
     async fn delete_pending(&self, id: &str) -> Result<(), StoreError> {
@@ -468,7 +479,10 @@ impl GrantStore for SledStore {
 }
 
 /// Removes records of `tree` whose JSON `expires_at` is before `cutoff`.
-pub(super) fn purge_expired_json(tree: &sled::Tree, cutoff: OffsetDateTime) -> Result<u64, StoreError> {
+pub(super) fn purge_expired_json(
+    tree: &sled::Tree,
+    cutoff: OffsetDateTime,
+) -> Result<u64, StoreError> {
     #[derive(serde::Deserialize)]
     struct Expiring {
         #[serde(with = "time::serde::rfc3339")]
