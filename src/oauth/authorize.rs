@@ -156,13 +156,16 @@ fn scope_views(scopes: &BTreeSet<String>) -> Vec<ScopeView> {
 pub type AuthorizeParams = BTreeMap<String, String>;
 
 impl TokenService {
-    /// Checks an authorization request and stores it as pending. Returns
-    /// its id.
+    /// Checks an authorization request and takes it as far as the
+    /// browser's `session` allows: straight to the code when the person is
+    /// signed in and their approval covers it (nothing stored but the
+    /// code), otherwise stored as pending for the login or consent page.
     pub async fn begin_authorization(
         &self,
         params: &AuthorizeParams,
+        session: Option<&Session>,
         now: OffsetDateTime,
-    ) -> Result<String, AuthorizeError> {
+    ) -> Result<AuthorizeStep, AuthorizeError> {
         let page = |m: &str| AuthorizeError::Page(m.to_owned());
         // 1. The client and the redirect URI, before anything may be
         //    redirected.
@@ -314,12 +317,11 @@ impl TokenService {
             created_at: now,
             expires_at: now + PENDING_LIFETIME,
         };
-        self.store().put_pending(&pending).await?;
-        Ok(pending.id)
+        self.step(pending, &client, false, session, now).await
     }
 
-    /// Continues a pending request for the browser's `session` (if any):
-    /// sign-in, consent, or the code.
+    /// Continues a stored pending request for the browser's `session` (if
+    /// any): sign-in, consent, or the code.
     pub async fn continue_authorization(
         &self,
         request: &str,
@@ -327,6 +329,18 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Result<AuthorizeStep, AuthorizeError> {
         let (pending, client) = self.pending_request(request, now).await?;
+        self.step(pending, &client, true, session, now).await
+    }
+
+    /// The next step of `pending` (already `stored`, or not yet).
+    async fn step(
+        &self,
+        pending: PendingAuthorization,
+        client: &Client,
+        stored: bool,
+        session: Option<&Session>,
+        now: OffsetDateTime,
+    ) -> Result<AuthorizeStep, AuthorizeError> {
         let back = |error: &'static str, description: &str| AuthorizeError::Redirect {
             redirect_uri: pending.redirect_uri.clone(),
             error,
@@ -344,6 +358,9 @@ impl TokenService {
             if pending.prompt.none {
                 return Err(back("login_required", "the person is not signed in"));
             }
+            if !stored {
+                self.store().put_pending(&pending).await?;
+            }
             return Ok(AuthorizeStep::Login {
                 request: pending.id,
             });
@@ -353,12 +370,12 @@ impl TokenService {
             .user(&session.sub)
             .await?
             .ok_or_else(|| back("access_denied", "the account no longer exists"))?;
-        user_may_use(&client, &user).map_err(|m| back("access_denied", m))?;
+        user_may_use(client, &user).map_err(|m| back("access_denied", m))?;
         let need = self
-            .consent_need(&pending, &client, &session.sub, now)
+            .consent_need(&pending, client, &session.sub, now)
             .await?;
         if need.is_empty() && !pending.prompt.consent {
-            return self.grant_code(&pending, session, now).await;
+            return self.grant_code(&pending, stored, session, now).await;
         }
         if pending.prompt.none {
             return Err(back(
@@ -371,16 +388,19 @@ impl TokenService {
             consent_needed(
                 None,
                 &pending.scopes,
-                &self.offered_delegatees(&client, &pending.scopes).await?,
+                &self.offered_delegatees(client, &pending.scopes).await?,
                 Some(&pending.redirect_uri),
                 now,
             )
         } else {
             need
         };
+        if !stored {
+            self.store().put_pending(&pending).await?;
+        }
         Ok(AuthorizeStep::Consent(Box::new(self.consent_view(
             pending.id.clone(),
-            &client,
+            client,
             pending.redirect_uri.clone(),
             &need,
             user.display_name,
@@ -475,7 +495,7 @@ impl TokenService {
             )
             .await?;
         tracing::debug!(approval = %approval.id, "consent stored");
-        self.grant_code(&pending, session, now).await
+        self.grant_code(&pending, true, session, now).await
     }
 
     /// Stores the person's approval of `client` for `scopes` (and
@@ -657,6 +677,7 @@ impl TokenService {
     async fn grant_code(
         &self,
         pending: &PendingAuthorization,
+        stored: bool,
         session: &Session,
         now: OffsetDateTime,
     ) -> Result<AuthorizeStep, AuthorizeError> {
@@ -696,7 +717,9 @@ impl TokenService {
             )
             .await
             .map_err(internal)?;
-        self.store().delete_pending(&pending.id).await?;
+        if stored {
+            self.store().delete_pending(&pending.id).await?;
+        }
         let mut params = vec![("code", code)];
         if let Some(state) = &pending.state {
             params.push(("state", state.clone()));

@@ -117,14 +117,11 @@ pub(crate) async fn authorize(
         .iter()
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
-    let tokens = &state.inner.tokens;
-    let request = match tokens.begin_authorization(&params, now).await {
-        Ok(request) => request,
-        Err(e) => return respond(&state, Err(e), None),
-    };
     let session = session_of(&state, &headers).await?;
-    let step = tokens
-        .continue_authorization(&request, session.as_ref().map(|(_, s)| s), now)
+    let step = state
+        .inner
+        .tokens
+        .begin_authorization(&params, session.as_ref().map(|(_, s)| s), now)
         .await;
     respond(&state, step, session.as_ref().map(|(v, _)| v.as_str()))
 }
