@@ -575,13 +575,13 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
                     client_id: None,
                     credentials,
                     ..
-                } => Some(StoredLogin::load(credentials.as_deref())?),
+                } => Some(PersonLogin::load(credentials.as_deref())?),
                 _ => None,
             };
             let api = remote_to(
                 &cli,
                 server,
-                login.as_ref().map(|(_, stored)| stored.server.as_str()),
+                login.as_ref().map(|login| login.stored.server.as_str()),
             )?;
             runtime(Some(1))?.block_on(cert_command(&api, action, login))
         }
@@ -1079,20 +1079,93 @@ struct StoredLogin {
     obtained_at: i64,
 }
 
-impl StoredLogin {
-    /// Reads the credentials file at `explicit` or the default path.
-    fn load(explicit: Option<&Path>) -> Result<(PathBuf, Self), ServiceError> {
+/// A person's sign-in, read under an exclusive lock on the credentials
+/// that is held until this is dropped: two `slcs cert get` at once would
+/// otherwise present the same refresh token, and the second presentation
+/// of a rotated token revokes the whole grant.
+struct PersonLogin {
+    path: PathBuf,
+    stored: StoredLogin,
+    _lock: std::fs::File,
+}
+
+impl PersonLogin {
+    /// Locks and reads the credentials file at `explicit` or the default
+    /// path.
+    fn load(explicit: Option<&Path>) -> Result<Self, ServiceError> {
         let path = credentials_path(explicit)?;
-        let bytes = std::fs::read(&path).map_err(|source| ServiceError::Io {
-            context: format!(
-                "cannot read the credentials {} (run `slcs login` first, or pass --client-id)",
-                path.display()
-            ),
-            source,
-        })?;
+        // Without credentials, fail before the lock creates anything.
+        std::fs::metadata(&path).map_err(|source| unreadable_credentials(&path, source))?;
+        let lock = lock_credentials(&path)?;
+        let stored = StoredLogin::read(&path)?;
+        Ok(Self {
+            path,
+            stored,
+            _lock: lock,
+        })
+    }
+}
+
+fn unreadable_credentials(path: &Path, source: std::io::Error) -> ServiceError {
+    ServiceError::Io {
+        context: format!(
+            "cannot read the credentials {} (run `slcs login` first, or pass --client-id)",
+            path.display()
+        ),
+        source,
+    }
+}
+
+/// Takes the exclusive lock of the credentials at `path` (a `.lock` file
+/// beside them, since the file itself is replaced by renaming), waiting
+/// for another slcs process that holds it.
+fn lock_credentials(path: &Path) -> Result<std::fs::File, ServiceError> {
+    use fs2::FileExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let lock_path = path.with_file_name(name);
+    let fail = |source| ServiceError::Io {
+        context: format!("cannot lock {}", lock_path.display()),
+        source,
+    };
+    create_private_parent(path).map_err(fail)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(fail)?;
+    if file.try_lock_exclusive().is_err() {
+        eprintln!(
+            "slcs: waiting for another slcs process using {}",
+            path.display()
+        );
+        file.lock_exclusive().map_err(fail)?;
+    }
+    Ok(file)
+}
+
+/// Creates a missing parent directory of `path` with mode 0700.
+fn create_private_parent(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
+        None => Ok(()),
+    }
+}
+
+impl StoredLogin {
+    /// Reads the credentials file at `path`.
+    fn read(path: &Path) -> Result<Self, ServiceError> {
+        let bytes = std::fs::read(path).map_err(|source| unreadable_credentials(path, source))?;
         // As ssh does with its keys: a token others could read may be
         // someone else's by now.
-        let mode = crate::secure_fs::exposed_mode(&path).map_err(|source| ServiceError::Io {
+        let mode = crate::secure_fs::exposed_mode(path).map_err(|source| ServiceError::Io {
             context: format!("cannot check the mode of {}", path.display()),
             source,
         })?;
@@ -1108,23 +1181,16 @@ impl StoredLogin {
                 ),
             });
         }
-        let stored = serde_json::from_slice(&bytes).map_err(|e| ServiceError::Io {
+        serde_json::from_slice(&bytes).map_err(|e| ServiceError::Io {
             context: format!("the credentials {}", path.display()),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-        })?;
-        Ok((path, stored))
+        })
     }
 
     /// Replaces the file atomically, 0600 from the first byte; creates a
     /// missing directory 0700.
     fn save(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            use std::os::unix::fs::DirBuilderExt as _;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
+        create_private_parent(path)?;
         let mut bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         bytes.push(b'\n');
         crate::secure_fs::replace_file(path, &bytes, true)
@@ -1156,9 +1222,7 @@ fn default_credentials_path(
 ) -> Option<PathBuf> {
     // The XDG base directory specification ignores relative paths.
     let absolute = |value: Option<std::ffi::OsString>| {
-        value
-            .map(PathBuf::from)
-            .filter(|path| path.is_absolute())
+        value.map(PathBuf::from).filter(|path| path.is_absolute())
     };
     absolute(xdg_config_home)
         .or_else(|| absolute(home).map(|home| home.join(".config")))
@@ -1218,9 +1282,9 @@ fn poll_outcome(status: u16, answer: serde_json::Value) -> Poll {
         "authorization_pending" => Poll::Pending,
         "slow_down" => Poll::SlowDown,
         "access_denied" => Poll::Failed("the sign-in was refused in the browser".into()),
-        "expired_token" => Poll::Failed(
-            "the code expired before it was confirmed; run `slcs login` again".into(),
-        ),
+        "expired_token" => {
+            Poll::Failed("the code expired before it was confirmed; run `slcs login` again".into())
+        }
         "" => Poll::Failed(format!("the server answered {status}")),
         error => {
             let description = field("error_description");
@@ -1250,18 +1314,22 @@ where
         context: "slcs login".into(),
         source: std::io::Error::other(message),
     };
-    let expired = || failed("the code expired before it was confirmed; run `slcs login` again".into());
-    let deadline = tokio::time::Instant::now() + expires_in;
+    let expired =
+        || failed("the code expired before it was confirmed; run `slcs login` again".into());
+    let now = tokio::time::Instant::now();
+    let deadline = now.checked_add(expires_in).unwrap_or(now);
     loop {
-        let now = tokio::time::Instant::now();
-        if now + interval > deadline {
+        if tokio::time::Instant::now()
+            .checked_add(interval)
+            .is_none_or(|next| next > deadline)
+        {
             // Sleeping out the rest changes nothing: the code is dead then.
             return Err(expired());
         }
         tokio::time::sleep(interval).await;
         match poll().await? {
             Poll::Pending => {}
-            Poll::SlowDown => interval += slow_down_step,
+            Poll::SlowDown => interval = interval.saturating_add(slow_down_step),
             Poll::Granted(tokens) => return Ok(tokens),
             Poll::Failed(message) => return Err(failed(message)),
         }
@@ -1293,10 +1361,11 @@ async fn login(
         api.print(answer)?;
         return Err(unexpected_answer("the device authorization endpoint"));
     }
-    let start: DeviceStart = serde_json::from_slice(&answer.body).map_err(|e| ServiceError::Io {
-        context: "the device authorization response".into(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-    })?;
+    let start: DeviceStart =
+        serde_json::from_slice(&answer.body).map_err(|e| ServiceError::Io {
+            context: "the device authorization response".into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        })?;
     eprintln!(
         "slcs: to sign in, open {} and enter the code {}",
         printable(&start.verification_uri),
@@ -1317,14 +1386,19 @@ async fn login(
     );
     let form = &form;
     let tokens = poll_device(
-        // Never a busy loop, whatever the server says.
-        Duration::from_secs(start.interval.max(1)),
-        Duration::from_secs(start.expires_in),
+        // Never a busy loop and no absurd waits, whatever the server says.
+        Duration::from_secs(start.interval.clamp(1, 600)),
+        Duration::from_secs(start.expires_in.min(86_400)),
         SLOW_DOWN_STEP,
         move || async move {
             let answer = api
                 .client
-                .send("POST", "/token", None, Some((FORM, form.clone().into_bytes())))
+                .send(
+                    "POST",
+                    "/token",
+                    None,
+                    Some((FORM, form.clone().into_bytes())),
+                )
                 .await
                 .map_err(remote_error)?;
             Ok(poll_outcome(answer.status, answer.json()))
@@ -1350,9 +1424,11 @@ async fn login(
         scope: text("scope").unwrap_or_else(|| scope.to_owned()),
         obtained_at: SystemClock.now().unix_timestamp(),
     };
-    stored
-        .save(path)
-        .map_err(|source| io_error(path, source))?;
+    // Under the lock: a `cert get` rotating the previous sign-in's token
+    // must not write it over this one.
+    let lock = lock_credentials(path)?;
+    stored.save(path).map_err(|source| io_error(path, source))?;
+    drop(lock);
     if api.json {
         say!(
             "{}",
@@ -1378,11 +1454,8 @@ async fn login(
 /// Redeems the stored refresh token and writes its successor back at once,
 /// before the certificate is even asked for: the old token is spent from
 /// this moment, and a crash later must not leave it in the file.
-async fn refresh_login(
-    api: &Remote,
-    path: &Path,
-    stored: &StoredLogin,
-) -> Result<String, ServiceError> {
+async fn refresh_login(api: &Remote, login: &PersonLogin) -> Result<String, ServiceError> {
+    let PersonLogin { path, stored, .. } = login;
     let form = format!(
         "grant_type=refresh_token&refresh_token={}&client_id={}",
         percent_encode(&stored.refresh_token),
@@ -1436,7 +1509,7 @@ async fn refresh_login(
 fn cert_command<'a>(
     api: &'a Remote,
     action: &'a CertAction,
-    login: Option<(PathBuf, StoredLogin)>,
+    login: Option<PersonLogin>,
 ) -> RemoteFuture<'a> {
     Box::pin(async move {
         match action {
@@ -1466,7 +1539,7 @@ fn cert_command<'a>(
                         client_id,
                         secret_file: secret_file.as_deref(),
                     },
-                    (None, Some((path, stored))) => TokenSource::Person { path, stored },
+                    (None, Some(login)) => TokenSource::Person(login),
                     // `run` loads the credentials whenever --client-id is absent.
                     (None, None) => {
                         return Err(ServiceError::Io {
@@ -1500,7 +1573,7 @@ enum TokenSource<'a> {
         secret_file: Option<&'a Path>,
     },
     /// A person signed in with `slcs login`: the stored refresh token.
-    Person { path: PathBuf, stored: StoredLogin },
+    Person(PersonLogin),
 }
 
 struct CertGet<'a> {
@@ -1518,7 +1591,7 @@ async fn certificate_token(api: &Remote, source: &TokenSource<'_>) -> Result<Str
             client_id,
             secret_file,
         } => client_credentials(api, client_id, *secret_file, Some("slcs:certificate")).await?,
-        TokenSource::Person { path, stored } => return refresh_login(api, path, stored).await,
+        TokenSource::Person(login) => return refresh_login(api, login).await,
     };
     if token.status != 200 {
         api.print(token)?;
@@ -1957,5 +2030,313 @@ fn bench_request(now: OffsetDateTime) -> IssuanceRequest {
         },
         requested_lifetime_secs: Some(3600),
         not_after_limits: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn passwords_and_secrets_have_no_command_line_flag() {
+        for args in [
+            &[
+                "slcs",
+                "user",
+                "add",
+                "alice",
+                "--display-name",
+                "A",
+                "--password",
+                "x",
+            ][..],
+            &["slcs", "user", "set-password", "alice", "--password", "x"],
+            &["slcs", "user", "set-password", "alice", "secret"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        let both = Cli::try_parse_from([
+            "slcs",
+            "user",
+            "add",
+            "alice",
+            "--display-name",
+            "A",
+            "--password-file",
+            "f",
+            "--password-stdin",
+        ]);
+        assert!(both.is_err(), "one password source at a time");
+        let add = Cli::try_parse_from([
+            "slcs",
+            "user",
+            "add",
+            "alice",
+            "--display-name",
+            "Alice Smith",
+            "--group",
+            "g1",
+            "--group",
+            "g2",
+            "--unit",
+            "all:projects:hbp",
+            "--guest",
+        ])
+        .unwrap();
+        let Command::User {
+            action:
+                UserAction::Add {
+                    groups,
+                    units,
+                    guest,
+                    ..
+                },
+            ..
+        } = add.command
+        else {
+            panic!("not user add");
+        };
+        assert_eq!(groups, ["g1", "g2"]);
+        assert_eq!(units, ["all:projects:hbp"]);
+        assert!(guest);
+    }
+
+    #[test]
+    fn cert_get_takes_a_service_account_or_the_stored_login() {
+        let person = Cli::try_parse_from(["slcs", "cert", "get", "--credentials", "c.json"]);
+        assert!(person.is_ok());
+        let service = Cli::try_parse_from(["slcs", "cert", "get", "--client-id", "svc"]);
+        assert!(service.is_ok());
+        // A secret file means a service account; credentials mean a person.
+        assert!(Cli::try_parse_from(["slcs", "cert", "get", "--secret-file", "s"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "slcs",
+                "cert",
+                "get",
+                "--client-id",
+                "svc",
+                "--credentials",
+                "c.json"
+            ])
+            .is_err()
+        );
+        let login = Cli::try_parse_from(["slcs", "login", "--client-id", "cli"]).unwrap();
+        let Command::Login { scope, .. } = login.command else {
+            panic!("not login");
+        };
+        assert_eq!(scope, "openid slcs:certificate offline_access");
+    }
+
+    #[test]
+    fn one_trailing_newline_is_dropped_and_nothing_else() {
+        assert_eq!(strip_one_newline("pw\n".into()), "pw");
+        assert_eq!(strip_one_newline("pw\r\n".into()), "pw");
+        assert_eq!(strip_one_newline("pw\n\n".into()), "pw\n");
+        assert_eq!(strip_one_newline(" pw \t".into()), " pw \t");
+        assert_eq!(strip_one_newline("pw\r".into()), "pw\r");
+        assert_eq!(strip_one_newline(String::new()), "");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, " correct horse \r\n").unwrap();
+        assert_eq!(read_password(Some(&file)).unwrap(), " correct horse ");
+        std::fs::write(&file, [0xff, 0xfe]).unwrap();
+        assert!(read_password(Some(&file)).is_err(), "not UTF-8");
+    }
+
+    #[test]
+    fn credentials_live_in_the_xdg_config_directory() {
+        let path = |xdg: Option<&str>, home: Option<&str>| {
+            default_credentials_path(xdg.map(Into::into), home.map(Into::into))
+        };
+        assert_eq!(
+            path(Some("/x/config"), Some("/home/a")),
+            Some(PathBuf::from("/x/config/slcs/credentials.json"))
+        );
+        assert_eq!(
+            path(None, Some("/home/a")),
+            Some(PathBuf::from("/home/a/.config/slcs/credentials.json"))
+        );
+        // The XDG specification ignores relative paths (and empty ones).
+        assert_eq!(
+            path(Some("relative"), Some("/home/a")),
+            Some(PathBuf::from("/home/a/.config/slcs/credentials.json"))
+        );
+        assert_eq!(
+            path(Some(""), Some("/home/a")),
+            Some(PathBuf::from("/home/a/.config/slcs/credentials.json"))
+        );
+        assert_eq!(path(None, None), None);
+    }
+
+    #[test]
+    fn credentials_are_private_from_the_first_byte_and_refused_when_exposed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new").join("slcs").join("credentials.json");
+        let stored = StoredLogin {
+            server: "https://slcs.example:8443".into(),
+            client_id: "cli".into(),
+            refresh_token: "rt-1".into(),
+            scope: DEFAULT_LOGIN_SCOPE.into(),
+            obtained_at: 1_700_000_000,
+        };
+        stored.save(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        let loaded = PersonLogin::load(Some(&path)).unwrap();
+        assert_eq!(loaded.path, path);
+        assert_eq!(loaded.stored.refresh_token, "rt-1");
+        assert_eq!(loaded.stored.server, stored.server);
+        drop(loaded);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "server": "https://slcs.example:8443",
+                "client_id": "cli",
+                "refresh_token": "rt-1",
+                "scope": DEFAULT_LOGIN_SCOPE,
+                "obtained_at": 1_700_000_000,
+            })
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            PersonLogin::load(Some(&path)).is_err(),
+            "readable by others"
+        );
+        // Saving again replaces the file, private again.
+        stored.save(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn one_process_at_a_time_holds_the_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.json");
+        let held = lock_credentials(&path).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let lock = lock_credentials(&path);
+                let _ = done.send(());
+                lock.map(drop)
+            })
+        };
+        assert!(
+            finished.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the second lock waits"
+        );
+        drop(held);
+        finished.recv_timeout(Duration::from_secs(10)).unwrap();
+        waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn token_endpoint_answers_map_to_rfc_8628_poll_outcomes() {
+        let error = |code: &str| serde_json::json!({ "error": code });
+        assert_eq!(
+            poll_outcome(400, error("authorization_pending")),
+            Poll::Pending
+        );
+        assert_eq!(poll_outcome(400, error("slow_down")), Poll::SlowDown);
+        let tokens = serde_json::json!({ "access_token": "a", "refresh_token": "r" });
+        assert_eq!(poll_outcome(200, tokens.clone()), Poll::Granted(tokens));
+        for (status, answer, expected) in [
+            (400, error("access_denied"), "refused"),
+            (400, error("expired_token"), "expired"),
+            (
+                401,
+                serde_json::json!({ "error": "invalid_client", "error_description": "bad\u{1b}[2J" }),
+                "401 invalid_client: bad[2J",
+            ),
+            (503, serde_json::json!("oops"), "503"),
+        ] {
+            let Poll::Failed(message) = poll_outcome(status, answer) else {
+                panic!("{status} should stop polling");
+            };
+            assert!(message.contains(expected), "{message}");
+        }
+    }
+
+    fn scripted(
+        script: Vec<Poll>,
+    ) -> (
+        Arc<AtomicUsize>,
+        impl FnMut() -> std::future::Ready<Result<Poll, ServiceError>>,
+    ) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&calls);
+        let mut script = script.into_iter();
+        let poll = move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(script.next().unwrap_or(Poll::Pending)))
+        };
+        (calls, poll)
+    }
+
+    #[test]
+    fn device_polling_waits_slows_down_and_stops_at_expiry() {
+        let runtime = runtime(Some(1)).unwrap();
+        let ms = Duration::from_millis;
+
+        // Pending, slow_down, then tokens: three polls, the wait after the
+        // slow_down one step longer.
+        let tokens = serde_json::json!({ "refresh_token": "r" });
+        let (calls, poll) = scripted(vec![
+            Poll::Pending,
+            Poll::SlowDown,
+            Poll::Granted(tokens.clone()),
+        ]);
+        let started = Instant::now();
+        let got = runtime
+            .block_on(poll_device(ms(20), ms(5_000), ms(100), poll))
+            .unwrap();
+        assert_eq!(got, tokens);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(
+            started.elapsed() >= ms(20 + 20 + 120),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // Never confirmed: bounded by expires_in, no busy loop.
+        let (calls, poll) = scripted(Vec::new());
+        let started = Instant::now();
+        let error = runtime
+            .block_on(poll_device(ms(50), ms(300), ms(100), poll))
+            .unwrap_err();
+        assert!(error.to_string().contains("expired"), "{error}");
+        assert!(
+            started.elapsed() <= ms(300 + 200),
+            "{:?}",
+            started.elapsed()
+        );
+        let polls = calls.load(Ordering::SeqCst);
+        assert!(
+            (4..=6).contains(&polls),
+            "{polls} polls in 300 ms every 50 ms"
+        );
+
+        // A refusal stops at once.
+        let (calls, poll) = scripted(vec![Poll::Failed("the sign-in was refused".into())]);
+        let error = runtime
+            .block_on(poll_device(ms(10), ms(5_000), ms(10), poll))
+            .unwrap_err();
+        assert!(error.to_string().contains("refused"), "{error}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
