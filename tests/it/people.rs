@@ -1054,13 +1054,23 @@ fn device_poll(server: &Server, device_code: &str) -> HttpResponse {
     )
 }
 
-/// Plays the person at the verification page: sign in, enter (or confirm
-/// the pre-filled) code, and decide.
+/// Plays Alice at the verification page: sign in, enter (or confirm the
+/// pre-filled) code, and decide.
 pub fn confirm_device(browser: &mut Browser<'_>, user_code: &str, approve: bool) -> HttpResponse {
+    confirm_device_as(browser, ("alice", PASSWORD), user_code, approve)
+}
+
+/// [`confirm_device`] for another person.
+pub fn confirm_device_as(
+    browser: &mut Browser<'_>,
+    (username, password): (&str, &str),
+    user_code: &str,
+    approve: bool,
+) -> HttpResponse {
     let start = browser.get(&format!("/device?user_code={}", form_encode(user_code)));
     let entry = if start.status == 303 {
         let login = browser.follow(&start);
-        let signed_in = browser.sign_in(&login, "alice", PASSWORD);
+        let signed_in = browser.sign_in(&login, username, password);
         assert_eq!(signed_in.status, 303, "{}", signed_in.text());
         browser.follow(&signed_in)
     } else {

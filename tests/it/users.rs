@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::token::register;
-use crate::{HttpResponse, Server, form_encode, openssl, slcs_bin};
+use crate::people::{Browser, confirm_device_as, register_cli_client};
+use crate::{Server, form_encode, openssl, slcs_bin};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -70,47 +70,14 @@ fn secret_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     path
 }
 
-/// The value of the hidden input `name` in a rendered page.
-fn hidden_input(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {page}"))
-        + marker.len();
-    let end = start + page[start..].find('"').unwrap();
-    page[start..end].to_owned()
-}
-
-/// `name=value` of the `Set-Cookie` header for `name`.
-fn set_cookie(response: &HttpResponse, name: &str) -> Option<String> {
-    response
-        .headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-        .filter_map(|(_, v)| v.split(';').next())
-        .find(|pair| pair.starts_with(&format!("{name}=")))
-        .map(str::to_owned)
-}
-
 /// Signs in on the login page; the session cookie on success.
 fn sign_in(server: &Server, username: &str, password: &str) -> Option<String> {
-    let page = server.get("/login");
+    let mut browser = Browser::new(server);
+    let page = browser.get("/login");
     assert_eq!(page.status, 200, "{}", page.text());
-    let pre = set_cookie(&page, "__Host-slcs-pre").unwrap();
-    let csrf = hidden_input(&page.text(), "csrf_token");
-    let response = server.post(
-        "/login",
-        &[("Cookie", &pre)],
-        FORM,
-        &format!(
-            "csrf_token={}&username={}&password={}",
-            form_encode(&csrf),
-            form_encode(username),
-            form_encode(password)
-        ),
-    );
+    let response = browser.sign_in(&page, username, password);
     match response.status {
-        303 => Some(set_cookie(&response, "__Host-slcs-session").unwrap()),
+        303 => Some(browser.cookies["__Host-slcs-session"].clone()),
         401 => None,
         other => panic!("sign-in answered {other}: {}", response.text()),
     }
@@ -282,21 +249,7 @@ fn login_by_device_flow_then_cert_get_rotates_the_stored_refresh_token() {
         &work.path().join("data"),
         &[("SLCS_OAUTH_DEVICE_POLL_INTERVAL_SECS", "1")],
     );
-    let (created, _) = register(
-        &server,
-        &json!({
-            "client": {
-                "clientId": "slcs-cli",
-                "name": "slcs command line",
-                "publicClient": true,
-                "consentRequired": true,
-                "defaultClientScopes": ["openid", "slcs:certificate"],
-                "optionalClientScopes": ["offline_access"]
-            },
-            "slcs": {"deviceFlowEnabled": true}
-        }),
-    );
-    assert_eq!(created.status, 201, "{}", created.text());
+    register_cli_client(&server);
     let password = secret_file(work.path(), "erin.pw", "erin's good password\n");
     succeeded(&slcs(
         &server,
@@ -352,29 +305,11 @@ fn login_by_device_flow_then_cert_get_rotates_the_stored_refresh_token() {
     assert_eq!(user_code.len(), 9, "XXXX-XXXX: {user_code}");
 
     // The person signs in, enters the code and approves.
-    let session = sign_in(&server, "erin", "erin's good password").unwrap();
-    let page = server.send("GET", "/device", &[("Cookie", &session)], None);
-    assert_eq!(page.status, 200, "{}", page.text());
-    let consent = server.post(
-        "/device",
-        &[("Cookie", &session)],
-        FORM,
-        &format!(
-            "csrf_token={}&user_code={}",
-            form_encode(&hidden_input(&page.text(), "csrf_token")),
-            form_encode(&user_code)
-        ),
-    );
-    assert_eq!(consent.status, 200, "{}", consent.text());
-    let confirmed = server.post(
-        "/device/confirm",
-        &[("Cookie", &session)],
-        FORM,
-        &format!(
-            "csrf_token={}&user_code={}&decision=approve",
-            form_encode(&hidden_input(&consent.text(), "csrf_token")),
-            form_encode(&hidden_input(&consent.text(), "user_code"))
-        ),
+    let confirmed = confirm_device_as(
+        &mut Browser::new(&server),
+        ("erin", "erin's good password"),
+        &user_code,
+        true,
     );
     assert_eq!(confirmed.status, 200, "{}", confirmed.text());
 
