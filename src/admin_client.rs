@@ -56,6 +56,9 @@ pub struct Answer {
     pub status: u16,
     /// Body.
     pub body: Vec<u8>,
+    /// Response headers (`Location`, `Set-Cookie` for the load harness's
+    /// browser steps).
+    pub headers: hyper::HeaderMap,
 }
 
 impl Answer {
@@ -203,6 +206,19 @@ impl Connection {
         authorization: Option<&str>,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Answer, ClientError> {
+        self.request_with(method, path, authorization, None, body)
+            .await
+    }
+
+    /// [`Self::request`] with a `Cookie` header, for pages.
+    pub async fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        cookie: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Answer, ClientError> {
         let fail = |message: String| ClientError::Connect {
             server: self.server.clone(),
             message,
@@ -215,6 +231,9 @@ impl Connection {
             .header(hyper::header::ACCEPT, "application/json");
         if let Some(value) = authorization {
             request = request.header(hyper::header::AUTHORIZATION, value);
+        }
+        if let Some(value) = cookie {
+            request = request.header(hyper::header::COOKIE, value);
         }
         let (content_type, bytes) = body.unwrap_or(("application/json", Vec::new()));
         if !bytes.is_empty() {
@@ -229,6 +248,7 @@ impl Connection {
             .await
             .map_err(|e| fail(e.to_string()))?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
@@ -236,7 +256,11 @@ impl Connection {
             .map_err(|e| fail(e.to_string()))?
             .to_bytes()
             .to_vec();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            headers,
+        })
     }
 }
 

@@ -288,7 +288,7 @@ enum TokenAction {
 
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// client-credentials, introspect, certificate, mixed, or all (each in turn).
+    /// client-credentials, introspect, certificate, mixed, refresh, code-flow, or all (each in turn).
     #[arg(long, default_value = "all")]
     workload: String,
     /// Connections, each with one request in flight.
@@ -886,6 +886,9 @@ fn print_load_report(report: &crate::load::LoadReport) {
             .map(|f| format!(", {:.0} % of the ceiling", f * 100.0))
             .unwrap_or_default()
     );
+    if let Some(login) = report.login_ms {
+        say!("  (sign-in, measured apart: {login:.1} ms, one argon2id verification)");
+    }
 }
 
 fn token_command<'a>(api: &'a Remote, action: &'a TokenAction) -> RemoteFuture<'a> {

@@ -17,6 +17,8 @@ use serde::Serialize;
 
 use crate::admin_client::{AdminClient, Answer, ClientError, Connection, percent_encode};
 
+mod people;
+
 /// A named workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -29,19 +31,36 @@ pub enum Workload {
     Certificate,
     /// Tokens, introspections and certificates interleaved 2:2:1.
     Mixed,
+    /// `POST /token` refresh grants, each rotating the worker's refresh
+    /// token (a person signed in and approved before the clock starts).
+    Refresh,
+    /// Whole authorization code flows for a signed-in person whose
+    /// approval covers the request: `GET /authorize` (a redirect with a
+    /// code) and the code's redemption with PKCE, counted as one.
+    CodeFlow,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 6] = [
         Self::ClientCredentials,
         Self::Introspect,
         Self::Certificate,
         Self::Mixed,
+        Self::Refresh,
+        Self::CodeFlow,
     ];
 
     fn needs_csrs(self) -> bool {
         matches!(self, Self::Certificate | Self::Mixed)
+    }
+
+    fn flow(self) -> Option<people::Flow> {
+        match self {
+            Self::Refresh => Some(people::Flow::Refresh),
+            Self::CodeFlow => Some(people::Flow::CodeFlow),
+            _ => None,
+        }
     }
 }
 
@@ -53,9 +72,11 @@ impl std::str::FromStr for Workload {
             "introspect" => Self::Introspect,
             "certificate" => Self::Certificate,
             "mixed" => Self::Mixed,
+            "refresh" => Self::Refresh,
+            "code-flow" => Self::CodeFlow,
             other => {
                 return Err(format!(
-                    "unknown workload {other:?}: client-credentials, introspect, certificate, mixed or all"
+                    "unknown workload {other:?}: client-credentials, introspect, certificate, mixed, refresh, code-flow or all"
                 ));
             }
         })
@@ -176,6 +197,11 @@ pub struct LoadReport {
     /// For `certificate`: throughput / ceiling.certificates_per_sec.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fraction_of_ceiling: Option<f64>,
+    /// For the people workloads: mean latency of a sign-in (one argon2id
+    /// password verification), measured during set-up and never part of
+    /// the throughput.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_ms: Option<f64>,
 }
 
 /// Why a run could not start or finish.
@@ -220,6 +246,17 @@ pub async fn run(
     let mut workers = Vec::with_capacity(options.concurrency);
     for index in 0..options.concurrency {
         let connection = client.open().await?;
+        if let (Some(flow), Some(people)) = (options.workload.flow(), &setup.people) {
+            workers.push(tokio::spawn(people::run_worker(
+                people.clone(),
+                client.clone(),
+                connection,
+                flow,
+                measure_from,
+                deadline,
+            )));
+            continue;
+        }
         let worker = Worker {
             connection,
             client: client.clone(),
@@ -278,16 +315,19 @@ pub async fn run(
         server_peak_rss_mib: options.server_pid.and_then(peak_rss_mib),
         ceiling,
         fraction_of_ceiling,
+        login_ms: setup.people.as_ref().map(|p| p.login_ms),
     })
 }
 
 /// What every worker shares: the client's credentials, a token to
-/// introspect, the CSR bodies.
+/// introspect, the CSR bodies, and for the people workloads a signed-in
+/// person.
 #[derive(Clone)]
 struct Setup {
     basic: String,
     introspected: String,
     csr_bodies: std::sync::Arc<Vec<Vec<u8>>>,
+    people: Option<people::People>,
 }
 
 impl Setup {
@@ -344,10 +384,15 @@ impl Setup {
         } else {
             Vec::new()
         };
+        let people = match options.workload.flow() {
+            Some(_) => Some(people::People::prepare(client, admin_token, &hex::encode(tag)).await?),
+            None => None,
+        };
         Ok(Self {
             basic,
             introspected,
             csr_bodies: std::sync::Arc::new(csr_bodies),
+            people,
         })
     }
 }
@@ -422,6 +467,8 @@ impl Worker {
                     .get(sequence % MIXED.len())
                     .copied()
                     .unwrap_or(Step::Token),
+                // Run by `people::run_worker`; a plain worker never gets them.
+                Workload::Refresh | Workload::CodeFlow => Step::Token,
             };
             sequence += 1;
             if matches!(step, Step::Certificate) && !self.ensure_token(&mut outcome).await {

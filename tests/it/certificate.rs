@@ -1307,8 +1307,18 @@ fn load_harness_smoke_every_workload_without_errors() {
         .collect();
     assert_eq!(
         names,
-        ["client-credentials", "introspect", "certificate", "mixed"]
+        [
+            "client-credentials",
+            "introspect",
+            "certificate",
+            "mixed",
+            "refresh",
+            "code-flow"
+        ]
     );
+    for people in &reports[4..] {
+        assert!(people["login_ms"].as_f64().unwrap() > 0.0, "{people}");
+    }
     for report in reports {
         assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
         assert_eq!(report["errors"], json!({}), "{report}");
