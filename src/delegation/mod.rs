@@ -24,7 +24,7 @@ pub fn is_delegable(scope: &str) -> bool {
 /// A person's approval of one client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
-    /// Identifier (`ap-…`), recorded in tokens and certificates.
+    /// Identifier (`ap_…`), recorded in tokens and certificates.
     pub id: String,
     /// The person.
     pub sub: String,
@@ -40,8 +40,8 @@ pub struct Approval {
     #[serde(default)]
     pub delegatees: BTreeMap<String, BTreeSet<String>>,
     /// Delegatees the person was shown and did not approve: not asked about
-    /// again until the person approves them from the workspace or a wider
-    /// request.
+    /// again, until a `prompt=consent` request shows every delegatee and
+    /// the person ticks it.
     #[serde(default)]
     pub declined_delegatees: BTreeSet<String>,
     /// How many hops of delegation below the client are allowed.
@@ -159,10 +159,13 @@ pub fn consent_needed(
     }
 }
 
-/// The approval after the person approved `need` for `requested` scopes,
-/// accepting the delegatees in `accepted` (client ids) and declining the
-/// other offered ones. `existing` (live or not) is widened in place when
-/// live; otherwise a new approval with `new_id` replaces it.
+/// The approval after the person approved `need` for `requested` scopes:
+/// of the delegatees shown (`need.new_delegatees`), those in `accepted`
+/// (client ids) are approved and the others declined, so the page's
+/// ticks are the decision, also when they withdraw an earlier approval of
+/// a delegatee (`prompt=consent` shows them all). `existing` is widened in
+/// place when live; otherwise a new approval with `new_id` replaces it.
+/// `updated_at` moves only if something changed.
 #[allow(clippy::too_many_arguments)]
 pub fn approve(
     existing: Option<&Approval>,
@@ -194,6 +197,7 @@ pub fn approve(
             revoked: None,
         },
     };
+    let before = approval.clone();
     approval.scopes.extend(requested.iter().cloned());
     approval
         .redirect_uris
@@ -206,13 +210,16 @@ pub fn approve(
                 .entry(offered.client_id.clone())
                 .or_default()
                 .extend(offered.scopes.iter().cloned());
-        } else if !approval.delegatees.contains_key(&offered.client_id) {
+        } else {
+            approval.delegatees.remove(&offered.client_id);
             approval
                 .declined_delegatees
                 .insert(offered.client_id.clone());
         }
     }
-    approval.updated_at = now;
+    if approval != before {
+        approval.updated_at = now;
+    }
     approval
 }
 
@@ -354,6 +361,52 @@ mod tests {
         );
         assert_eq!(again.id, "ap-2");
         assert!(again.revoked.is_none());
+    }
+
+    #[test]
+    fn a_full_consent_page_can_withdraw_or_restore_a_delegatee() {
+        let now = datetime!(2026-11-29 12:00 UTC);
+        let requested = set(&["slcs:certificate"]);
+        let offered = [broker("wps", &["slcs:certificate"])];
+        let decide = |existing: Option<&Approval>, accepted: &[&str]| {
+            // prompt=consent: the page shows the whole request.
+            let shown = consent_needed(None, &requested, &offered, None, now);
+            approve(
+                existing,
+                "ap-1".into(),
+                "u",
+                "portal",
+                &requested,
+                &shown,
+                &set(accepted),
+                2,
+                time::Duration::days(1),
+                now,
+            )
+        };
+        let declined = decide(None, &[]);
+        assert!(declined.declined_delegatees.contains("wps"));
+        let restored = decide(Some(&declined), &["wps"]);
+        assert!(restored.delegatees.contains_key("wps"));
+        assert!(!restored.declined_delegatees.contains("wps"));
+        let withdrawn = decide(Some(&restored), &[]);
+        assert!(!withdrawn.delegatees.contains_key("wps"));
+        // Deciding the same again changes nothing, not even updated_at.
+        let later = now + time::Duration::minutes(5);
+        let shown = consent_needed(None, &requested, &offered, None, later);
+        let same = approve(
+            Some(&withdrawn),
+            "ap-2".into(),
+            "u",
+            "portal",
+            &requested,
+            &shown,
+            &BTreeSet::new(),
+            2,
+            time::Duration::days(1),
+            later,
+        );
+        assert_eq!(same, withdrawn);
     }
 
     #[test]

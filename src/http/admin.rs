@@ -164,7 +164,8 @@ struct UserView {
     guest: bool,
     disabled: bool,
     has_password: bool,
-    created_at: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: time::OffsetDateTime,
 }
 
 impl From<crate::users::User> for UserView {
@@ -180,7 +181,7 @@ impl From<crate::users::User> for UserView {
             units: user.units.into_iter().collect(),
             guest: user.guest,
             disabled: user.disabled,
-            created_at: user.created_at.unix_timestamp(),
+            created_at: user.created_at,
         }
     }
 }

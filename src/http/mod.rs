@@ -151,7 +151,10 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         .route("/trustroots/", get(trust::trustroots))
         .route("/token", post(token::token))
         .route("/device_authorization", post(token::device_authorization))
-        .route("/authorize", get(pages::authorize::authorize))
+        .route(
+            "/authorize",
+            get(pages::authorize::authorize).post(pages::authorize::authorize_post),
+        )
         .route("/authorize/continue", get(pages::authorize::resume))
         .route("/authorize/consent", post(pages::authorize::consent))
         .route("/login", get(pages::login::page).post(pages::login::submit))

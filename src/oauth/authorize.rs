@@ -385,11 +385,9 @@ impl TokenService {
         }
         // prompt=consent on a covered request shows the whole request.
         let need = if need.is_empty() {
-            consent_needed(
-                None,
+            whole_request(
                 &pending.scopes,
                 &self.offered_delegatees(client, &pending.scopes).await?,
-                Some(&pending.redirect_uri),
                 now,
             )
         } else {
@@ -490,6 +488,7 @@ impl TokenService {
                 &pending.scopes,
                 Some(&pending.redirect_uri),
                 accepted_delegatees,
+                pending.prompt.consent,
                 source,
                 now,
             )
@@ -499,9 +498,12 @@ impl TokenService {
     }
 
     /// Stores the person's approval of `client` for `scopes` (and
-    /// `redirect_uri`), accepting `accepted_delegatees` among those offered:
-    /// a new approval, or the live one widened by the difference. Durable
-    /// and audited before it returns.
+    /// `redirect_uri`), accepting `accepted_delegatees` among those the
+    /// page showed: the difference from the live approval or, when that is
+    /// empty and `whole_if_covered` (`prompt=consent`), the whole request,
+    /// exactly as [`Self::continue_authorization`] showed it. A new
+    /// approval, or the live one changed; durable and audited before it
+    /// returns.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn record_approval(
         &self,
@@ -510,6 +512,7 @@ impl TokenService {
         scopes: &BTreeSet<String>,
         redirect_uri: Option<&str>,
         accepted_delegatees: &BTreeSet<String>,
+        whole_if_covered: bool,
         source: Option<String>,
         now: OffsetDateTime,
     ) -> Result<crate::delegation::Approval, StoreError> {
@@ -522,7 +525,10 @@ impl TokenService {
                 .current_approval(sub, client.id.as_str())
                 .await?;
             let offered = self.offered_delegatees(client, scopes).await?;
-            let need = consent_needed(existing.as_ref(), scopes, &offered, redirect_uri, now);
+            let mut need = consent_needed(existing.as_ref(), scopes, &offered, redirect_uri, now);
+            if need.is_empty() && whole_if_covered {
+                need = whole_request(scopes, &offered, now);
+            }
             let new_id = random_id("ap").map_err(|e| StoreError::Io(e.to_string()))?;
             let approval = approve(
                 existing.as_ref(),
@@ -731,6 +737,18 @@ impl TokenService {
             params,
         })
     }
+}
+
+/// What a `prompt=consent` page shows for a request the approval already
+/// covers: every scope and delegatee, the redirect URI as approved.
+fn whole_request(
+    scopes: &BTreeSet<String>,
+    offered: &[OfferedDelegatee],
+    now: OffsetDateTime,
+) -> ConsentNeed {
+    let mut whole = consent_needed(None, scopes, offered, None, now);
+    whole.new_redirect_uri = None;
+    whole
 }
 
 /// OIDC Core §3.1.2.1 `prompt`: a space-separated list; `none` must stand

@@ -241,6 +241,7 @@ impl TokenService {
                     &record.scopes,
                     None,
                     accepted_delegatees,
+                    false,
                     source.clone(),
                     now,
                 )

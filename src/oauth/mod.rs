@@ -401,6 +401,17 @@ impl TokenService {
         if !entitled || self.store.is_revoked(&claims.jti, &claims.grant_id).await? {
             return Ok(Introspection::default());
         }
+        // A person's token stops being active with their account
+        // (disabled or removed), not only at its expiry.
+        if claims.subject_type == SubjectType::User
+            && !self
+                .users
+                .user(&claims.sub)
+                .await?
+                .is_some_and(|u| !u.disabled)
+        {
+            return Ok(Introspection::default());
+        }
         Ok(Introspection {
             active: true,
             claims: Some(IntrospectedClaims {
@@ -418,9 +429,12 @@ impl TokenService {
         })
     }
 
-    /// RFC 7009 revocation by an authenticated `caller`. A token that is not
-    /// one of ours answers success without effect (§2.2: no oracle); a token
-    /// of ours issued to another client is refused (§2.1).
+    /// RFC 7009 revocation by an authenticated `caller`, of an access
+    /// token or a refresh token (§2: both MUST be revocable). A token that
+    /// is not one of ours answers success without effect (§2.2: no
+    /// oracle); a token of ours issued to another client is refused (§2.1).
+    /// Revoking a refresh token revokes its whole grant, the access tokens
+    /// and certificates issued from it included (§2.1 "related tokens").
     pub async fn revoke(
         &self,
         caller: &AuthenticatedClient,
@@ -429,7 +443,7 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Result<(), RevokeError> {
         let Some(claims) = self.verify_any(token, now) else {
-            return Ok(());
+            return self.revoke_refresh_token(caller, token, source, now).await;
         };
         if claims.client_id != caller.client.id.as_str() {
             return Err(RevokeError::NotYours);
@@ -460,6 +474,26 @@ impl TokenService {
             )
             .await?;
         }
+        Ok(())
+    }
+
+    async fn revoke_refresh_token(
+        &self,
+        caller: &AuthenticatedClient,
+        token: &str,
+        source: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(), RevokeError> {
+        let hash = grants::secret_key(&self.pepper, "refresh", token);
+        let Some(record) = self.store.refresh_token(&hash).await? else {
+            return Ok(());
+        };
+        if record.grant.client_id != caller.client.id.as_str() {
+            return Err(RevokeError::NotYours);
+        }
+        let actor = format!("client:{}", record.grant.client_id);
+        self.revoke_grant(&record.grant.grant_id, &actor, source, now)
+            .await?;
         Ok(())
     }
 

@@ -1382,7 +1382,46 @@ fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
     );
     assert_eq!(stolen.json()["error"], "invalid_grant");
     // The rightful client still can.
-    assert_eq!(refresh(&server, &secret, rt).status, 200);
+    let rotated = refresh(&server, &secret, rt);
+    assert_eq!(rotated.status, 200);
+    let rt2 = rotated.json()["refresh_token"].as_str().unwrap().to_owned();
+    let at2 = rotated.json()["access_token"].as_str().unwrap().to_owned();
+    // RFC 7009 §2: a refresh token is revocable at /revoke, and its whole
+    // grant goes with it.
+    let revoked = server.post(
+        "/revoke",
+        &[("Authorization", &basic("portal", &secret))],
+        FORM,
+        &format!("token={}&token_type_hint=refresh_token", form_encode(&rt2)),
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert_eq!(
+        refresh(&server, &secret, &rt2).json()["error"],
+        "invalid_grant"
+    );
+    assert!(!introspect_active(&server, &secret, &at2));
+
+    // OIDC Core §3.1.2.1: the authorization request also as a POST form.
+    let (verifier, challenge) = pkce();
+    let path = authorize_path("openid slcs:certificate", &challenge, "");
+    let form: Vec<(String, String)> = query_of(&path).into_iter().collect();
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let posted = browser.post("/authorize", &form);
+    assert_eq!(posted.status, 303, "{}", posted.text());
+    let location = posted.header("location").unwrap().to_owned();
+    let tokens = redeem(&server, &secret, &query_of(&location)["code"], &verifier);
+    assert_eq!(tokens.status, 200, "{}", tokens.text());
+    let access = tokens.json()["access_token"].as_str().unwrap().to_owned();
+    assert!(introspect_active(&server, &secret, &access));
+    // A disabled account's tokens are inactive at once.
+    let disabled = server.post(
+        "/admin/users/alice/disable",
+        &[("Authorization", &admin(&server))],
+        "application/json",
+        "",
+    );
+    assert_eq!(disabled.status, 200, "{}", disabled.text());
+    assert!(!introspect_active(&server, &secret, &access));
     // AZ-10: no CORS on the authorization endpoint.
     let cors = server.send(
         "GET",

@@ -108,22 +108,42 @@ pub(crate) async fn authorize(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, PageError> {
-    let now = state.inner.clock.now();
     // The same strict parser as form bodies: a repeated parameter is an
     // error page, never resolved either way (ATTACKS AZ-07).
     let query = OAuthForm::parse(uri.query().unwrap_or_default().as_bytes())
         .map_err(|e| PageError::BadRequest(format!("The sign-in request is malformed: {e}.")))?;
+    begin(&state, &headers, &query).await
+}
+
+/// `POST /authorize`: the same request as a form body (OIDC Core
+/// §3.1.2.1: the authorization endpoint supports GET and POST).
+pub(crate) async fn authorize_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let form = OAuthForm::parse(&body)
+        .map_err(|e| PageError::BadRequest(format!("The sign-in request is malformed: {e}.")))?;
+    begin(&state, &headers, &form).await
+}
+
+async fn begin(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &OAuthForm,
+) -> Result<Response, PageError> {
+    let now = state.inner.clock.now();
     let params: AuthorizeParams = query
         .iter()
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
-    let session = session_of(&state, &headers).await?;
+    let session = session_of(state, headers).await?;
     let step = state
         .inner
         .tokens
         .begin_authorization(&params, session.as_ref().map(|(_, s)| s), now)
         .await;
-    respond(&state, step, session.as_ref().map(|(v, _)| v.as_str()))
+    respond(state, step, session.as_ref().map(|(v, _)| v.as_str()))
 }
 
 #[derive(Debug, Deserialize)]

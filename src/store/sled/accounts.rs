@@ -55,8 +55,7 @@ impl Trees {
     }
 
     /// Trees whose JSON records carry an `expires_at` after which they are
-    /// worthless, with the extra time to keep them (refresh tokens are kept
-    /// a while for reuse detection; the others can go at once).
+    /// worthless: purged once it is older than the maintenance grace.
     pub(super) fn expiring(&self) -> [&sled::Tree; 5] {
         [
             &self.sessions,
