@@ -404,11 +404,11 @@ impl TokenService {
         // A person's token stops being active with their account
         // (disabled or removed), not only at its expiry.
         if claims.subject_type == SubjectType::User
-            && !self
+            && self
                 .users
                 .user(&claims.sub)
                 .await?
-                .is_some_and(|u| !u.disabled)
+                .is_none_or(|u| u.disabled)
         {
             return Ok(Introspection::default());
         }
