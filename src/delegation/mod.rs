@@ -232,6 +232,30 @@ mod tests {
         items.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    /// `approve` for person `u` and client `portal`, max depth 2.
+    fn decide(
+        existing: Option<&Approval>,
+        id: &str,
+        requested: &BTreeSet<String>,
+        need: &ConsentNeed,
+        accepted: &BTreeSet<String>,
+        days: i64,
+        now: OffsetDateTime,
+    ) -> Approval {
+        approve(
+            existing,
+            id.into(),
+            "u",
+            "portal",
+            requested,
+            need,
+            accepted,
+            2,
+            time::Duration::days(days),
+            now,
+        )
+    }
+
     fn broker(id: &str, scopes: &[&str]) -> OfferedDelegatee {
         OfferedDelegatee {
             client_id: id.into(),
@@ -249,18 +273,7 @@ mod tests {
         assert_eq!(first.new_scopes, requested);
         assert_eq!(first.new_delegatees.len(), 1);
 
-        let approval = approve(
-            None,
-            "ap-1".into(),
-            "u",
-            "portal",
-            &requested,
-            &first,
-            &set(&["wps"]),
-            2,
-            time::Duration::days(90),
-            now,
-        );
+        let approval = decide(None, "ap-1", &requested, &first, &set(&["wps"]), 90, now);
         assert!(consent_needed(Some(&approval), &requested, &offered, None, now).is_empty());
         // A narrower request is covered too.
         assert!(consent_needed(Some(&approval), &set(&["openid"]), &offered, None, now).is_empty());
@@ -272,16 +285,13 @@ mod tests {
         assert!(need.new_delegatees.is_empty());
 
         // Widening keeps the id and the delegatees.
-        let widened = approve(
+        let widened = decide(
             Some(&approval),
-            "ap-2".into(),
-            "u",
-            "portal",
+            "ap-2",
             &wider,
             &need,
             &BTreeSet::new(),
-            2,
-            time::Duration::days(90),
+            90,
             now,
         );
         assert_eq!(widened.id, "ap-1");
@@ -295,18 +305,7 @@ mod tests {
         let requested = set(&["slcs:certificate"]);
         let offered = [broker("wps", &["slcs:certificate"])];
         let need = consent_needed(None, &requested, &offered, None, now);
-        let approval = approve(
-            None,
-            "ap-1".into(),
-            "u",
-            "portal",
-            &requested,
-            &need,
-            &BTreeSet::new(),
-            2,
-            time::Duration::days(90),
-            now,
-        );
+        let approval = decide(None, "ap-1", &requested, &need, &BTreeSet::new(), 90, now);
         assert!(approval.delegatees.is_empty());
         assert!(approval.declined_delegatees.contains("wps"));
         assert!(consent_needed(Some(&approval), &requested, &offered, None, now).is_empty());
@@ -324,18 +323,7 @@ mod tests {
         let now = datetime!(2026-11-29 12:00 UTC);
         let requested = set(&["slcs:certificate"]);
         let need = consent_needed(None, &requested, &[], None, now);
-        let mut approval = approve(
-            None,
-            "ap-1".into(),
-            "u",
-            "portal",
-            &requested,
-            &need,
-            &BTreeSet::new(),
-            2,
-            time::Duration::days(1),
-            now,
-        );
+        let mut approval = decide(None, "ap-1", &requested, &need, &BTreeSet::new(), 1, now);
         let later = now + time::Duration::days(2);
         assert_eq!(
             consent_needed(Some(&approval), &requested, &[], None, later).new_scopes,
@@ -347,16 +335,13 @@ mod tests {
         });
         assert!(!consent_needed(Some(&approval), &requested, &[], None, now).is_empty());
         // Approving again makes a new approval, not a revived one.
-        let again = approve(
+        let again = decide(
             Some(&approval),
-            "ap-2".into(),
-            "u",
-            "portal",
+            "ap-2",
             &requested,
             &need,
             &BTreeSet::new(),
-            2,
-            time::Duration::days(1),
+            1,
             now,
         );
         assert_eq!(again.id, "ap-2");
@@ -368,42 +353,28 @@ mod tests {
         let now = datetime!(2026-11-29 12:00 UTC);
         let requested = set(&["slcs:certificate"]);
         let offered = [broker("wps", &["slcs:certificate"])];
-        let decide = |existing: Option<&Approval>, accepted: &[&str]| {
+        let tick = |existing: Option<&Approval>, accepted: &[&str]| {
             // prompt=consent: the page shows the whole request.
             let shown = consent_needed(None, &requested, &offered, None, now);
-            approve(
-                existing,
-                "ap-1".into(),
-                "u",
-                "portal",
-                &requested,
-                &shown,
-                &set(accepted),
-                2,
-                time::Duration::days(1),
-                now,
-            )
+            decide(existing, "ap-1", &requested, &shown, &set(accepted), 1, now)
         };
-        let declined = decide(None, &[]);
+        let declined = tick(None, &[]);
         assert!(declined.declined_delegatees.contains("wps"));
-        let restored = decide(Some(&declined), &["wps"]);
+        let restored = tick(Some(&declined), &["wps"]);
         assert!(restored.delegatees.contains_key("wps"));
         assert!(!restored.declined_delegatees.contains("wps"));
-        let withdrawn = decide(Some(&restored), &[]);
+        let withdrawn = tick(Some(&restored), &[]);
         assert!(!withdrawn.delegatees.contains_key("wps"));
         // Deciding the same again changes nothing, not even updated_at.
         let later = now + time::Duration::minutes(5);
         let shown = consent_needed(None, &requested, &offered, None, later);
-        let same = approve(
+        let same = decide(
             Some(&withdrawn),
-            "ap-2".into(),
-            "u",
-            "portal",
+            "ap-2",
             &requested,
             &shown,
             &BTreeSet::new(),
-            2,
-            time::Duration::days(1),
+            1,
             later,
         );
         assert_eq!(same, withdrawn);
@@ -415,18 +386,7 @@ mod tests {
         let requested = set(&["slcs:certificate"]);
         let need = consent_needed(None, &requested, &[], Some("https://p/cb"), now);
         assert_eq!(need.new_redirect_uri.as_deref(), Some("https://p/cb"));
-        let approval = approve(
-            None,
-            "ap-1".into(),
-            "u",
-            "portal",
-            &requested,
-            &need,
-            &BTreeSet::new(),
-            2,
-            time::Duration::days(1),
-            now,
-        );
+        let approval = decide(None, "ap-1", &requested, &need, &BTreeSet::new(), 1, now);
         assert!(
             consent_needed(Some(&approval), &requested, &[], Some("https://p/cb"), now).is_empty()
         );

@@ -367,3 +367,41 @@ pub fn rand_tag() -> String {
 pub fn form_encode(value: &str) -> String {
     slcs::admin_client::percent_encode(value)
 }
+
+/// The project's `.venv` Python if it can import `modules` (comma
+/// separated); `None` to skip when it cannot, unless `required_env` is set
+/// (`.ci/run` sets it), in which case the test fails instead.
+pub fn venv_python(modules: &str, required_env: &str) -> Option<PathBuf> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let usable = python.is_file()
+        && Command::new(&python)
+            .args(["-c", &format!("import {modules}")])
+            .status()
+            .is_ok_and(|s| s.success());
+    if usable {
+        return Some(python);
+    }
+    assert!(
+        std::env::var(required_env).is_err(),
+        "{modules} required ({required_env}) but not importable from .venv"
+    );
+    println!("{modules} not installed in .venv; skipping (run .ci/run to install it)");
+    None
+}
+
+/// A server whose issuer is the URL clients reach: the port is chosen
+/// first, then `oauth.issuer` names it. Returns the server and the issuer.
+pub fn start_with_reachable_issuer(data_dir: &Path) -> (Server, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer = format!("https://localhost:{port}");
+    let server = Server::start_on(
+        data_dir,
+        &format!("127.0.0.1:{port}"),
+        &[("SLCS_OAUTH_ISSUER", &issuer)],
+    );
+    (server, issuer)
+}

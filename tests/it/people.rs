@@ -8,7 +8,7 @@
 //! entries that apply, are tests named after them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -354,6 +354,23 @@ pub fn verify_jws(server: &Server, token: &str) -> (Value, Value) {
         header,
         serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap(),
     )
+}
+
+/// Runs `request` on `n` threads released together by a barrier; the
+/// answers in thread order.
+fn concurrently(n: usize, request: impl Fn() -> HttpResponse + Sync) -> Vec<HttpResponse> {
+    let barrier = Barrier::new(n);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    request()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
 
 fn audit_actions(server: &Server) -> Vec<String> {
@@ -758,20 +775,7 @@ fn code_08_concurrent_double_redemption_yields_one_token_family() {
         .unwrap()
         .to_owned();
         let code = query_of(&location)["code"].clone();
-        let barrier = Arc::new(Barrier::new(16));
-        let results: Vec<HttpResponse> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..16)
-                .map(|_| {
-                    let barrier = Arc::clone(&barrier);
-                    let (server, secret, code, verifier) = (&server, &secret, &code, &verifier);
-                    scope.spawn(move || {
-                        barrier.wait();
-                        redeem(server, secret, code, verifier)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let results = concurrently(16, || redeem(&server, &secret, &code, &verifier));
         let winners: Vec<&HttpResponse> = results.iter().filter(|r| r.status == 200).collect();
         assert_eq!(
             winners.len(),
@@ -851,20 +855,7 @@ fn rt_01_rt_02_rotation_reuse_detection_and_concurrent_refresh() {
     // and no two live descendants remain.
     let family = tokens(&mut browser);
     let rt = family["refresh_token"].as_str().unwrap().to_owned();
-    let barrier = Arc::new(Barrier::new(16));
-    let results: Vec<HttpResponse> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..16)
-            .map(|_| {
-                let barrier = Arc::clone(&barrier);
-                let (server, secret, rt) = (&server, &secret, &rt);
-                scope.spawn(move || {
-                    barrier.wait();
-                    refresh(server, secret, rt)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results = concurrently(16, || refresh(&server, &secret, &rt));
     let ok: Vec<&HttpResponse> = results.iter().filter(|r| r.status == 200).collect();
     assert!(ok.len() <= 1, "{} concurrent refreshes succeeded", ok.len());
     for refused in results.iter().filter(|r| r.status != 200) {
@@ -1213,33 +1204,12 @@ fn device_flow_is_confirmed_in_the_browser_and_redeemed_once() {
 /// installs Authlib into `.venv` and sets `AUTHLIB_REQUIRED=1`.
 #[test]
 fn authlib_portal_signs_in_and_gets_a_certificate() {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let has_authlib = python.is_file()
-        && std::process::Command::new(&python)
-            .args(["-c", "import authlib, cryptography, requests"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !has_authlib {
-        assert!(
-            std::env::var("AUTHLIB_REQUIRED").is_err(),
-            "authlib is required (AUTHLIB_REQUIRED) but not installed in .venv"
-        );
-        println!("authlib not installed in .venv; skipping (run .ci/run to install it)");
+    let Some(python) = crate::venv_python("authlib, cryptography, requests", "AUTHLIB_REQUIRED")
+    else {
         return;
-    }
-    // The issuer must be the URL the portal reaches, so the port comes first.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let issuer = format!("https://localhost:{port}");
+    };
     let work = tempfile::tempdir().unwrap();
-    let server = Server::start_on(
-        &work.path().join("data"),
-        &format!("127.0.0.1:{port}"),
-        &[("SLCS_OAUTH_ISSUER", &issuer)],
-    );
+    let (server, issuer) = crate::start_with_reachable_issuer(&work.path().join("data"));
     let secret = register_portal(&server);
     let sub = alice(&server);
     let output = std::process::Command::new(&python)

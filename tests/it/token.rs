@@ -615,33 +615,11 @@ fn discovery_jwks_and_webfinger() {
 /// `OPENEO_REQUIRED=1`, so in CI a missing client fails instead of skipping.
 #[test]
 fn openeo_client_credentials_from_python() {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let has_openeo = python.is_file()
-        && std::process::Command::new(&python)
-            .args(["-c", "import openeo, jwt"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !has_openeo {
-        assert!(
-            std::env::var("OPENEO_REQUIRED").is_err(),
-            "openeo is required (OPENEO_REQUIRED) but not installed in .venv"
-        );
-        println!("openeo not installed in .venv; skipping (run .ci/run to install it)");
+    let Some(python) = crate::venv_python("openeo, jwt", "OPENEO_REQUIRED") else {
         return;
-    }
-    // The issuer must be the URL clients reach, so the port is chosen first.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let issuer = format!("https://localhost:{port}");
+    };
     let work = tempfile::tempdir().unwrap();
-    let server = Server::start_on(
-        &work.path().join("data"),
-        &format!("127.0.0.1:{port}"),
-        &[("SLCS_OAUTH_ISSUER", &issuer)],
-    );
+    let (server, issuer) = crate::start_with_reachable_issuer(&work.path().join("data"));
     let (created, secret) = register(&server, &service_client_json("openeo-ci"));
     assert_eq!(created.status, 201, "{}", created.text());
     let ca = server.data_dir.join("ca").join("ca.pem");

@@ -11,7 +11,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Continue, message_page, render, see_other, session_of, source};
+use super::{Continue, message_page, render, require_csrf, see_other, session_of, source};
 use crate::http::AppState;
 use crate::http::error::PageError;
 use crate::http::form::OAuthForm;
@@ -130,15 +130,12 @@ pub(crate) async fn revoke(
         PageError::Forbidden("You are not signed in. Sign in and try again.".into())
     })?;
     // ATTACKS WEB-02: a revocation only from a form this site showed.
-    if !state
-        .inner
-        .sessions
-        .csrf_ok(&value, form.get("csrf_token").unwrap_or_default())
-    {
-        return Err(PageError::Forbidden(
-            "This form was not sent by this site. Nothing was revoked.".into(),
-        ));
-    }
+    require_csrf(
+        &state,
+        &value,
+        &form,
+        "This form was not sent by this site. Nothing was revoked.",
+    )?;
     let revoked = state
         .inner
         .tokens

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Continue, render, see_other, session_of, source};
+use super::{Continue, render, require_csrf, see_other, session_of, source};
 use crate::http::AppState;
 use crate::http::error::PageError;
 use crate::http::form::{OAuthForm, encode};
@@ -185,17 +185,12 @@ pub(super) async fn decision_session(
                 .into(),
         )
     })?;
-    let presented = form.get("csrf_token").unwrap_or_default();
-    if !state
-        .inner
-        .sessions
-        .csrf_ok(&decision_binding(&value, subject), presented)
-    {
-        return Err(PageError::Forbidden(
-            "This decision was not made on a page this site showed you. Nothing was approved."
-                .into(),
-        ));
-    }
+    require_csrf(
+        state,
+        &decision_binding(&value, subject),
+        form,
+        "This decision was not made on a page this site showed you. Nothing was approved.",
+    )?;
     Ok((value, session))
 }
 

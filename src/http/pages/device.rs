@@ -13,7 +13,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::authorize::{consent_page, decision, decision_session};
-use super::{Continue, message_page, render, see_other, session_of, source};
+use super::{Continue, message_page, render, require_csrf, see_other, session_of, source};
 use crate::http::AppState;
 use crate::http::error::PageError;
 use crate::http::form::OAuthForm;
@@ -70,15 +70,12 @@ pub(crate) async fn submit(
     let Some((value, session)) = session_of(&state, &headers).await? else {
         return Ok(see_other(&Continue::Device(String::new()).login_path()));
     };
-    if !state
-        .inner
-        .sessions
-        .csrf_ok(&value, form.get("csrf_token").unwrap_or_default())
-    {
-        return Err(PageError::Forbidden(
-            "The code form was not sent by this site. Open the device page again.".into(),
-        ));
-    }
+    require_csrf(
+        &state,
+        &value,
+        &form,
+        "The code form was not sent by this site. Open the device page again.",
+    )?;
     let entered = form.get("user_code").unwrap_or_default();
     let code = normalize_user_code(entered);
     let address = source(&peer);

@@ -14,8 +14,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    Continue, PRE_LOGIN_COOKIE, SESSION_COOKIE, cookie, render, see_other, session_of, set_cookie,
-    source,
+    Continue, PRE_LOGIN_COOKIE, SESSION_COOKIE, cookie, render, require_csrf, see_other,
+    session_of, set_cookie, source,
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
@@ -121,15 +121,12 @@ pub(crate) async fn submit(
             "Your browser did not send back the sign-in form's cookie. Allow cookies for this site and sign in again.".into(),
         )
     })?;
-    if !state
-        .inner
-        .sessions
-        .csrf_ok(&pre, form.get("csrf_token").unwrap_or_default())
-    {
-        return Err(PageError::Forbidden(
-            "The sign-in form was not sent by this site, or it has expired. Open the sign-in page again.".into(),
-        ));
-    }
+    require_csrf(
+        &state,
+        &pre,
+        &form,
+        "The sign-in form was not sent by this site, or it has expired. Open the sign-in page again.",
+    )?;
     let username = form.get("username").unwrap_or_default();
     let password = form.get("password").unwrap_or_default();
     if password.len() > MAX_PASSWORD_BYTES {
@@ -215,15 +212,12 @@ pub(crate) async fn logout(
     form: OAuthForm,
 ) -> Result<Response, PageError> {
     if let Some((value, session)) = session_of(&state, &headers).await? {
-        if !state
-            .inner
-            .sessions
-            .csrf_ok(&value, form.get("csrf_token").unwrap_or_default())
-        {
-            return Err(PageError::Forbidden(
-                "The sign-out form was not sent by this site. Open your account page again.".into(),
-            ));
-        }
+        require_csrf(
+            &state,
+            &value,
+            &form,
+            "The sign-out form was not sent by this site. Open your account page again.",
+        )?;
         state.inner.sessions.end(&value).await?;
         tracing::debug!(sub = %session.sub, "signed out");
     }

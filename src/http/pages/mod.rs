@@ -175,6 +175,22 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>) -> HeaderValue 
         .unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
 }
 
+/// Refuses (403, saying `why`) a form whose `csrf_token` is not the one
+/// for `binding` (ATTACKS WEB-01, WEB-02, WEB-03).
+pub(crate) fn require_csrf(
+    state: &AppState,
+    binding: &str,
+    form: &super::form::OAuthForm,
+    why: &str,
+) -> Result<(), PageError> {
+    let presented = form.get("csrf_token").unwrap_or_default();
+    if state.inner.sessions.csrf_ok(binding, presented) {
+        Ok(())
+    } else {
+        Err(PageError::Forbidden(why.to_owned()))
+    }
+}
+
 /// The browser's live session, with its cookie value.
 pub async fn session_of(
     state: &AppState,
