@@ -714,7 +714,281 @@ pub fn verify_pkce(verifier: Option<&str>, challenge: &str) -> Result<(), GrantE
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use time::macros::datetime;
+
     use super::*;
+    use crate::oauth::authorize::AuthorizeStep;
+    use crate::oauth::clients::TokenEndpointAuthMethod;
+    use crate::oauth::registry::{Caller, Registry};
+    use crate::store::sled::{OpenMode, SledOptions, SledStore};
+    use crate::users::session::Session;
+    use crate::users::{LocalUsers, NewUser, PasswordParams, UserSource as _};
+
+    const T0: OffsetDateTime = datetime!(2026-11-29 12:00 UTC);
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    /// A token service on a fresh store with the portal registered and a
+    /// person signed in at `T0`; time is whatever each call passes.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        tokens: TokenService,
+        portal: AuthenticatedClient,
+        session: Session,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::load(
+            None,
+            [
+                ("SLCS_DATA_DIR".to_owned(), dir.path().display().to_string()),
+                (
+                    "SLCS_OAUTH_REFRESH_TOKEN_LIFETIME_SECS".to_owned(),
+                    "3600".to_owned(),
+                ),
+            ],
+            &crate::config::CliOverrides::default(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(&config.data_dir).unwrap();
+        let store: Arc<dyn crate::store::Store> = Arc::new(
+            SledStore::open(&SledOptions {
+                path: config.store.path.clone(),
+                cache_capacity_bytes: 8 << 20,
+                mode: OpenMode::CreateIfMissing,
+                ca_key_sha256: None,
+            })
+            .unwrap(),
+        );
+        let cheap = PasswordParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let users = Arc::new(LocalUsers::new(Arc::clone(&store), cheap).unwrap());
+        let tokens = TokenService::start(&config, Arc::clone(&store), users.clone(), T0).unwrap();
+        let representation = serde_json::from_value(serde_json::json!({
+            "client": {
+                "clientId": "portal",
+                "name": "Portal",
+                "standardFlowEnabled": true,
+                "consentRequired": true,
+                "redirectUris": ["https://portal.example/cb"],
+                "defaultClientScopes": ["openid", "slcs:certificate"],
+                "optionalClientScopes": ["offline_access"]
+            }
+        }))
+        .unwrap();
+        let admin = Caller {
+            subject: "admin".into(),
+            is_admin: true,
+            source: None,
+        };
+        let registry = Registry {
+            store: store.as_ref(),
+            pepper: tokens.pepper(),
+            development: true,
+        };
+        registry
+            .register(&admin, &representation, T0)
+            .await
+            .unwrap();
+        let client = store
+            .client(&crate::oauth::clients::ClientId::parse("portal").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let alice = users
+            .create(
+                NewUser {
+                    username: "alice".into(),
+                    display_name: "Alice".into(),
+                    password: Some("a long enough password".into()),
+                    ..NewUser::default()
+                },
+                "admin",
+                T0,
+            )
+            .await
+            .unwrap();
+        assert!(
+            users
+                .authenticate("alice", "a long enough password")
+                .await
+                .is_ok()
+        );
+        Fixture {
+            _dir: dir,
+            tokens,
+            portal: AuthenticatedClient {
+                client,
+                method: TokenEndpointAuthMethod::ClientSecretBasic,
+            },
+            session: Session {
+                id_hash: "s".into(),
+                sub: alice.sub,
+                auth_time: T0,
+                amr: vec!["pwd".into()],
+                created_at: T0,
+                expires_at: T0 + time::Duration::hours(8),
+            },
+        }
+    }
+
+    fn params(extra: &[(&str, &str)]) -> crate::oauth::authorize::AuthorizeParams {
+        let mut params: crate::oauth::authorize::AuthorizeParams = [
+            ("response_type", "code"),
+            ("client_id", "portal"),
+            ("redirect_uri", "https://portal.example/cb"),
+            ("scope", "openid offline_access slcs:certificate"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in extra {
+            params.insert((*k).to_owned(), (*v).to_owned());
+        }
+        params
+    }
+
+    /// Approves (first time) and returns a code issued at `at`.
+    async fn code_at(f: &Fixture, at: OffsetDateTime) -> String {
+        let step = f
+            .tokens
+            .begin_authorization(&params(&[]), Some(&f.session), at)
+            .await
+            .unwrap();
+        let step = match step {
+            AuthorizeStep::Consent(view) => f
+                .tokens
+                .decide_consent(
+                    &view.request,
+                    &f.session,
+                    true,
+                    &std::collections::BTreeSet::new(),
+                    None,
+                    at,
+                )
+                .await
+                .unwrap(),
+            other => other,
+        };
+        let AuthorizeStep::Redirect { params, .. } = step else {
+            panic!("no redirect: {step:?}");
+        };
+        params
+            .into_iter()
+            .find(|(name, _)| *name == "code")
+            .unwrap()
+            .1
+    }
+
+    fn request(code: &str) -> CodeRequest<'_> {
+        CodeRequest {
+            code,
+            redirect_uri: Some("https://portal.example/cb"),
+            code_verifier: Some(VERIFIER),
+        }
+    }
+
+    #[tokio::test]
+    async fn code_09_a_code_is_dead_one_second_after_its_60() {
+        let f = fixture().await;
+        let code = code_at(&f, T0).await;
+        let late = T0 + CODE_LIFETIME + time::Duration::seconds(1);
+        let refused = f
+            .tokens
+            .authorization_code(&f.portal, request(&code), None, late)
+            .await;
+        assert!(
+            matches!(&refused, Err(GrantError::InvalidGrant(m)) if m.contains("expired")),
+            "{refused:?}"
+        );
+        let code = code_at(&f, T0).await;
+        let in_time = T0 + CODE_LIFETIME - time::Duration::seconds(1);
+        assert!(
+            f.tokens
+                .authorization_code(&f.portal, request(&code), None, in_time)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn rt_07_refreshing_never_extends_the_absolute_lifetime() {
+        let f = fixture().await;
+        let code = code_at(&f, T0).await;
+        let first = f
+            .tokens
+            .authorization_code(&f.portal, request(&code), None, T0)
+            .await
+            .unwrap();
+        // Every 20 minutes: fine until the hour (oauth.refresh_token_lifetime_secs
+        // = 3600) has passed since the grant, whatever the activity.
+        let mut token = first.refresh_token.unwrap();
+        for step in 1..=2 {
+            let at = T0 + time::Duration::minutes(20 * step);
+            let next = f
+                .tokens
+                .refresh(&f.portal, &token, None, None, at)
+                .await
+                .unwrap();
+            token = next.refresh_token.unwrap();
+        }
+        let past = T0 + time::Duration::seconds(3601);
+        let refused = f.tokens.refresh(&f.portal, &token, None, None, past).await;
+        assert!(
+            matches!(&refused, Err(GrantError::InvalidGrant(m)) if m.contains("expired")),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn max_age_and_prompt_login_send_an_old_session_back_to_sign_in() {
+        let f = fixture().await;
+        code_at(&f, T0).await;
+        let later = T0 + time::Duration::minutes(10);
+        let step = |extra: &'static [(&'static str, &'static str)]| {
+            let f = &f;
+            async move {
+                f.tokens
+                    .begin_authorization(&params(extra), Some(&f.session), later)
+                    .await
+                    .unwrap()
+            }
+        };
+        // Signed in 600 s ago: max_age=900 is fine, max_age=300 is not.
+        assert!(matches!(
+            step(&[("max_age", "900")]).await,
+            AuthorizeStep::Redirect { .. }
+        ));
+        assert!(matches!(
+            step(&[("max_age", "300")]).await,
+            AuthorizeStep::Login { .. }
+        ));
+        assert!(matches!(
+            step(&[("prompt", "login")]).await,
+            AuthorizeStep::Login { .. }
+        ));
+        // An expired approval covers nothing: the consent page again.
+        let much_later = T0 + time::Duration::days(91);
+        let fresh = Session {
+            auth_time: much_later,
+            expires_at: much_later + time::Duration::hours(1),
+            ..f.session.clone()
+        };
+        let step = f
+            .tokens
+            .begin_authorization(&params(&[]), Some(&fresh), much_later)
+            .await
+            .unwrap();
+        assert!(matches!(step, AuthorizeStep::Consent(_)), "{step:?}");
+    }
 
     #[test]
     fn pkce_matches_rfc_7636_appendix_b() {

@@ -1097,7 +1097,7 @@ pub fn confirm_device_as(
 }
 
 #[test]
-fn device_flow_is_confirmed_in_the_browser_and_redeemed_once() {
+fn dv_01_dv_02_dv_04_dv_05_dv_07_device_flow_is_confirmed_in_the_browser_and_redeemed_once() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(
         &work.path().join("data"),
@@ -1179,6 +1179,10 @@ fn device_flow_is_confirmed_in_the_browser_and_redeemed_once() {
     let issued = post_csr(&server, tokens["access_token"].as_str().unwrap(), "");
     assert_eq!(issued.status, 200, "{}", issued.text());
 
+    // DV-02: a guessed device code is invalid_grant.
+    let guessed = device_poll(&server, &format!("slcs_dc_{}", "A".repeat(43)));
+    assert_eq!(guessed.json()["error"], "invalid_grant");
+
     // Polling faster than the interval is slow_down; a refusal is
     // access_denied at the next poll.
     let denied = start("openid");
@@ -1196,6 +1200,29 @@ fn device_flow_is_confirmed_in_the_browser_and_redeemed_once() {
     assert!(refused.text().contains("Request refused"));
     std::thread::sleep(std::time::Duration::from_millis(6100));
     assert_eq!(device_poll(&server, &code).json()["error"], "access_denied");
+
+    // DV-07: a guest approving for a client that refuses guests gets the
+    // device nothing: access_denied at the next poll.
+    add_user(
+        &server,
+        json!({"username": "gus", "display_name": "Gus", "guest": true, "password": PASSWORD}),
+    );
+    let guest = start("openid");
+    let answer = confirm_device_as(
+        &mut Browser::new(&server),
+        ("gus", PASSWORD),
+        guest["user_code"].as_str().unwrap(),
+        true,
+    );
+    assert!(
+        answer.text().contains("Request refused"),
+        "{}",
+        answer.text()
+    );
+    assert_eq!(
+        device_poll(&server, guest["device_code"].as_str().unwrap()).json()["error"],
+        "access_denied"
+    );
 }
 
 /// The code flow with Python Authlib as the portal, unchanged: discovery,
