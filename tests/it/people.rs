@@ -193,6 +193,17 @@ pub fn register_portal(server: &Server) -> String {
     secret.unwrap()
 }
 
+/// A running server with the portal (and `wps`) registered and Alice's
+/// account: (its directory, the server, the portal's secret, Alice's
+/// subject). Keep the directory bound for as long as the server runs.
+pub fn portal_world(env: &[(&str, &str)]) -> (tempfile::TempDir, Server, String, String) {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), env);
+    let secret = register_portal(&server);
+    let sub = alice(&server);
+    (work, server, secret, sub)
+}
+
 /// Creates a user through the admin API; returns its subject.
 pub fn add_user(server: &Server, body: Value) -> String {
     let created = server.post(
@@ -391,10 +402,7 @@ fn audit_actions(server: &Server) -> Vec<String> {
 
 #[test]
 fn code_flow_signs_in_approves_once_and_revocation_ends_everything() {
-    let work = tempfile::tempdir().unwrap();
-    let server = Server::start(&work.path().join("data"), &[]);
-    let secret = register_portal(&server);
-    let sub = alice(&server);
+    let (_work, server, secret, sub) = portal_world(&[]);
     let mut browser = Browser::new(&server);
     let scope = "openid profile offline_access slcs:certificate";
     let (verifier, challenge) = pkce();
@@ -656,10 +664,7 @@ fn az_01_az_02_bad_client_or_redirect_uri_is_a_page_never_a_redirect() {
 
 #[test]
 fn code_01_code_04_pkce_is_required_and_s256_only() {
-    let work = tempfile::tempdir().unwrap();
-    let server = Server::start(&work.path().join("data"), &[]);
-    let secret = register_portal(&server);
-    alice(&server);
+    let (_work, server, secret, _) = portal_world(&[]);
     let (verifier, challenge) = pkce();
     let base = format!(
         "/authorize?response_type=code&client_id=portal&redirect_uri={}&scope=openid&state=s1",
@@ -760,10 +765,7 @@ fn code_01_code_04_pkce_is_required_and_s256_only() {
 
 #[test]
 fn code_08_concurrent_double_redemption_yields_one_token_family() {
-    let work = tempfile::tempdir().unwrap();
-    let server = Server::start(&work.path().join("data"), &[]);
-    let secret = register_portal(&server);
-    alice(&server);
+    let (_work, server, secret, _) = portal_world(&[]);
     let mut browser = Browser::new(&server);
     for round in 0..3 {
         let (verifier, challenge) = pkce();
@@ -799,10 +801,7 @@ fn code_08_concurrent_double_redemption_yields_one_token_family() {
 
 #[test]
 fn rt_01_rt_02_rotation_reuse_detection_and_concurrent_refresh() {
-    let work = tempfile::tempdir().unwrap();
-    let server = Server::start(&work.path().join("data"), &[]);
-    let secret = register_portal(&server);
-    alice(&server);
+    let (_work, server, secret, _) = portal_world(&[]);
     let mut browser = Browser::new(&server);
     let scope = "openid offline_access slcs:certificate";
     let tokens = |browser: &mut Browser<'_>| {
@@ -1275,10 +1274,7 @@ fn authlib_portal_signs_in_and_gets_a_certificate() {
 
 #[test]
 fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
-    let work = tempfile::tempdir().unwrap();
-    let server = Server::start(&work.path().join("data"), &[]);
-    let secret = register_portal(&server);
-    alice(&server);
+    let (_work, server, secret, _) = portal_world(&[]);
 
     // WEB-05: a planted session cookie is replaced at sign-in, and the
     // planted value never becomes a session.

@@ -13,7 +13,10 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::authorize::{consent_page, decision, decision_session};
-use super::{Continue, message_page, render, require_csrf, see_other, session_of, source};
+use super::{
+    Continue, message_page, refuse_while_throttled, render, require_csrf, see_other, session_of,
+    source,
+};
 use crate::http::AppState;
 use crate::http::error::PageError;
 use crate::http::form::OAuthForm;
@@ -81,12 +84,7 @@ pub(crate) async fn submit(
     let address = source(&peer);
     let throttle = &state.inner.device_throttle;
     let wait = throttle.wait(&code, &address, now);
-    if wait > 0 {
-        return Err(PageError::TooMany {
-            message: format!("Too many wrong codes. Wait {wait} seconds, then try again."),
-            retry_after: wait,
-        });
-    }
+    refuse_while_throttled(wait, "wrong codes")?;
     match state
         .inner
         .tokens

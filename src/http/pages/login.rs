@@ -14,8 +14,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    Continue, PRE_LOGIN_COOKIE, SESSION_COOKIE, cookie, render, require_csrf, see_other,
-    session_of, set_cookie, source,
+    Continue, PRE_LOGIN_COOKIE, SESSION_COOKIE, cookie, refuse_while_throttled, render,
+    require_csrf, see_other, session_of, set_cookie, source,
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
@@ -137,12 +137,7 @@ pub(crate) async fn submit(
     }
     let throttle = &state.inner.login_throttle;
     let wait = throttle.wait(username, &address, now);
-    if wait > 0 {
-        return Err(PageError::TooMany {
-            message: format!("Too many failed sign-ins. Wait {wait} seconds, then try again."),
-            retry_after: wait,
-        });
-    }
+    refuse_while_throttled(wait, "failed sign-ins")?;
     match state
         .inner
         .tokens

@@ -191,6 +191,17 @@ pub(crate) fn require_csrf(
     }
 }
 
+/// 429 while a throttle says to wait `wait` seconds after too many `what`.
+pub(crate) fn refuse_while_throttled(wait: u64, what: &str) -> Result<(), PageError> {
+    if wait == 0 {
+        return Ok(());
+    }
+    Err(PageError::TooMany {
+        message: format!("Too many {what}. Wait {wait} seconds, then try again."),
+        retry_after: wait,
+    })
+}
+
 /// The browser's live session, with its cookie value.
 pub async fn session_of(
     state: &AppState,
