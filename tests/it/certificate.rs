@@ -863,29 +863,52 @@ fn cert_01_person_subjects_are_one_escaped_rdn() {
     let (_, token) = service_token(&server, "portal");
     let mut claims = claims_of(&token);
     claims["slcs_sub_type"] = json!("user");
+    // Display names are what a person's DN carries besides the hashed
+    // suffix; whoever creates an account chooses them.
+    let mut layouts = Vec::new();
     let mut subjects = Vec::new();
-    for sub in [
+    for (i, display) in [
         "alice, CN=admin",
         "alice+CN=root",
         "/DC=org/CN=admin",
         "alice",
-    ] {
-        claims["sub"] = json!(sub);
+    ]
+    .iter()
+    .enumerate()
+    {
+        claims["sub"] = json!(crate::people::add_user(
+            &server,
+            json!({"username": format!("user{i}"), "display_name": display}),
+        ));
         let response = post_csr(&server, &forge(&server, &claims), "");
-        assert_eq!(response.status, 200, "{sub}: {}", response.text());
-        let subject = subject_of(&response.text());
-        assert_eq!(subject.matches("CN=").count(), 1, "{sub}: {subject}");
-        assert!(
-            !subject.contains("admin") && !subject.contains("root"),
-            "{subject}"
-        );
+        assert_eq!(response.status, 200, "{display}: {}", response.text());
+        let pem = response.text();
+        let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let cert = block.parse_x509().unwrap();
+        let common_names: Vec<String> = cert
+            .subject()
+            .iter_common_name()
+            .map(|cn| cn.as_str().unwrap().to_owned())
+            .collect();
+        // One CN, holding the display name verbatim as one value.
+        assert_eq!(common_names.len(), 1, "{display}: {common_names:?}");
+        assert!(common_names[0].starts_with(display), "{common_names:?}");
+        // The same attribute types in the same order whatever the name.
+        let layout: Vec<String> = cert
+            .subject()
+            .iter_attributes()
+            .map(|a| a.attr_type().to_id_string())
+            .collect();
+        layouts.push(layout);
+        let subject = subject_of(&pem);
         assert!(subject.contains("OU=People"), "{subject}");
         subjects.push(subject);
     }
+    assert!(layouts.windows(2).all(|w| w[0] == w[1]), "{layouts:?}");
     subjects.sort();
     subjects.dedup();
-    assert_eq!(subjects.len(), 4, "distinct subjects give distinct DNs");
-    // The same subject twice: the same DN.
+    assert_eq!(subjects.len(), 4, "distinct people give distinct DNs");
+    // The same person twice: the same DN.
     let again = subject_of(&post_csr(&server, &forge(&server, &claims), "").text());
     assert!(subjects.contains(&again));
 }
@@ -898,7 +921,10 @@ fn shared_tokens_need_an_authenticated_presenter_in_aud() {
     let (broker_secret, _) = service_token(&server, "broker-a");
     let (outsider_secret, _) = service_token(&server, "broker-c");
     let mut claims = claims_of(&token);
-    claims["sub"] = json!("alice");
+    claims["sub"] = json!(crate::people::add_user(
+        &server,
+        json!({"username": "alice", "display_name": "Alice"}),
+    ));
     claims["slcs_sub_type"] = json!("user");
     claims["aud"] = json!(["broker-a", "broker-b"]);
     claims["slcs_grant_type"] = json!("urn:ietf:params:oauth:grant-type:token-exchange");
@@ -964,7 +990,7 @@ fn shared_tokens_need_an_authenticated_presenter_in_aud() {
     assert_eq!(steps[0]["client_id"], "wps");
     assert_eq!(steps[1]["client_id"], "broker-a");
     assert_eq!(steps[1]["client_auth"], "client_secret_post");
-    assert_eq!(inspected["provenance"]["subject"], "alice");
+    assert_eq!(inspected["provenance"]["subject"], claims["sub"]);
 
     // An ordinary (single-audience) token presented by another client that
     // authenticates: refused, the token was not issued to it.
