@@ -15,6 +15,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::config::CertificateConfig;
 use crate::oauth::TokenService;
+use crate::oauth::grants::TokenLineage;
 use crate::oauth::jwt::SubjectType;
 use crate::oauth::resource::{AuthorizedToken, BearerError, Resource};
 use crate::pki::dn::CertificateIdentity;
@@ -192,7 +193,8 @@ impl CertificateService {
                 self.engine.profile().max_lifetime.as_secs()
             )));
         }
-        let provenance = provenance(&authorized, request, now);
+        let hops = self.exchange_hops(&authorized.claims).await?;
+        let provenance = provenance(&authorized, &hops, request, now);
         // Client policy (BRIEF §4): the strictest of the token's client and,
         // for a shared token, the presenting client.
         let policy = std::iter::once(&authorized.client)
@@ -327,6 +329,28 @@ impl CertificateService {
 }
 
 impl CertificateService {
+    /// The token-exchange hops behind `claims`, oldest first, from the
+    /// lineage the exchanges recorded (bounded by the actor-chain cap).
+    async fn exchange_hops(
+        &self,
+        claims: &crate::oauth::jwt::AccessTokenClaims,
+    ) -> Result<Vec<TokenLineage>, CertificateError> {
+        let mut hops = Vec::new();
+        if claims.act.is_none() {
+            return Ok(hops);
+        }
+        let mut jti = claims.jti.clone();
+        while hops.len() < 16 {
+            let Some(hop) = self.store.lineage(&jti).await? else {
+                break;
+            };
+            jti = hop.parent_jti.clone();
+            hops.push(hop);
+        }
+        hops.reverse();
+        Ok(hops)
+    }
+
     /// The person a user token names, if their account is enabled, the
     /// token's client still admits them, and the approval it was issued
     /// under is live (a revoked approval has revoked the grant already;
@@ -401,33 +425,61 @@ fn identity(
     }
 }
 
-/// The delegation chain for the certificate: the grant's root step, then
-/// the presentation at this endpoint.
+/// The delegation chain for the certificate: the grant's root step, each
+/// token exchange that made a new actor (`hops`, oldest first), then the
+/// presentation at this endpoint.
 fn provenance(
     authorized: &AuthorizedToken,
+    hops: &[TokenLineage],
     request: &CertificateRequest<'_>,
     now: OffsetDateTime,
 ) -> DelegationProvenance {
     let claims = &authorized.claims;
     // The provenance format carries whole seconds (docs/provenance-asn1.md).
     let now = now.replace_nanosecond(0).unwrap_or(now);
-    let issued_at = OffsetDateTime::from_unix_timestamp(claims.iat).unwrap_or(now);
-    let root = DelegationStep {
-        client_id: claims.client_id.clone(),
-        client_name: Some(authorized.client.name.clone()),
+    let at = |secs: i64| OffsetDateTime::from_unix_timestamp(secs).unwrap_or(now);
+    let issued_at = at(claims.iat);
+    // The root: the client the person's grant was made to. For an
+    // exchanged token it is the innermost actor, and its scope and time
+    // are the first exchange's parent's.
+    let (root_client, root_scope, root_time) = match hops.first() {
+        Some(first) => (
+            first.parent_client_id.clone(),
+            first.parent_scope.clone(),
+            at(first.parent_iat),
+        ),
+        None => (claims.client_id.clone(), claims.scope.clone(), issued_at),
+    };
+    let mut steps = vec![DelegationStep {
+        client_name: (root_client == claims.client_id).then(|| authorized.client.name.clone()),
+        client_id: root_client,
         grant_type: claims
             .grant_type
             .clone()
             .unwrap_or_else(|| "unknown".to_owned()),
-        scope: claims.scope.clone(),
-        time: issued_at,
+        scope: root_scope,
+        time: root_time,
         client_auth: claims
             .client_auth
             .clone()
             .unwrap_or_else(|| "unknown".to_owned()),
         approval_id: claims.approval_id.clone(),
-    };
-    let presentation = DelegationStep {
+    }];
+    for hop in hops.iter().filter(|h| h.new_actor) {
+        steps.push(DelegationStep {
+            client_id: hop.client_id.clone(),
+            client_name: (hop.client_id == claims.client_id)
+                .then(|| authorized.client.name.clone()),
+            grant_type: crate::oauth::clients::GrantType::TokenExchange
+                .name()
+                .to_owned(),
+            scope: hop.scope.clone(),
+            time: hop.at.replace_nanosecond(0).unwrap_or(hop.at),
+            client_auth: hop.client_auth.clone(),
+            approval_id: claims.approval_id.clone(),
+        });
+    }
+    steps.push(DelegationStep {
         client_id: authorized.presenter_id.clone(),
         client_name: if authorized.presenter_id == claims.client_id {
             Some(authorized.client.name.clone())
@@ -441,17 +493,14 @@ fn provenance(
             .presenter
             .map_or_else(|| "bearer".to_owned(), |p| p.method.name().to_owned()),
         approval_id: None,
-    };
+    });
     DelegationProvenance {
         issuer: claims.iss.clone(),
         subject: claims.sub.clone(),
-        auth_time: claims
-            .auth_time
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-            .unwrap_or(issued_at),
+        auth_time: claims.auth_time.map(at).unwrap_or(issued_at),
         auth_context: claims.acr.clone(),
         grant_id: claims.grant_id.clone(),
-        steps: vec![root, presentation],
+        steps,
         token_id: claims.jti.clone(),
     }
 }

@@ -7,6 +7,7 @@
 //! request needs beyond it. Storing approvals, and revoking what was issued
 //! under one, is sequenced by the token service (`oauth`).
 
+pub mod scope;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -88,8 +89,12 @@ pub struct OfferedDelegatee {
     pub client_id: String,
     /// Display name.
     pub name: String,
-    /// Scopes it would receive: the request's delegable scopes that the
-    /// delegatee is registered for.
+    /// The client that would hand it work (the root client or another
+    /// delegatee): its parent in the declared chain.
+    pub via: String,
+    /// Scopes it would receive: what its parent would receive (for the
+    /// root client, the request's delegable scopes) that the delegatee is
+    /// registered for.
     pub scopes: BTreeSet<String>,
 }
 
@@ -260,6 +265,7 @@ mod tests {
         OfferedDelegatee {
             client_id: id.into(),
             name: id.into(),
+            via: "portal".into(),
             scopes: set(scopes),
         }
     }

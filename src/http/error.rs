@@ -260,6 +260,7 @@ impl From<crate::oauth::GrantError> for OAuthError {
             GrantError::InvalidScope(m) => Self::invalid_scope(m),
             GrantError::InvalidTarget(m) => Self::invalid_target(m),
             GrantError::InvalidGrant(m) => Self::invalid_grant(m),
+            GrantError::InvalidClient(m) => Self::invalid_client(m, false),
             GrantError::InvalidRequest(m) => Self::invalid_request(m),
             GrantError::AuthorizationPending => Self::new(
                 StatusCode::BAD_REQUEST,

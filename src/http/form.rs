@@ -40,9 +40,22 @@ pub enum FormError {
     TooMany,
 }
 
+/// Parameters that RFC 8693 §2.1 and RFC 8707 §2 allow more than once
+/// (several audiences or resources of one token request). Every other
+/// parameter is unique (RFC 6749 §3.1).
+pub const REPEATABLE: &[&str] = &["audience", "resource"];
+
 impl OAuthForm {
-    /// Parses a body strictly.
+    /// Parses a body strictly: no parameter repeated.
     pub fn parse(body: &[u8]) -> Result<Self, FormError> {
+        Self::parse_allowing(body, &[])
+    }
+
+    /// Parses a body strictly, except that the names in `repeatable` may
+    /// appear more than once (read them with [`Self::all`]; [`Self::get`]
+    /// answers `None` for a repeated name, so it is never resolved by
+    /// taking one of the values).
+    pub fn parse_allowing(body: &[u8], repeatable: &[&str]) -> Result<Self, FormError> {
         let mut params: Vec<(String, String)> = Vec::new();
         for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
             let (name, value) = match pair.iter().position(|b| *b == b'=') {
@@ -54,7 +67,7 @@ impl OAuthForm {
             };
             let name = decode(name)?;
             let value = decode(value)?;
-            if params.iter().any(|(n, _)| *n == name) {
+            if params.iter().any(|(n, _)| *n == name) && !repeatable.contains(&name.as_str()) {
                 return Err(FormError::Repeated(name));
             }
             if params.len() == MAX_PARAMETERS {
@@ -73,13 +86,23 @@ impl OAuthForm {
             .map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    /// The value of `name`, if present and non-empty.
+    /// The value of `name`, if present once and non-empty.
     pub fn get(&self, name: &str) -> Option<&str> {
+        let mut values = self.params.iter().filter(|(n, _)| n == name);
+        let first = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        Some(first.1.as_str()).filter(|v| !v.is_empty())
+    }
+
+    /// Every non-empty value of `name`, in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
         self.params
             .iter()
-            .find(|(n, _)| n == name)
+            .filter(|(n, v)| n == name && !v.is_empty())
             .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
+            .collect()
     }
 }
 
@@ -148,7 +171,8 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
         let body = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|_| OAuthError::invalid_request("the request body could not be read"))?;
-        Self::parse(&body).map_err(|e| OAuthError::invalid_request(e.to_string()))
+        Self::parse_allowing(&body, REPEATABLE)
+            .map_err(|e| OAuthError::invalid_request(e.to_string()))
     }
 }
 
@@ -163,6 +187,17 @@ mod tests {
         assert_eq!(form.get("scope"), Some("a b c"));
         assert_eq!(form.get("empty"), None);
         assert_eq!(form.get("missing"), None);
+    }
+
+    #[test]
+    fn only_audience_and_resource_may_repeat_and_get_never_picks_one() {
+        let form =
+            OAuthForm::parse_allowing(b"audience=a&audience=b&resource=r", REPEATABLE).unwrap();
+        assert_eq!(form.all("audience"), ["a", "b"]);
+        assert_eq!(form.get("audience"), None, "repeated: never one of them");
+        assert_eq!(form.get("resource"), Some("r"));
+        assert!(OAuthForm::parse_allowing(b"scope=a&scope=b", REPEATABLE).is_err());
+        assert!(OAuthForm::parse(b"audience=a&audience=b").is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::error::OAuthError;
 use super::extract::authenticated_client;
 use super::form::OAuthForm;
 use super::server::PeerCertificates;
+use crate::oauth::exchange::ExchangeRequest;
 use crate::oauth::user_grants::CodeRequest;
 
 pub(super) async fn token(
@@ -29,6 +30,15 @@ pub(super) async fn token(
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    // Only token exchange names several targets (RFC 8693 §2.1); every
+    // other grant makes a token for one resource (RFC 8707 §2).
+    if grant_type != crate::oauth::clients::GrantType::TokenExchange.name()
+        && (form.all("resource").len() > 1 || !form.all("audience").is_empty())
+    {
+        return Err(OAuthError::invalid_target(
+            "one resource per token, and audience only with token exchange",
+        ));
+    }
     let client = authenticated_client(
         service,
         &headers,
@@ -89,14 +99,28 @@ pub(super) async fn token(
                 .device_code(&client, device_code, Some(peer.ip().to_string()), now)
                 .await?
         }
+        "urn:ietf:params:oauth:grant-type:token-exchange" => {
+            let request = ExchangeRequest {
+                subject_token: form.get("subject_token"),
+                subject_token_type: form.get("subject_token_type"),
+                actor_token: form.get("actor_token"),
+                actor_token_type: form.get("actor_token_type"),
+                requested_token_type: form.get("requested_token_type"),
+                audience: form.all("audience"),
+                resource: form.all("resource"),
+                scope: form.get("scope"),
+            };
+            service
+                .token_exchange(&client, &request, Some(peer.ip().to_string()), now)
+                .await?
+        }
         "password" => {
             // RFC 9700 §2.4: the resource owner password grant MUST NOT be used.
             return Err(OAuthError::unsupported_grant_type(
                 "the password grant is not supported (RFC 9700 §2.4)",
             ));
         }
-        "urn:ietf:params:oauth:grant-type:token-exchange"
-        | "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+        "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
             return Err(OAuthError::unsupported_grant_type(format!(
                 "grant type {grant_type} is not supported by this server yet"
             )));
@@ -138,6 +162,9 @@ pub(super) async fn device_authorization(
         now,
     )
     .await?;
+    if form.all("resource").len() > 1 || !form.all("audience").is_empty() {
+        return Err(OAuthError::invalid_target("one resource per token"));
+    }
     let response = service
         .device_authorization(&client, form.get("scope"), form.get("resource"), now)
         .await?;

@@ -120,6 +120,8 @@ pub struct DelegateeView {
     pub client_id: String,
     /// Name.
     pub name: String,
+    /// The client that hands it work (its parent in the chain).
+    pub via: String,
     /// What it would receive.
     pub scopes: Vec<ScopeView>,
 }
@@ -431,6 +433,7 @@ impl TokenService {
                 .map(|d| DelegateeView {
                     client_id: d.client_id.clone(),
                     name: d.name.clone(),
+                    via: d.via.clone(),
                     scopes: scope_views(&d.scopes),
                 })
                 .collect(),
@@ -657,24 +660,45 @@ impl TokenService {
         client: &Client,
         scopes: &BTreeSet<String>,
     ) -> Result<Vec<OfferedDelegatee>, StoreError> {
-        let mut offered = Vec::new();
-        for id in &client.delegatees {
-            let Some(delegatee) = self.store().client(id).await? else {
-                continue;
-            };
-            if delegatee.status != ClientStatus::Active {
-                continue;
+        // The declared tree below the client, breadth first, as deep as an
+        // approval may reach: the client's delegatees, theirs, and so on.
+        // Each receives at most what its parent would, and what it is
+        // itself registered for. A client reached twice is offered once,
+        // by the shortest route.
+        let max_depth = self.delegation().max_depth as usize;
+        let root: BTreeSet<String> = scopes.iter().filter(|s| is_delegable(s)).cloned().collect();
+        let mut offered: Vec<OfferedDelegatee> = Vec::new();
+        let mut level = vec![(client.clone(), root)];
+        for _ in 0..max_depth {
+            let mut next = Vec::new();
+            for (parent, parent_scopes) in &level {
+                for id in &parent.delegatees {
+                    if id == &client.id || offered.iter().any(|o| o.client_id == id.as_str()) {
+                        continue;
+                    }
+                    let Some(delegatee) = self.store().client(id).await? else {
+                        continue;
+                    };
+                    if delegatee.status != ClientStatus::Active {
+                        continue;
+                    }
+                    let receives: BTreeSet<String> = parent_scopes
+                        .iter()
+                        .filter(|s| delegatee.scopes.contains(*s))
+                        .cloned()
+                        .collect();
+                    offered.push(OfferedDelegatee {
+                        client_id: delegatee.id.as_str().to_owned(),
+                        name: delegatee.name.clone(),
+                        via: parent.id.as_str().to_owned(),
+                        scopes: receives.clone(),
+                    });
+                    if !receives.is_empty() {
+                        next.push((delegatee, receives));
+                    }
+                }
             }
-            let receives: BTreeSet<String> = scopes
-                .iter()
-                .filter(|s| is_delegable(s) && delegatee.scopes.contains(*s))
-                .cloned()
-                .collect();
-            offered.push(OfferedDelegatee {
-                client_id: delegatee.id.as_str().to_owned(),
-                name: delegatee.name.clone(),
-                scopes: receives,
-            });
+            level = next;
         }
         Ok(offered)
     }

@@ -239,3 +239,39 @@ pub fn random_secret(prefix: &str) -> Option<String> {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     ))
 }
+
+/// How an exchanged access token came to be (RFC 8693): the token it was
+/// exchanged from, by whom, for what. Kept for as long as the token can
+/// live, so that revoking a token reaches every token exchanged from it
+/// (and their certificates), and so that a certificate's provenance can
+/// name every hop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenLineage {
+    /// The exchanged token's `jti`.
+    pub jti: String,
+    /// The subject token's `jti`.
+    pub parent_jti: String,
+    /// The client the subject token was issued to.
+    pub parent_client_id: String,
+    /// The subject token's scope.
+    pub parent_scope: String,
+    /// When the subject token was issued (seconds).
+    pub parent_iat: i64,
+    /// The exchanging client (the new token's `client_id`).
+    pub client_id: String,
+    /// How it authenticated.
+    pub client_auth: String,
+    /// Whether the exchanging client became the new actor (`false` for a
+    /// token a client narrowed for its own delegatees).
+    pub new_actor: bool,
+    /// The new token's scope.
+    pub scope: String,
+    /// The new token's audience.
+    pub audience: Vec<String>,
+    /// When it was exchanged.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The new token's expiry.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}

@@ -20,6 +20,7 @@ pub mod authorize;
 pub mod client_auth;
 pub mod clients;
 pub mod device;
+pub mod exchange;
 pub mod grants;
 pub mod id_token;
 pub mod jwt;
@@ -91,6 +92,9 @@ pub struct TokenResponse {
     /// An OIDC ID token, with `openid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// RFC 8693 §2.2.1: the type of the issued token (token exchange).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// Why a grant was refused; each maps to its RFC 6749 §5.2 code.
@@ -105,6 +109,9 @@ pub enum GrantError {
     /// `invalid_target` (RFC 8707 §2): an unknown or unusable resource.
     #[error("{0}")]
     InvalidTarget(String),
+    /// `invalid_client`: the grant needs an authenticated client.
+    #[error("{0}")]
+    InvalidClient(String),
     /// `invalid_grant`: the code, refresh token or device code is not (or
     /// no longer) good, or what it stood for was revoked.
     #[error("{0}")]
@@ -329,6 +336,7 @@ impl TokenService {
             scope,
             refresh_token: None,
             id_token: None,
+            issued_token_type: None,
         })
     }
 
@@ -461,18 +469,56 @@ impl TokenService {
                 detail: serde_json::json!({ "grant_id": claims.grant_id }),
             })
             .await?;
-        // What was derived from the token goes with it (issue 4 item 8):
-        // the certificates it obtained are marked revoked in the log.
-        for serial in self.store.certificates_from("", &claims.jti).await? {
-            crate::store::revoke_certificate(
-                self.store.as_ref(),
-                &serial,
-                "the access token it was issued from was revoked",
-                &actor,
-                source.clone(),
-                now,
-            )
+        // What was derived from the token goes with it: the certificates
+        // it obtained, and every token exchanged from it downstream with
+        // their certificates; never anything upstream (issue 8 item 7).
+        self.revoke_derived(&claims.jti, &actor, source, now)
             .await?;
+        Ok(())
+    }
+
+    /// Marks the certificates of `jti` revoked, then revokes every token
+    /// exchanged from it, recursively, with theirs.
+    async fn revoke_derived(
+        &self,
+        jti: &str,
+        actor: &str,
+        source: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut pending = vec![jti.to_owned()];
+        // Chains are bounded (`delegation.max_depth`), fan-out is not: the
+        // bound only stops a corrupt store from looping.
+        let mut visited = 0usize;
+        while let Some(current) = pending.pop() {
+            visited += 1;
+            if visited > 100_000 {
+                break;
+            }
+            if current != jti {
+                let expires_at = self
+                    .store
+                    .lineage(&current)
+                    .await?
+                    .map_or(now, |l| l.expires_at);
+                self.store.revoke_token(&current, expires_at).await?;
+            }
+            for serial in self.store.certificates_from("", &current).await? {
+                crate::store::revoke_certificate(
+                    self.store.as_ref(),
+                    &serial,
+                    if current == jti {
+                        "the access token it was issued from was revoked"
+                    } else {
+                        "a token it was delegated from was revoked"
+                    },
+                    actor,
+                    source.clone(),
+                    now,
+                )
+                .await?;
+            }
+            pending.extend(self.store.exchanged_from(&current).await?);
         }
         Ok(())
     }

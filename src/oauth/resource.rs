@@ -112,9 +112,11 @@ pub struct AuthorizedToken {
 ///
 /// - a token whose `aud` is exactly this resource is a bearer token; a
 ///   presenter who authenticated anyway must be the token's client;
-/// - any other `aud` is a token shared among parties (BRIEF §3): only at the
-///   certificate endpoint, and only presented by an authenticated client
-///   named in `aud`, so a stolen shared token alone yields nothing;
+/// - an `aud` of clients is a token shared among trusted delegatees
+///   (BRIEF §3; minted only by a token exchange that checked each of them
+///   against the person's approval): only at the certificate endpoint, and
+///   only presented by an authenticated client named in `aud`, so a
+///   stolen shared token alone yields nothing;
 /// - not revoked (token or grant; two point lookups), the resource's scope,
 ///   and the token's client still `active`.
 pub(super) async fn check_bearer(
@@ -136,7 +138,7 @@ pub(super) async fn check_bearer(
             }
             _ => claims.client_id.clone(),
         }
-    } else if resource == Resource::Certificate && claims.aud.as_slice().len() > 1 {
+    } else if resource == Resource::Certificate && !claims.aud.contains(indicator) {
         let presenter = presenter.ok_or(BearerError::InvalidToken(
             "this token is shared among several parties: the party presenting it must authenticate as a client",
         ))?;

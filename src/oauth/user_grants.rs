@@ -529,6 +529,7 @@ impl TokenService {
             scope: scope.to_owned(),
             refresh_token,
             id_token,
+            issued_token_type: None,
         })
     }
 

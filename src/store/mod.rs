@@ -17,6 +17,7 @@ use crate::delegation::Approval;
 use crate::oauth::clients::{Client, ClientId};
 use crate::oauth::grants::{
     AuthorizationCode, CodeRedemption, DeviceRecord, PendingAuthorization, RefreshRecord,
+    TokenLineage,
 };
 use crate::pki::provenance::DelegationProvenance;
 use crate::users::User;
@@ -602,6 +603,17 @@ pub trait GrantStore: Send + Sync {
         expected: &DeviceRecord,
         updated: &DeviceRecord,
     ) -> Result<(), StoreError>;
+
+    /// Records how an exchanged token came to be, indexed by the token and
+    /// by its parent. Durable on `Ok`.
+    async fn put_lineage(&self, lineage: &TokenLineage) -> Result<(), StoreError>;
+
+    /// The lineage of an exchanged token; `None` for a token that was not
+    /// exchanged (or whose record has been purged after its expiry).
+    async fn lineage(&self, jti: &str) -> Result<Option<TokenLineage>, StoreError>;
+
+    /// The tokens exchanged from `jti`.
+    async fn exchanged_from(&self, jti: &str) -> Result<Vec<String>, StoreError>;
 }
 
 /// Everything slcs keeps. Backends implement every supertrait.

@@ -13,6 +13,7 @@
 )]
 
 mod certificate;
+mod delegation;
 mod durability;
 mod issuance;
 mod people;

@@ -36,7 +36,7 @@ use crate::{HttpResponse, now, open_engine, parse_response};
 const OID: &[u64] = &[1, 3, 6, 1, 4, 1, 32473, 1];
 
 /// A relying-party server running on the test's runtime; stopped on drop.
-struct RelyingParty {
+pub(crate) struct RelyingParty {
     addr: SocketAddr,
     /// The CA of the server's own certificate (clients trust it).
     server_ca_pem: String,
@@ -51,7 +51,7 @@ impl Drop for RelyingParty {
 
 impl RelyingParty {
     /// Trusts `slcs_ca_pem` for client certificates; serves `/whoami`.
-    async fn start(slcs_ca_pem: &str) -> Self {
+    pub(crate) async fn start(slcs_ca_pem: &str) -> Self {
         let (server_ca_pem, chain_pem, key_pem) = server_identity();
         let tls = relying_party::server_config(
             slcs_ca_pem.as_bytes(),
@@ -77,7 +77,7 @@ impl RelyingParty {
 
     /// `GET /whoami` over a fresh connection with rustls, presenting
     /// `client` (or no certificate). An `Err` is the TLS failure.
-    async fn whoami(
+    pub(crate) async fn whoami(
         &self,
         client: Option<&ClientCert>,
         version: &'static rustls::SupportedProtocolVersion,
@@ -231,9 +231,9 @@ fn server_identity() -> (String, String, String) {
 }
 
 /// A client certificate (DER) and its key (PKCS#8 PEM).
-struct ClientCert {
-    der: Vec<u8>,
-    key_pem: String,
+pub(crate) struct ClientCert {
+    pub(crate) der: Vec<u8>,
+    pub(crate) key_pem: String,
 }
 
 /// Issues a certificate with the engine, for a fresh P-256 key, as if at

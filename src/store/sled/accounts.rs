@@ -17,6 +17,7 @@ use super::{SledStore, io};
 use crate::delegation::Approval;
 use crate::oauth::grants::{
     AuthorizationCode, CodeRedemption, DeviceRecord, PendingAuthorization, RefreshRecord,
+    TokenLineage,
 };
 use crate::store::{AccountStore, GrantStore, StoreError};
 use crate::users::session::Session;
@@ -35,6 +36,9 @@ pub(super) struct Trees {
     refresh: sled::Tree,
     devices: sled::Tree,
     device_user_codes: sled::Tree,
+    lineage: sled::Tree,
+    /// `parent jti \0 child jti` → nothing.
+    lineage_children: sled::Tree,
 }
 
 impl Trees {
@@ -51,24 +55,45 @@ impl Trees {
             refresh: db.open_tree("refresh_tokens")?,
             devices: db.open_tree("device_codes")?,
             device_user_codes: db.open_tree("device_user_codes")?,
+            lineage: db.open_tree("token_lineage")?,
+            lineage_children: db.open_tree("token_lineage_children")?,
         })
     }
 
     /// Trees whose JSON records carry an `expires_at` after which they are
     /// worthless: purged once it is older than the maintenance grace.
-    pub(super) fn expiring(&self) -> [&sled::Tree; 5] {
+    pub(super) fn expiring(&self) -> [&sled::Tree; 6] {
         [
             &self.sessions,
             &self.pending,
             &self.codes,
             &self.refresh,
             &self.devices,
+            &self.lineage,
         ]
     }
 
-    /// Drops user-code index entries whose device record is gone.
+    /// Drops index entries whose record is gone: user codes of purged
+    /// device records, child links of purged lineage records.
     pub(super) fn purge_orphans(&self) -> Result<u64, StoreError> {
         let mut purged = 0;
+        for entry in &self.lineage_children {
+            let (key, _) = entry.map_err(io)?;
+            let child = key
+                .iter()
+                .position(|b| *b == 0)
+                .and_then(|at| key.get(at + 1..))
+                .unwrap_or_default();
+            if !self.lineage.contains_key(child).map_err(io)?
+                && self
+                    .lineage_children
+                    .compare_and_swap(&key, Some(&[][..]), None::<&[u8]>)
+                    .map_err(io)?
+                    .is_ok()
+            {
+                purged += 1;
+            }
+        }
         for entry in &self.device_user_codes {
             let (key, hash) = entry.map_err(io)?;
             if !self.devices.contains_key(&hash).map_err(io)?
@@ -474,6 +499,37 @@ impl GrantStore for SledStore {
             "device code",
         )?;
         self.durable().await
+    }
+
+    async fn put_lineage(&self, lineage: &TokenLineage) -> Result<(), StoreError> {
+        let t = &self.accounts;
+        if !insert_new(&t.lineage, lineage.jti.as_bytes(), lineage, "token lineage")? {
+            return Err(StoreError::Conflict("token lineage".into()));
+        }
+        t.lineage_children
+            .insert(pair_key(&lineage.parent_jti, &lineage.jti), &[])
+            .map_err(io)?;
+        self.durable().await
+    }
+
+    async fn lineage(&self, jti: &str) -> Result<Option<TokenLineage>, StoreError> {
+        get(&self.accounts.lineage, jti.as_bytes(), "token lineage")
+    }
+
+    async fn exchanged_from(&self, jti: &str) -> Result<Vec<String>, StoreError> {
+        let mut prefix = jti.as_bytes().to_vec();
+        prefix.push(0);
+        self.accounts
+            .lineage_children
+            .scan_prefix(&prefix)
+            .map(|entry| {
+                let (key, _) = entry.map_err(io)?;
+                Ok(
+                    String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default())
+                        .into_owned(),
+                )
+            })
+            .collect()
     }
 }
 

@@ -1,0 +1,662 @@
+//! Delegation chains over real HTTPS (issue 8, seed 004 "ESGF Delegation"):
+//! Alice approves the climate portal P with its declared chain, P hands
+//! its token to the processing service W, W exchanges it (becoming the
+//! actor) and shares a narrowed token with job brokers A and B, and each
+//! broker, authenticating as itself, gets a certificate whose provenance
+//! reads P ⇐ W ⇐ broker. Every client is a separate identity with its own
+//! credentials; every refusal of ATTACKS §7 that applies is a test named
+//! after its entry.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::certificate::{inspect_json, issued_count, verify_with_openssl};
+use crate::people::{
+    Browser, PASSWORD, PORTAL_CB, alice, authorize, authorize_path, html_of, pkce, query_of, redeem,
+};
+use crate::token::{admin, register};
+use crate::{HttpResponse, Server, form_encode};
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// Registered clients and their secrets.
+struct Chain {
+    portal: String,
+    wps: String,
+    broker_a: String,
+    broker_b: String,
+}
+
+fn service(id: &str, name: &str, delegatees: &[&str], exchange: bool) -> Value {
+    json!({
+        "client": {
+            "clientId": id,
+            "name": name,
+            "serviceAccountsEnabled": true,
+            "defaultClientScopes": ["slcs:certificate"]
+        },
+        "slcs": { "delegatees": delegatees, "tokenExchangeEnabled": exchange }
+    })
+}
+
+fn registered(server: &Server, body: &Value) -> String {
+    let (created, secret) = register(server, body);
+    assert_eq!(created.status, 201, "{}", created.text());
+    secret.unwrap()
+}
+
+/// P → W → {A, B}, all active.
+fn register_chain(server: &Server) -> Chain {
+    let broker_a = registered(server, &service("broker-a", "Job broker A", &[], true));
+    let broker_b = registered(server, &service("broker-b", "Job broker B", &[], false));
+    let wps = registered(
+        server,
+        &service("wps", "Processing service", &["broker-a", "broker-b"], true),
+    );
+    let portal = registered(
+        server,
+        &json!({
+            "client": {
+                "clientId": "portal",
+                "name": "Climate Portal",
+                "standardFlowEnabled": true,
+                "consentRequired": true,
+                "redirectUris": [PORTAL_CB],
+                "defaultClientScopes": ["openid", "slcs:certificate"],
+                "optionalClientScopes": ["offline_access"]
+            },
+            "slcs": { "delegatees": ["wps"], "tokenExchangeEnabled": true }
+        }),
+    );
+    Chain {
+        portal,
+        wps,
+        broker_a,
+        broker_b,
+    }
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+/// A token exchange by `id`, with extra form parameters.
+fn exchange(server: &Server, id: &str, secret: &str, subject: &str, extra: &str) -> HttpResponse {
+    server.post(
+        "/token",
+        &[("Authorization", &basic(id, secret))],
+        FORM,
+        &format!(
+            "grant_type={}&subject_token={}&subject_token_type={}{extra}",
+            form_encode(EXCHANGE),
+            form_encode(subject),
+            form_encode(ACCESS)
+        ),
+    )
+}
+
+fn token_of(response: &HttpResponse) -> String {
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+fn claims(token: &str) -> Value {
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// A certificate for `token`, presented by `presenter` with its secret in
+/// the form (client_secret_post); the PEM.
+fn certificate(server: &Server, token: &str, presenter: Option<(&str, &str)>) -> HttpResponse {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let mut form = format!("certificate_request={}", form_encode(&csr));
+    if let Some((id, secret)) = presenter {
+        form.push_str(&format!(
+            "&client_id={}&client_secret={}",
+            form_encode(id),
+            form_encode(secret)
+        ));
+    }
+    let response = server.post(
+        "/certificate",
+        &[("Authorization", &format!("Bearer {token}"))],
+        FORM,
+        &form,
+    );
+    if response.status == 200 {
+        // Keep the key with the certificate for the mTLS check.
+        let mut bundle = response.text();
+        bundle.push_str(&key.serialize_pem());
+        return HttpResponse {
+            status: 200,
+            headers: response.headers,
+            body: bundle.into_bytes(),
+        };
+    }
+    response
+}
+
+fn introspect_active(server: &Server, id: &str, secret: &str, token: &str) -> bool {
+    let response = server.post(
+        "/introspect",
+        &[("Authorization", &basic(id, secret))],
+        FORM,
+        &format!("token={}", form_encode(token)),
+    );
+    response.json()["active"].as_bool().unwrap()
+}
+
+/// Alice approves the portal (every delegatee ticked) and the portal
+/// redeems a code: its token.
+fn portal_token(server: &Server, chain: &Chain, browser: &mut Browser<'_>) -> String {
+    let (verifier, challenge) = pkce();
+    let back = authorize(
+        browser,
+        &authorize_path("openid slcs:certificate", &challenge, ""),
+    );
+    let code = query_of(back.header("location").unwrap())["code"].clone();
+    token_of(&redeem(server, &chain.portal, &code, &verifier))
+}
+
+#[test]
+fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let chain = register_chain(&server);
+    alice(&server);
+    let mut browser = Browser::new(&server);
+
+    // The consent page shows the whole declared chain.
+    let (_, challenge) = pkce();
+    let start = browser.get(&authorize_path("openid slcs:certificate", &challenge, ""));
+    let login = browser.follow(&start);
+    let signed_in = browser.sign_in(&login, "alice", PASSWORD);
+    let consent = browser.follow(&signed_in);
+    let html = html_of(&consent);
+    for shown in [
+        "delegatee.wps",
+        "delegatee.broker-a",
+        "delegatee.broker-b",
+        "receives from <code>wps</code>",
+    ] {
+        assert!(html.contains(shown), "consent lacks {shown}: {html}");
+    }
+    let t0 = portal_token(&server, &chain, &mut browser);
+
+    // P hands its token to W: still P's, for W only, narrowed to what W
+    // was approved for (no identity scope travels).
+    let t1 = token_of(&exchange(
+        &server,
+        "portal",
+        &chain.portal,
+        &t0,
+        "&audience=wps",
+    ));
+    let c1 = claims(&t1);
+    assert_eq!(c1["client_id"], "portal");
+    assert_eq!(c1["aud"], "wps");
+    assert_eq!(c1["scope"], "slcs:certificate");
+    assert_eq!(c1["act"], json!({"sub": "portal"}));
+
+    // W exchanges it and becomes the actor.
+    let t2_response = exchange(&server, "wps", &chain.wps, &t1, "");
+    assert_eq!(
+        t2_response.json()["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    let t2 = token_of(&t2_response);
+    let c2 = claims(&t2);
+    assert_eq!(c2["client_id"], "wps");
+    assert_eq!(c2["act"], json!({"sub": "wps", "act": {"sub": "portal"}}));
+    assert_eq!(c2["aud"], "https://localhost:8443/certificate");
+    assert!(c2["exp"].as_i64() <= claims(&t0)["exp"].as_i64(), "TX-02");
+    assert!(t2_response.json().get("refresh_token").is_none());
+
+    // W shares one token with brokers A and B.
+    let t3 = token_of(&exchange(
+        &server,
+        "wps",
+        &chain.wps,
+        &t2,
+        "&audience=broker-a&audience=broker-b",
+    ));
+    assert_eq!(claims(&t3)["aud"], json!(["broker-a", "broker-b"]));
+
+    // Each broker, authenticating as itself, gets its certificate; the
+    // token alone, or another client, gets nothing.
+    assert_eq!(certificate(&server, &t3, None).status, 401);
+    assert_eq!(
+        certificate(&server, &t3, Some(("wps", &chain.wps))).status,
+        401,
+        "W is not among the parties"
+    );
+    let mut issued = Vec::new();
+    for (id, secret) in [("broker-a", &chain.broker_a), ("broker-b", &chain.broker_b)] {
+        let response = certificate(&server, &t3, Some((id, secret)));
+        assert_eq!(response.status, 200, "{id}: {}", response.text());
+        let bundle = response.text();
+        let subject = verify_with_openssl(&server, &bundle);
+        assert!(subject.contains("Alice Martin"), "{subject}");
+        let provenance = inspect_json(&bundle)["provenance"].clone();
+        let steps: Vec<(String, String)> = provenance["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["client_id"].as_str().unwrap().to_owned(),
+                    s["grant_type"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("portal".to_owned(), "authorization_code".to_owned()),
+                ("wps".to_owned(), EXCHANGE.to_owned()),
+                (id.to_owned(), "certificate".to_owned()),
+            ],
+            "{provenance}"
+        );
+        let times: Vec<&str> = provenance["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["time"].as_str().unwrap())
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "in order: {times:?}"
+        );
+        assert_eq!(provenance["steps"][1]["scope"], "slcs:certificate");
+        issued.push((id, bundle));
+    }
+
+    // The relying party (OPeNDAP-like, mTLS) accepts each and reads the
+    // chain P ⇐ W ⇐ broker.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let rp = crate::relying_party::RelyingParty::start(&server.ca_pem()).await;
+        for (id, bundle) in &issued {
+            let (_, block) = x509_parser::pem::parse_x509_pem(bundle.as_bytes()).unwrap();
+            let key_start = bundle.find("-----BEGIN PRIVATE KEY").unwrap();
+            let client = crate::relying_party::ClientCert {
+                der: block.contents.clone(),
+                key_pem: bundle[key_start..].to_owned(),
+            };
+            let answer = rp
+                .whoami(Some(&client), &rustls::version::TLS13)
+                .await
+                .unwrap();
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            let seen = answer.json();
+            let chain: Vec<&str> = seen["chain"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["client_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(chain, ["portal", "wps", *id], "{seen}");
+            assert_eq!(seen["presenter"], *id);
+        }
+    });
+
+    // Cascade: W revokes its exchanged token → the shared token and the
+    // brokers' certificates go; P's token does not.
+    let p_certificate = certificate(&server, &t0, None);
+    assert_eq!(p_certificate.status, 200, "{}", p_certificate.text());
+    let revoked = server.post(
+        "/revoke",
+        &[("Authorization", &basic("wps", &chain.wps))],
+        FORM,
+        &format!("token={}", form_encode(&t2)),
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert!(!introspect_active(&server, "wps", &chain.wps, &t3));
+    assert!(introspect_active(&server, "portal", &chain.portal, &t0));
+    for (_, bundle) in &issued {
+        let serial = inspect_json(bundle)["serial"].as_str().unwrap().to_owned();
+        let status = server.send(
+            "GET",
+            &format!("/certificate/status/{serial}"),
+            &[("Authorization", &admin(&server))],
+            None,
+        );
+        assert_eq!(status.json()["status"], "revoked", "{}", status.text());
+    }
+    let p_serial = inspect_json(&p_certificate.text())["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = server.send(
+        "GET",
+        &format!("/certificate/status/{p_serial}"),
+        &[("Authorization", &admin(&server))],
+        None,
+    );
+    assert_eq!(status.json()["status"], "good", "upstream untouched");
+}
+
+#[test]
+fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_15_tx_17_exchanges_that_must_fail() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let chain = register_chain(&server);
+    alice(&server);
+    let mut browser = Browser::new(&server);
+    let t0 = portal_token(&server, &chain, &mut browser);
+    let t1 = token_of(&exchange(
+        &server,
+        "portal",
+        &chain.portal,
+        &t0,
+        "&audience=wps",
+    ));
+    let before = issued_count(&server);
+    let error = |r: HttpResponse| {
+        assert_eq!(r.status / 100, 4, "{}", r.text());
+        r.json()["error"].as_str().unwrap().to_owned()
+    };
+
+    // TX-01: a wider scope than the subject's and the approval's.
+    let wider = exchange(
+        &server,
+        "wps",
+        &chain.wps,
+        &t1,
+        &format!("&scope={}", form_encode("slcs:certificate slcs:clients")),
+    );
+    assert_eq!(error(wider), "invalid_scope");
+    // TX-02 / TX-17: no refresh token from an exchange.
+    let refresh = exchange(
+        &server,
+        "wps",
+        &chain.wps,
+        &t1,
+        &format!(
+            "&requested_token_type={}",
+            form_encode("urn:ietf:params:oauth:token-type:refresh_token")
+        ),
+    );
+    assert_eq!(error(refresh), "invalid_request");
+    // TX-17: exchanging your own token without handing it to anyone.
+    assert_eq!(
+        error(exchange(&server, "portal", &chain.portal, &t0, "")),
+        "invalid_request"
+    );
+    // TX-03: a broker presenting the portal's token (skipping W), or W's
+    // hand-off token; W presenting P's own token.
+    assert_eq!(
+        error(exchange(&server, "broker-a", &chain.broker_a, &t0, "")),
+        "invalid_request"
+    );
+    assert_eq!(
+        error(exchange(&server, "broker-a", &chain.broker_a, &t1, "")),
+        "invalid_request"
+    );
+    assert_eq!(
+        error(exchange(&server, "broker-b", &chain.broker_b, &t1, "")),
+        "unauthorized_client",
+        "broker-b is not registered for token exchange"
+    );
+    assert_eq!(
+        error(exchange(&server, "wps", &chain.wps, &t0, "")),
+        "invalid_request"
+    );
+    // TX-05: handing a token to a client the person never approved.
+    let (created, _) = register(&server, &service("broker-x", "Unapproved", &[], false));
+    assert_eq!(created.status, 201);
+    assert_eq!(
+        error(exchange(
+            &server,
+            "portal",
+            &chain.portal,
+            &t0,
+            "&audience=broker-x"
+        )),
+        "invalid_target"
+    );
+    assert_eq!(
+        error(exchange(
+            &server,
+            "portal",
+            &chain.portal,
+            &t0,
+            "&audience=broker-a"
+        )),
+        "invalid_target",
+        "broker-a is W's delegatee, not P's"
+    );
+    // TX-04: a public client cannot exchange.
+    let public = server.post(
+        "/token",
+        &[],
+        FORM,
+        &format!(
+            "grant_type={}&client_id=slcs-cli&subject_token={}&subject_token_type={}",
+            form_encode(EXCHANGE),
+            form_encode(&t1),
+            form_encode(ACCESS)
+        ),
+    );
+    assert_eq!(public.status, 401, "{}", public.text());
+    // TX-10: actor tokens.
+    for extra in [
+        format!("&actor_token={}", form_encode(&t1)),
+        format!("&actor_token_type={}", form_encode(ACCESS)),
+        format!(
+            "&actor_token={}&actor_token_type={}",
+            form_encode(&t1),
+            form_encode(ACCESS)
+        ),
+    ] {
+        assert_eq!(
+            error(exchange(&server, "wps", &chain.wps, &t1, &extra)),
+            "invalid_request"
+        );
+    }
+    // TX-12: the wrong subject_token_type, or not an access token at all.
+    let wrong_type = server.post(
+        "/token",
+        &[("Authorization", &basic("wps", &chain.wps))],
+        FORM,
+        &format!(
+            "grant_type={}&subject_token={}&subject_token_type={}",
+            form_encode(EXCHANGE),
+            form_encode(&t1),
+            form_encode("urn:ietf:params:oauth:token-type:id_token")
+        ),
+    );
+    assert_eq!(error(wrong_type), "invalid_request");
+    assert_eq!(
+        error(exchange(&server, "wps", &chain.wps, "slcs_rt_junk", "")),
+        "invalid_request"
+    );
+    // TX-15: a service account's token never stands for a person.
+    let service_token = token_of(&server.post(
+        "/token",
+        &[("Authorization", &basic("wps", &chain.wps))],
+        FORM,
+        "grant_type=client_credentials",
+    ));
+    assert_eq!(
+        error(exchange(&server, "wps", &chain.wps, &service_token, "")),
+        "invalid_request"
+    );
+    // TX-13: targets.
+    for extra in [
+        "&resource=https%3A%2F%2Fevil.test%2F",
+        "&audience=nobody-registered",
+    ] {
+        assert_eq!(
+            error(exchange(&server, "wps", &chain.wps, &t1, extra)),
+            "invalid_target"
+        );
+    }
+    // Nothing was issued by any of the refusals.
+    assert_eq!(issued_count(&server), before);
+    let audit = server.send(
+        "GET",
+        "/admin/audit?limit=1000",
+        &[("Authorization", &admin(&server))],
+        None,
+    );
+    let exchanges = audit
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "token.exchange")
+        .count();
+    assert_eq!(exchanges, 1, "only the hand-off was issued");
+}
+
+#[test]
+fn tx_05_tx_06_tx_08_unapproved_revoked_and_too_deep_chains_get_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &[]);
+    let chain = register_chain(&server);
+    alice(&server);
+
+    // TX-05: Alice unticks broker-b on the consent page.
+    let mut browser = Browser::new(&server);
+    let (verifier, challenge) = pkce();
+    let start = browser.get(&authorize_path("openid slcs:certificate", &challenge, ""));
+    let login = browser.follow(&start);
+    let signed_in = browser.sign_in(&login, "alice", PASSWORD);
+    let consent = browser.follow(&signed_in);
+    let html = consent.text();
+    let csrf = crate::people::hidden(&html, "csrf_token");
+    let request = crate::people::hidden(&html, "request");
+    let back = browser.post(
+        "/authorize/consent",
+        &[
+            ("csrf_token", &csrf),
+            ("request", &request),
+            ("decision", "approve"),
+            ("delegatee.wps", "on"),
+            ("delegatee.broker-a", "on"),
+        ],
+    );
+    let code = query_of(back.header("location").unwrap())["code"].clone();
+    let t0 = token_of(&redeem(&server, &chain.portal, &code, &verifier));
+    let t1 = token_of(&exchange(
+        &server,
+        "portal",
+        &chain.portal,
+        &t0,
+        "&audience=wps",
+    ));
+    let t2 = token_of(&exchange(&server, "wps", &chain.wps, &t1, ""));
+    let refused = exchange(
+        &server,
+        "wps",
+        &chain.wps,
+        &t2,
+        "&audience=broker-a&audience=broker-b",
+    );
+    assert_eq!(
+        refused.json()["error"],
+        "invalid_target",
+        "{}",
+        refused.text()
+    );
+    let t3 = token_of(&exchange(
+        &server,
+        "wps",
+        &chain.wps,
+        &t2,
+        "&audience=broker-a",
+    ));
+    let granted = certificate(&server, &t3, Some(("broker-a", &chain.broker_a)));
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    assert_eq!(
+        certificate(&server, &t3, Some(("broker-b", &chain.broker_b))).status,
+        401,
+        "broker-b was declined"
+    );
+
+    // TX-08: a second actor below W is two hops: fine under the default
+    // cap of three. With the server's cap lowered to one hop, P → W still
+    // works and the same exchange by the broker is refused.
+    let t4 = token_of(&exchange(&server, "broker-a", &chain.broker_a, &t3, ""));
+    assert_eq!(
+        claims(&t4)["act"],
+        json!({"sub": "broker-a", "act": {"sub": "wps", "act": {"sub": "portal"}}})
+    );
+    drop(browser);
+    assert!(server.terminate().success());
+    let server = Server::start(&data, &[("SLCS_DELEGATION_MAX_DEPTH", "1")]);
+    let mut browser = Browser::new(&server);
+    let t0 = portal_token(&server, &chain, &mut browser);
+    let t1 = token_of(&exchange(
+        &server,
+        "portal",
+        &chain.portal,
+        &t0,
+        "&audience=wps",
+    ));
+    let t2 = token_of(&exchange(&server, "wps", &chain.wps, &t1, ""));
+    let t3 = token_of(&exchange(
+        &server,
+        "wps",
+        &chain.wps,
+        &t2,
+        "&audience=broker-a",
+    ));
+    let too_deep = exchange(&server, "broker-a", &chain.broker_a, &t3, "");
+    assert_eq!(
+        too_deep.json()["error"],
+        "invalid_request",
+        "{}",
+        too_deep.text()
+    );
+    assert!(too_deep.text().contains("deep"), "{}", too_deep.text());
+    let granted = certificate(&server, &t3, Some(("broker-a", &chain.broker_a)));
+    assert_eq!(granted.status, 200, "{}", granted.text());
+
+    // TX-06: Alice revokes the approval mid-chain: W can exchange no more,
+    // the broker's token is dead at the certificate endpoint and at
+    // introspection, the broker's certificate is marked revoked.
+    let account = browser.get("/account");
+    let html = html_of(&account);
+    let csrf = crate::people::hidden(&html, "csrf_token");
+    let at = html.find("/account/approvals/").unwrap();
+    let path = html[at..at + html[at..].find('"').unwrap()].to_owned();
+    assert_eq!(browser.post(&path, &[("csrf_token", &csrf)]).status, 200);
+    assert_eq!(
+        exchange(&server, "wps", &chain.wps, &t2, "&audience=broker-a").json()["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        certificate(&server, &t3, Some(("broker-a", &chain.broker_a))).status,
+        401
+    );
+    assert!(!introspect_active(&server, "wps", &chain.wps, &t2));
+    let serial = inspect_json(&granted.text())["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = server.send(
+        "GET",
+        &format!("/certificate/status/{serial}"),
+        &[("Authorization", &admin(&server))],
+        None,
+    );
+    assert_eq!(status.json()["status"], "revoked");
+}
