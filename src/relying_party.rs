@@ -424,6 +424,8 @@ pub struct WhoAmI {
     pub service_account: bool,
     /// The delegation steps, root client first.
     pub chain: Vec<WhoAmIStep>,
+    /// The chain in one line: `alice ⇐ portal ⇐ wps ⇐ broker-a`.
+    pub summary: Option<String>,
     /// The presenter's client id.
     pub presenter: Option<String>,
     /// The root grant id (the audit and revocation handle at slcs).
@@ -457,6 +459,7 @@ impl From<&PeerIdentity> for WhoAmI {
             not_after: peer.not_after,
             principal: peer.principal().map(str::to_owned),
             service_account: peer.is_service_account(),
+            summary: provenance.map(DelegationProvenance::chain_summary),
             chain: provenance
                 .iter()
                 .flat_map(|p| p.steps.iter())

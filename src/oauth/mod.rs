@@ -162,6 +162,12 @@ pub struct IntrospectedClaims {
     iss: String,
     jti: String,
     grant_id: String,
+    /// RFC 8693 §4.1: the actor chain of an exchanged token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    act: Option<serde_json::Value>,
+    /// Serials of the certificates issued from this token.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    slcs_certificates: Vec<String>,
 }
 
 impl TokenService {
@@ -431,8 +437,16 @@ impl TokenService {
                 sub: claims.sub,
                 aud: claims.aud,
                 iss: claims.iss,
+                slcs_certificates: self
+                    .store
+                    .certificates_from("", &claims.jti)
+                    .await?
+                    .iter()
+                    .map(crate::store::Serial::to_hex)
+                    .collect(),
                 jti: claims.jti,
                 grant_id: claims.grant_id,
+                act: claims.act,
             }),
         })
     }

@@ -553,8 +553,30 @@ fn rfc3339_utc(t: OffsetDateTime) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+impl DelegationProvenance {
+    /// The chain in one line, the person first and the presenter last,
+    /// each acting for the one before: `alice ⇐ portal ⇐ wps ⇐ broker-a`.
+    /// A client that appears at two consecutive steps (the root presenting
+    /// its own token) is named once. Relying parties decide on the person
+    /// and the last actor; the others are informational (RFC 8693 §4.1).
+    pub fn chain_summary(&self) -> String {
+        let mut names: Vec<&str> = vec![self.subject.as_str()];
+        for step in &self.steps {
+            if names.len() == 1 || names.last() != Some(&step.client_id.as_str()) {
+                names.push(&step.client_id);
+            }
+        }
+        names
+            .iter()
+            .map(|n| esc(n).to_string())
+            .collect::<Vec<_>>()
+            .join(" ⇐ ")
+    }
+}
+
 impl fmt::Display for DelegationProvenance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "chain:        {}", self.chain_summary())?;
         writeln!(f, "issuer:       {}", esc(&self.issuer))?;
         writeln!(f, "subject:      {}", esc(&self.subject))?;
         writeln!(f, "auth time:    {}", rfc3339_utc(self.auth_time))?;
@@ -833,6 +855,7 @@ mod tests {
     fn display_is_readable() {
         let text = sample().to_string();
         let expected = "\
+chain:        3f9c2a1e-alice ⇐ portal ⇐ wps ⇐ broker
 issuer:       https://login.example.org
 subject:      3f9c2a1e-alice
 auth time:    2026-03-02T08:15:30Z
@@ -858,7 +881,8 @@ steps (root client first, presenter last):
         );
         assert!(text.contains("scope \"a\\\"b\\\\c\""), "{text}");
         assert!(!text.contains('\u{1b}'));
-        assert_eq!(text.lines().count(), 10);
+        assert_eq!(text.lines().count(), 11, "one line more: the chain summary");
+        assert!(text.starts_with("chain:        alice\\u{1b}[2J"), "{text}");
     }
 
     // -- refusals ----------------------------------------------------------

@@ -311,9 +311,32 @@ fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain()
                 .map(|s| s["client_id"].as_str().unwrap())
                 .collect();
             assert_eq!(chain, ["portal", "wps", *id], "{seen}");
+            assert!(
+                seen["summary"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!(" ⇐ portal ⇐ wps ⇐ {id}")),
+                "{seen}"
+            );
             assert_eq!(seen["presenter"], *id);
         }
     });
+
+    // Introspection by W shows the chain of its token and the
+    // certificates issued from the shared one.
+    let seen = server.post(
+        "/introspect",
+        &[("Authorization", &basic("wps", &chain.wps))],
+        FORM,
+        &format!("token={}", form_encode(&t3)),
+    );
+    let seen = seen.json();
+    assert_eq!(seen["act"], json!({"sub": "wps", "act": {"sub": "portal"}}));
+    assert_eq!(
+        seen["slcs_certificates"].as_array().unwrap().len(),
+        2,
+        "{seen}"
+    );
 
     // Cascade: W revokes its exchanged token → the shared token and the
     // brokers' certificates go; P's token does not.
