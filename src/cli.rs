@@ -288,7 +288,7 @@ enum TokenAction {
 
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// client-credentials, introspect, certificate, mixed, refresh, code-flow, or all (each in turn).
+    /// client-credentials, introspect, certificate, mixed, refresh, code-flow, token-exchange, delegation-chain, or all (each in turn).
     #[arg(long, default_value = "all")]
     workload: String,
     /// Connections, each with one request in flight.

@@ -38,27 +38,41 @@ pub enum Workload {
     /// approval covers the request: `GET /authorize` (a redirect with a
     /// code) and the code's redemption with PKCE, counted as one.
     CodeFlow,
+    /// RFC 8693 token exchanges: a processing service exchanges the
+    /// portal's hand-off token and becomes the actor.
+    TokenExchange,
+    /// A whole delegation chain below the portal, counted as one: the
+    /// service's exchange, its shared token for a broker, and the broker's
+    /// certificate.
+    DelegationChain,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::ClientCredentials,
         Self::Introspect,
         Self::Certificate,
         Self::Mixed,
         Self::Refresh,
         Self::CodeFlow,
+        Self::TokenExchange,
+        Self::DelegationChain,
     ];
 
     fn needs_csrs(self) -> bool {
-        matches!(self, Self::Certificate | Self::Mixed)
+        matches!(
+            self,
+            Self::Certificate | Self::Mixed | Self::DelegationChain
+        )
     }
 
     fn flow(self) -> Option<people::Flow> {
         match self {
             Self::Refresh => Some(people::Flow::Refresh),
             Self::CodeFlow => Some(people::Flow::CodeFlow),
+            Self::TokenExchange => Some(people::Flow::TokenExchange),
+            Self::DelegationChain => Some(people::Flow::DelegationChain),
             _ => None,
         }
     }
@@ -74,9 +88,11 @@ impl std::str::FromStr for Workload {
             "mixed" => Self::Mixed,
             "refresh" => Self::Refresh,
             "code-flow" => Self::CodeFlow,
+            "token-exchange" => Self::TokenExchange,
+            "delegation-chain" => Self::DelegationChain,
             other => {
                 return Err(format!(
-                    "unknown workload {other:?}: client-credentials, introspect, certificate, mixed, refresh, code-flow or all"
+                    "unknown workload {other:?}: client-credentials, introspect, certificate, mixed, refresh, code-flow, token-exchange, delegation-chain or all"
                 ));
             }
         })
@@ -252,6 +268,7 @@ pub async fn run(
                 client.clone(),
                 connection,
                 flow,
+                std::sync::Arc::clone(&setup.csr_bodies),
                 measure_from,
                 deadline,
             )));
@@ -468,7 +485,10 @@ impl Worker {
                     .copied()
                     .unwrap_or(Step::Token),
                 // Run by `people::run_worker`; a plain worker never gets them.
-                Workload::Refresh | Workload::CodeFlow => Step::Token,
+                Workload::Refresh
+                | Workload::CodeFlow
+                | Workload::TokenExchange
+                | Workload::DelegationChain => Step::Token,
             };
             sequence += 1;
             if matches!(step, Step::Certificate) && !self.ensure_token(&mut outcome).await {

@@ -1,11 +1,16 @@
 //! The people workloads of the load harness: `refresh` (rotating refresh
-//! tokens) and `code-flow` (authorization request to code to tokens, for a
-//! person already signed in whose approval covers the request).
+//! tokens), `code-flow` (authorization request to code to tokens, for a
+//! person already signed in whose approval covers the request),
+//! `token-exchange` (a processing service exchanging the portal's hand-off
+//! token, RFC 8693) and `delegation-chain` (that exchange, the shared
+//! token for a job broker, and the broker's certificate).
 //!
-//! Before the clock starts: an account, a confidential web client, a few
-//! sign-ins through the real login page (their argon2 cost is reported on
-//! its own, as `login_ms`, and never mixed into the flows), and one
-//! approval through the real consent page.
+//! Before the clock starts: an account, a delegation chain of clients
+//! (a confidential web portal declaring a processing service, which
+//! declares a broker), a few sign-ins through the real login page (their
+//! argon2 cost is reported on its own, as `login_ms`, and never mixed into
+//! the flows), and one approval of the whole chain through the real
+//! consent page.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +29,10 @@ const TIMED_LOGINS: u32 = 3;
 pub(super) struct People {
     basic: String,
     client_id: String,
+    /// The processing service: exchanges the portal's hand-off tokens.
+    wps: ChainClient,
+    /// The job broker: presents the shared token at `/certificate`.
+    broker: ChainClient,
     /// `__Host-slcs-session=…` of the signed-in harness account.
     session: String,
     /// Mean sign-in latency (one argon2id verification each), ms.
@@ -109,37 +118,61 @@ impl People {
             )));
         }
         let client_id = format!("load-web-{tag}");
-        let registration = serde_json::json!({
-            "client": {
-                "clientId": client_id,
-                "name": "slcs load harness portal",
-                "standardFlowEnabled": true,
-                "consentRequired": true,
-                "redirectUris": [REDIRECT_URI],
-                "defaultClientScopes": ["openid", "slcs:certificate"],
-                "optionalClientScopes": ["offline_access"],
-            }
-        });
-        let registered = client
-            .send(
-                "POST",
-                "/rest/v1/oidc/clients",
-                Some(&admin),
-                Some(("application/json", registration.to_string().into_bytes())),
+        let broker = ChainClient {
+            id: format!("load-broker-{tag}"),
+            secret: String::new(),
+        };
+        let broker = ChainClient {
+            secret: register(
+                client,
+                &admin,
+                serde_json::json!({
+                    "client": {
+                        "clientId": broker.id,
+                        "name": "slcs load harness broker",
+                        "serviceAccountsEnabled": true,
+                        "defaultClientScopes": ["slcs:certificate"],
+                    }
+                }),
             )
-            .await?;
-        let secret = registered
-            .json()
-            .pointer("/client/secret")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                setup(format!(
-                    "registering the load portal failed ({}): {}",
-                    registered.status,
-                    registered.json()
-                ))
-            })?;
+            .await?,
+            ..broker
+        };
+        let wps_id = format!("load-wps-{tag}");
+        let wps = ChainClient {
+            secret: register(
+                client,
+                &admin,
+                serde_json::json!({
+                    "client": {
+                        "clientId": wps_id,
+                        "name": "slcs load harness processing service",
+                        "serviceAccountsEnabled": true,
+                        "defaultClientScopes": ["slcs:certificate"],
+                    },
+                    "slcs": {"delegatees": [broker.id], "tokenExchangeEnabled": true}
+                }),
+            )
+            .await?,
+            id: wps_id,
+        };
+        let secret = register(
+            client,
+            &admin,
+            serde_json::json!({
+                "client": {
+                    "clientId": client_id,
+                    "name": "slcs load harness portal",
+                    "standardFlowEnabled": true,
+                    "consentRequired": true,
+                    "redirectUris": [REDIRECT_URI],
+                    "defaultClientScopes": ["openid", "slcs:certificate"],
+                    "optionalClientScopes": ["offline_access"],
+                },
+                "slcs": {"delegatees": [wps.id], "tokenExchangeEnabled": true}
+            }),
+        )
+        .await?;
         let basic = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!(
@@ -182,6 +215,8 @@ impl People {
         let people = Self {
             basic,
             client_id,
+            wps,
+            broker,
             session,
             login_ms: login_time.as_secs_f64() * 1000.0 / f64::from(TIMED_LOGINS),
         };
@@ -205,10 +240,13 @@ impl People {
                 consent.status
             )));
         };
+        // The whole chain approved: the service and the broker below it.
         let form = format!(
-            "csrf_token={}&request={}&decision=approve",
+            "csrf_token={}&request={}&decision=approve&delegatee.{}=on&delegatee.{}=on",
             percent_encode(&csrf),
-            percent_encode(&request)
+            percent_encode(&request),
+            percent_encode(&people.wps.id),
+            percent_encode(&people.broker.id)
         );
         let approved = connection
             .request_with(
@@ -273,26 +311,173 @@ impl People {
         self.token(connection, form).await
     }
 
+    /// The portal's token handed to the processing service (set-up of the
+    /// exchange workloads, not counted).
+    pub(super) async fn hand_off(&self, connection: &mut Connection) -> Result<String, u16> {
+        let tokens = self.code_flow(connection).await?;
+        let token = access_token(&tokens)?;
+        let audience = format!("&audience={}", percent_encode(&self.wps.id));
+        let handed = self
+            .exchange(connection, &self.basic, &token, &audience)
+            .await?;
+        access_token(&handed)
+    }
+
+    /// The processing service exchanges the hand-off token and becomes
+    /// the actor: its own token.
+    pub(super) async fn delegate(
+        &self,
+        connection: &mut Connection,
+        handed: &str,
+    ) -> Result<String, u16> {
+        let answer = self
+            .exchange(connection, &self.wps.basic(), handed, "")
+            .await?;
+        access_token(&answer)
+    }
+
+    /// The whole chain below the portal: the service's exchange, its
+    /// shared token for the broker, and the broker's certificate for
+    /// `csr_body` (a `certificate_request=…` form).
+    pub(super) async fn chain(
+        &self,
+        connection: &mut Connection,
+        handed: &str,
+        csr_body: &[u8],
+    ) -> Result<(), u16> {
+        let own = self.delegate(connection, handed).await?;
+        let audience = format!("&audience={}", percent_encode(&self.broker.id));
+        let shared = self
+            .exchange(connection, &self.wps.basic(), &own, &audience)
+            .await?;
+        let shared = access_token(&shared)?;
+        let mut body = csr_body.to_vec();
+        body.extend_from_slice(
+            format!(
+                "&client_id={}&client_secret={}",
+                percent_encode(&self.broker.id),
+                percent_encode(&self.broker.secret)
+            )
+            .as_bytes(),
+        );
+        let answer = connection
+            .request(
+                "POST",
+                "/certificate",
+                Some(&format!("Bearer {shared}")),
+                Some((FORM, body)),
+            )
+            .await
+            .map_err(|_| 0u16)?;
+        if answer.status == 200 {
+            Ok(())
+        } else {
+            Err(answer.status)
+        }
+    }
+
+    async fn exchange(
+        &self,
+        connection: &mut Connection,
+        basic: &str,
+        subject: &str,
+        extra: &str,
+    ) -> Result<serde_json::Value, u16> {
+        let form = format!(
+            "grant_type={}&subject_token={}&subject_token_type={}{extra}",
+            percent_encode("urn:ietf:params:oauth:grant-type:token-exchange"),
+            percent_encode(subject),
+            percent_encode("urn:ietf:params:oauth:token-type:access_token"),
+        );
+        post_token(connection, basic, form).await
+    }
+
     async fn token(
         &self,
         connection: &mut Connection,
         form: String,
     ) -> Result<serde_json::Value, u16> {
-        let answer = connection
-            .request(
-                "POST",
-                "/token",
-                Some(&self.basic),
-                Some((FORM, form.into_bytes())),
-            )
-            .await
-            .map_err(|_| 0u16)?;
-        if answer.status == 200 {
-            Ok(answer.json())
-        } else {
-            Err(answer.status)
-        }
+        post_token(connection, &self.basic, form).await
     }
+}
+
+/// `POST /token` with HTTP Basic credentials; the JSON of a 200, else the
+/// status (0: no answer).
+async fn post_token(
+    connection: &mut Connection,
+    basic: &str,
+    form: String,
+) -> Result<serde_json::Value, u16> {
+    let answer = connection
+        .request(
+            "POST",
+            "/token",
+            Some(basic),
+            Some((FORM, form.into_bytes())),
+        )
+        .await
+        .map_err(|_| 0u16)?;
+    if answer.status == 200 {
+        Ok(answer.json())
+    } else {
+        Err(answer.status)
+    }
+}
+
+/// A service client of the chain and its credentials.
+#[derive(Clone, Debug)]
+struct ChainClient {
+    id: String,
+    secret: String,
+}
+
+impl ChainClient {
+    fn basic(&self) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                percent_encode(&self.id),
+                percent_encode(&self.secret)
+            ))
+        )
+    }
+}
+
+/// Registers a client; returns its secret.
+async fn register(
+    client: &AdminClient,
+    admin: &str,
+    registration: serde_json::Value,
+) -> Result<String, LoadError> {
+    let registered = client
+        .send(
+            "POST",
+            "/rest/v1/oidc/clients",
+            Some(admin),
+            Some(("application/json", registration.to_string().into_bytes())),
+        )
+        .await?;
+    registered
+        .json()
+        .pointer("/client/secret")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            setup(format!(
+                "registering a load client failed ({}): {}",
+                registered.status,
+                registered.json()
+            ))
+        })
+}
+
+fn access_token(answer: &serde_json::Value) -> Result<String, u16> {
+    answer
+        .get("access_token")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or(0u16)
 }
 
 /// Which people workload a worker runs.
@@ -302,29 +487,43 @@ pub(super) enum Flow {
     Refresh,
     /// Whole code flows.
     CodeFlow,
+    /// Token exchanges by the processing service.
+    TokenExchange,
+    /// Exchange, shared token and the broker's certificate.
+    DelegationChain,
 }
 
-/// One worker's closed loop of `flow` until `deadline`.
+/// One worker's closed loop of `flow` until `deadline`; `csr_bodies` feed
+/// the chain's certificates.
 pub(super) async fn run_worker(
     people: People,
     client: AdminClient,
     mut connection: Connection,
     flow: Flow,
+    csr_bodies: std::sync::Arc<Vec<Vec<u8>>>,
     measure_from: Instant,
     deadline: Instant,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let mut refresh_token: Option<String> = None;
+    // The worker's own grant (refresh) or hand-off token (exchanges),
+    // made when missing and not counted.
+    let mut held: Option<String> = None;
+    let mut sequence = 0usize;
     while Instant::now() < deadline {
-        if matches!(flow, Flow::Refresh) && refresh_token.is_none() {
-            // The worker's own grant, not counted.
-            match people.code_flow(&mut connection).await {
-                Ok(tokens) => {
-                    refresh_token = tokens
+        let needs_held = !matches!(flow, Flow::CodeFlow);
+        if needs_held && held.is_none() {
+            let made = match flow {
+                Flow::Refresh => people.code_flow(&mut connection).await.and_then(|tokens| {
+                    tokens
                         .get("refresh_token")
                         .and_then(serde_json::Value::as_str)
-                        .map(str::to_owned);
-                }
+                        .map(str::to_owned)
+                        .ok_or(0u16)
+                }),
+                _ => people.hand_off(&mut connection).await,
+            };
+            match made {
+                Ok(token) => held = Some(token),
                 Err(_) => {
                     *outcome.errors.entry(0).or_default() += 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -332,21 +531,40 @@ pub(super) async fn run_worker(
             }
             continue;
         }
+        sequence += 1;
         let sent = Instant::now();
-        let result = match (flow, refresh_token.as_deref()) {
-            (Flow::Refresh, Some(token)) => people.refresh(&mut connection, token).await,
-            _ => people.code_flow(&mut connection).await,
+        let held_token = held.as_deref().unwrap_or_default();
+        let result: Result<Option<String>, u16> = match flow {
+            Flow::Refresh => people
+                .refresh(&mut connection, held_token)
+                .await
+                .map(|tokens| {
+                    tokens
+                        .get("refresh_token")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                }),
+            Flow::CodeFlow => people.code_flow(&mut connection).await.map(|_| None),
+            Flow::TokenExchange => people
+                .delegate(&mut connection, held_token)
+                .await
+                .map(|_| held.clone()),
+            Flow::DelegationChain => {
+                let body = csr_bodies
+                    .get(sequence % csr_bodies.len().max(1))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                people
+                    .chain(&mut connection, held_token, body)
+                    .await
+                    .map(|()| held.clone())
+            }
         };
         let took = sent.elapsed();
         let counted = sent >= measure_from && Instant::now() <= deadline;
         match result {
-            Ok(tokens) => {
-                if matches!(flow, Flow::Refresh) {
-                    refresh_token = tokens
-                        .get("refresh_token")
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_owned);
-                }
+            Ok(next) => {
+                held = next;
                 if counted {
                     outcome
                         .latencies_us
@@ -357,7 +575,7 @@ pub(super) async fn run_worker(
                 if counted {
                     *outcome.errors.entry(status).or_default() += 1;
                 }
-                refresh_token = None;
+                held = None;
                 if status == 0 {
                     match client.open().await {
                         Ok(fresh) => connection = fresh,

@@ -1339,7 +1339,9 @@ fn load_harness_smoke_every_workload_without_errors() {
             "certificate",
             "mixed",
             "refresh",
-            "code-flow"
+            "code-flow",
+            "token-exchange",
+            "delegation-chain"
         ]
     );
     for people in &reports[4..] {
