@@ -67,12 +67,12 @@ impl Workload {
         )
     }
 
-    fn flow(self) -> Option<people::Flow> {
+    fn flow(self) -> Option<people::PeopleFlow> {
         match self {
-            Self::Refresh => Some(people::Flow::Refresh),
-            Self::CodeFlow => Some(people::Flow::CodeFlow),
-            Self::TokenExchange => Some(people::Flow::TokenExchange),
-            Self::DelegationChain => Some(people::Flow::DelegationChain),
+            Self::Refresh => Some(people::PeopleFlow::Refresh),
+            Self::CodeFlow => Some(people::PeopleFlow::Code),
+            Self::TokenExchange => Some(people::PeopleFlow::TokenExchange),
+            Self::DelegationChain => Some(people::PeopleFlow::DelegationChain),
             _ => None,
         }
     }

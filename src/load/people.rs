@@ -482,11 +482,11 @@ fn access_token(answer: &serde_json::Value) -> Result<String, u16> {
 
 /// Which people workload a worker runs.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Flow {
+pub(super) enum PeopleFlow {
     /// Refresh-token grants, each rotating the worker's token.
     Refresh,
     /// Whole code flows.
-    CodeFlow,
+    Code,
     /// Token exchanges by the processing service.
     TokenExchange,
     /// Exchange, shared token and the broker's certificate.
@@ -499,7 +499,7 @@ pub(super) async fn run_worker(
     people: People,
     client: AdminClient,
     mut connection: Connection,
-    flow: Flow,
+    flow: PeopleFlow,
     csr_bodies: std::sync::Arc<Vec<Vec<u8>>>,
     measure_from: Instant,
     deadline: Instant,
@@ -510,10 +510,10 @@ pub(super) async fn run_worker(
     let mut held: Option<String> = None;
     let mut sequence = 0usize;
     while Instant::now() < deadline {
-        let needs_held = !matches!(flow, Flow::CodeFlow);
+        let needs_held = !matches!(flow, PeopleFlow::Code);
         if needs_held && held.is_none() {
             let made = match flow {
-                Flow::Refresh => people.code_flow(&mut connection).await.and_then(|tokens| {
+                PeopleFlow::Refresh => people.code_flow(&mut connection).await.and_then(|tokens| {
                     tokens
                         .get("refresh_token")
                         .and_then(serde_json::Value::as_str)
@@ -535,21 +535,23 @@ pub(super) async fn run_worker(
         let sent = Instant::now();
         let held_token = held.as_deref().unwrap_or_default();
         let result: Result<Option<String>, u16> = match flow {
-            Flow::Refresh => people
-                .refresh(&mut connection, held_token)
-                .await
-                .map(|tokens| {
-                    tokens
-                        .get("refresh_token")
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_owned)
-                }),
-            Flow::CodeFlow => people.code_flow(&mut connection).await.map(|_| None),
-            Flow::TokenExchange => people
+            PeopleFlow::Refresh => {
+                people
+                    .refresh(&mut connection, held_token)
+                    .await
+                    .map(|tokens| {
+                        tokens
+                            .get("refresh_token")
+                            .and_then(serde_json::Value::as_str)
+                            .map(str::to_owned)
+                    })
+            }
+            PeopleFlow::Code => people.code_flow(&mut connection).await.map(|_| None),
+            PeopleFlow::TokenExchange => people
                 .delegate(&mut connection, held_token)
                 .await
                 .map(|_| held.clone()),
-            Flow::DelegationChain => {
+            PeopleFlow::DelegationChain => {
                 let body = csr_bodies
                     .get(sequence % csr_bodies.len().max(1))
                     .map(Vec::as_slice)
