@@ -262,7 +262,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "delegation.max_depth",
         kind: KeyKind::Int,
         default: "3",
-        doc: "Longest delegation chain below the approved client that an approval allows (0 to 8).",
+        doc: "Longest delegation chain below the approved client that an approval allows (0 to 8, and at most the certificate profile's max_chain_steps minus 2, since a certificate names the root client, every hop and the presenter).",
     },
     KeyDoc {
         path: "certificate.quota_per_token",
@@ -1177,6 +1177,18 @@ impl FileConfig {
         };
         let users = self.users.validate()?;
         let delegation = self.delegation.validate()?;
+        // A certificate names the root client, every hop and the presenter:
+        // a chain the profile cannot record must not be allowed at all.
+        let steps = delegation.max_depth as usize + 2;
+        if steps > ca.profile.max_chain_steps {
+            return Err(ConfigError::Invalid {
+                key: "delegation.max_depth",
+                message: format!(
+                    "{} hops need {steps} provenance steps, but the certificate profile records at most {}",
+                    delegation.max_depth, ca.profile.max_chain_steps
+                ),
+            });
+        }
         Ok(Config {
             data_dir,
             server,
@@ -1216,6 +1228,14 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(config.ca.serial_prefix, 1);
         assert!(config.server.idle_timeout > config.server.request_timeout);
+    }
+
+    #[test]
+    fn a_delegation_depth_the_profile_cannot_record_is_refused() {
+        // The development profile records 8 steps: root, 6 hops, presenter.
+        assert!(load_str("[delegation]\nmax_depth = 6\n", &[]).is_ok());
+        let err = load_str("[delegation]\nmax_depth = 7\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("delegation.max_depth"), "{err}");
     }
 
     #[test]

@@ -439,7 +439,9 @@ pub struct WhoAmI {
 pub struct WhoAmIStep {
     /// The client acting at this step.
     pub client_id: String,
-    /// How it got its token (`authorization_code`, `token-exchange`, …).
+    /// How it got its token (`authorization_code`,
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`, `certificate` for
+    /// the presenter, …).
     pub grant_type: String,
     /// Space-separated scope.
     pub scope: String,

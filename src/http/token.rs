@@ -1,5 +1,6 @@
 //! `POST /token` — RFC 6749 §3.2: client credentials (§4.4), authorization
-//! code (§4.1.3), refresh (§6) and device code (RFC 8628 §3.4); and
+//! code (§4.1.3), refresh (§6), device code (RFC 8628 §3.4) and token
+//! exchange (RFC 8693); and
 //! `POST /device_authorization` (RFC 8628 §3.1). Grants not implemented
 //! are `unsupported_grant_type` (ATTACKS ROB-15: an exhaustive match, never
 //! "parsed but unsupported, so allowed").

@@ -373,42 +373,43 @@ impl TokenService {
             jwt::mint(&keys, &issued).map_err(|e| GrantError::Signing(e.to_string()))?
         };
         let expires_at = OffsetDateTime::from_unix_timestamp(exp).unwrap_or(now);
-        // Recorded before the token leaves: revoking the subject token
-        // reaches this one, and certificates name every hop.
+        // Recorded, with its audit event, before the token leaves:
+        // revoking the subject token reaches this one, and certificates
+        // name every hop.
         self.store()
-            .put_lineage(&TokenLineage {
-                jti: issued.jti.clone(),
-                parent_jti: claims.jti.clone(),
-                parent_client_id: claims.client_id.clone(),
-                parent_scope: claims.scope.clone(),
-                parent_iat: claims.iat,
-                client_id: me.to_owned(),
-                client_auth: client.method.name().to_owned(),
-                new_actor,
-                scope: scope.clone(),
-                audience: audience.clone(),
-                at: now,
-                expires_at,
-            })
-            .await?;
-        self.store()
-            .append_audit(&AuditEvent {
-                at: now,
-                actor: format!("client:{me}"),
-                action: "token.exchange".into(),
-                target: issued.jti.clone(),
-                source,
-                detail: serde_json::json!({
-                    "sub": user.sub,
-                    "subject_jti": claims.jti,
-                    "grant_id": claims.grant_id,
-                    "approval_id": approval.id,
-                    "chain": new_chain,
-                    "scope": scope,
-                    "aud": audience,
-                    "exp": exp,
-                }),
-            })
+            .put_lineage(
+                &TokenLineage {
+                    jti: issued.jti.clone(),
+                    parent_jti: claims.jti.clone(),
+                    parent_client_id: claims.client_id.clone(),
+                    parent_scope: claims.scope.clone(),
+                    parent_iat: claims.iat,
+                    client_id: me.to_owned(),
+                    client_auth: client.method.name().to_owned(),
+                    new_actor,
+                    scope: scope.clone(),
+                    audience: audience.clone(),
+                    at: now,
+                    expires_at,
+                },
+                &AuditEvent {
+                    at: now,
+                    actor: format!("client:{me}"),
+                    action: "token.exchange".into(),
+                    target: issued.jti.clone(),
+                    source,
+                    detail: serde_json::json!({
+                        "sub": user.sub,
+                        "subject_jti": claims.jti,
+                        "grant_id": claims.grant_id,
+                        "approval_id": approval.id,
+                        "chain": new_chain,
+                        "scope": scope,
+                        "aud": audience,
+                        "exp": exp,
+                    }),
+                },
+            )
             .await?;
         metrics::counter!(crate::observability::TOKENS_ISSUED, "grant_type" => "token-exchange")
             .increment(1);

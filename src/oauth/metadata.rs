@@ -107,6 +107,7 @@ pub fn server_metadata(config: &OAuthConfig) -> ServerMetadata {
             "refresh_token",
             "urn:ietf:params:oauth:grant-type:device_code",
             "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
         ],
         token_endpoint_auth_methods_supported: {
             // Public clients (PKCE only) authenticate with `none`.
@@ -223,7 +224,8 @@ mod tests {
                 "authorization_code",
                 "refresh_token",
                 "urn:ietf:params:oauth:grant-type:device_code",
-                "client_credentials"
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange"
             ])
         );
         assert_eq!(

@@ -516,6 +516,16 @@ impl TokenService {
                     .await?
                     .map_or(now, |l| l.expires_at);
                 self.store.revoke_token(&current, expires_at).await?;
+                self.store
+                    .append_audit(&AuditEvent {
+                        at: now,
+                        actor: actor.to_owned(),
+                        action: "token.revoke".into(),
+                        target: current.clone(),
+                        source: source.clone(),
+                        detail: serde_json::json!({ "exchanged_from_revoked": jti }),
+                    })
+                    .await?;
             }
             for serial in self.store.certificates_from("", &current).await? {
                 crate::store::revoke_certificate(

@@ -605,8 +605,13 @@ pub trait GrantStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Records how an exchanged token came to be, indexed by the token and
-    /// by its parent. Durable on `Ok`.
-    async fn put_lineage(&self, lineage: &TokenLineage) -> Result<(), StoreError>;
+    /// by its parent, with the exchange's audit event: both durable on
+    /// `Ok`, made so by one flush (an exchange is on the hot path).
+    async fn put_lineage(
+        &self,
+        lineage: &TokenLineage,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
 
     /// The lineage of an exchanged token; `None` for a token that was not
     /// exchanged (or whose record has been purged after its expiry).

@@ -392,6 +392,20 @@ impl IssuanceLog for SledStore {
 }
 
 impl SledStore {
+    /// Writes an audit event (not yet durable: the caller waits for the
+    /// flush). Returns its sequence number.
+    fn insert_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
+        // sled's id generator is monotonic across restarts (it reserves
+        // ranges durably), so sequence numbers are never reused.
+        // sled's ids start at 0; sequence numbers start at 1 so that
+        // `audit_events(0, …)` means "from the beginning".
+        let seq = self.db.generate_id().map_err(io)?.saturating_add(1);
+        let value = serde_json::to_vec(event)
+            .map_err(|e| StoreError::Io(format!("cannot encode audit event: {e}")))?;
+        self.audit.insert(seq.to_be_bytes(), value).map_err(io)?;
+        Ok(seq)
+    }
+
     /// Moves an `Intent` record to a final state, atomically: a
     /// compare-and-swap against the bytes read, retried if another writer
     /// changed the record in between (cheaper than a sled transaction).
@@ -424,14 +438,7 @@ impl SledStore {
 #[async_trait]
 impl AuditLog for SledStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
-        // sled's id generator is monotonic across restarts (it reserves
-        // ranges durably), so sequence numbers are never reused.
-        // sled's ids start at 0; sequence numbers start at 1 so that
-        // `audit_events(0, …)` means "from the beginning".
-        let seq = self.db.generate_id().map_err(io)?.saturating_add(1);
-        let value = serde_json::to_vec(event)
-            .map_err(|e| StoreError::Io(format!("cannot encode audit event: {e}")))?;
-        self.audit.insert(seq.to_be_bytes(), value).map_err(io)?;
+        let seq = self.insert_audit(event)?;
         self.durable().await?;
         Ok(seq)
     }

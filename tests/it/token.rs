@@ -559,7 +559,8 @@ fn discovery_jwks_and_webfinger() {
                 "authorization_code",
                 "refresh_token",
                 "urn:ietf:params:oauth:grant-type:device_code",
-                "client_credentials"
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange"
             ])
         );
         assert_eq!(

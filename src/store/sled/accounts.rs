@@ -19,7 +19,7 @@ use crate::oauth::grants::{
     AuthorizationCode, CodeRedemption, DeviceRecord, PendingAuthorization, RefreshRecord,
     TokenLineage,
 };
-use crate::store::{AccountStore, GrantStore, StoreError};
+use crate::store::{AccountStore, AuditEvent, GrantStore, StoreError};
 use crate::users::session::Session;
 use crate::users::{User, fold_username};
 
@@ -501,7 +501,11 @@ impl GrantStore for SledStore {
         self.durable().await
     }
 
-    async fn put_lineage(&self, lineage: &TokenLineage) -> Result<(), StoreError> {
+    async fn put_lineage(
+        &self,
+        lineage: &TokenLineage,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
         let t = &self.accounts;
         if !insert_new(&t.lineage, lineage.jti.as_bytes(), lineage, "token lineage")? {
             return Err(StoreError::Conflict("token lineage".into()));
@@ -509,6 +513,9 @@ impl GrantStore for SledStore {
         t.lineage_children
             .insert(pair_key(&lineage.parent_jti, &lineage.jti), &[])
             .map_err(io)?;
+        // The audit event rides on the same flush: sled writes its log in
+        // order, so the one wait below makes all three durable.
+        self.insert_audit(audit)?;
         self.durable().await
     }
 
