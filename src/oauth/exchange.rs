@@ -456,6 +456,73 @@ impl TokenService {
 mod tests {
     use super::*;
 
+    fn claims_with(act: Option<Value>) -> AccessTokenClaims {
+        AccessTokenClaims {
+            iss: "https://as".into(),
+            sub: "u-1".into(),
+            aud: Audience::one("https://as/certificate"),
+            client_id: "wps".into(),
+            scope: "slcs:certificate".into(),
+            jti: "at_1".into(),
+            iat: 0,
+            exp: 900,
+            nbf: None,
+            grant_id: "ag_1".into(),
+            subject_type: SubjectType::User,
+            act,
+            client_auth: None,
+            grant_type: None,
+            auth_time: None,
+            acr: None,
+            amr: None,
+            approval_id: None,
+        }
+    }
+
+    #[test]
+    fn tx_09_a_malformed_act_is_refused_and_never_copied() {
+        for bad in [
+            serde_json::json!("broker"),
+            serde_json::json!(["broker"]),
+            serde_json::json!({"sub": 1}),
+            serde_json::json!({"sub": ""}),
+            serde_json::json!({"sub": "wps", "act": "portal"}),
+        ] {
+            assert!(
+                matches!(
+                    actors(&claims_with(Some(bad.clone()))),
+                    Err(GrantError::InvalidRequest(_))
+                ),
+                "{bad}"
+            );
+        }
+        // Members other than `sub` and `act` are ignored for validity, and
+        // the chain minted from it has `sub` and `act` only.
+        let chain = actors(&claims_with(Some(serde_json::json!(
+            {"sub": "wps", "exp": 1, "aud": "x", "act": {"sub": "portal"}}
+        ))))
+        .unwrap();
+        assert_eq!(chain, ["wps", "portal"]);
+        assert_eq!(
+            act_claim(&chain).unwrap(),
+            serde_json::json!({"sub": "wps", "act": {"sub": "portal"}})
+        );
+        // No act: the holder alone.
+        assert_eq!(actors(&claims_with(None)).unwrap(), ["wps"]);
+    }
+
+    #[test]
+    fn tx_08_an_act_deeper_than_the_hard_cap_is_refused() {
+        let mut act = serde_json::json!({"sub": "a0"});
+        for depth in 1..=MAX_ACT_DEPTH {
+            act = serde_json::json!({"sub": format!("a{depth}"), "act": act});
+        }
+        assert!(matches!(
+            actors(&claims_with(Some(act))),
+            Err(GrantError::InvalidRequest(m)) if m.contains("too deep")
+        ));
+    }
+
     #[test]
     fn act_nests_the_most_recent_actor_outermost() {
         let act = act_claim(&["broker-a".into(), "wps".into(), "portal".into()]).unwrap();

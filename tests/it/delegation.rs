@@ -322,6 +322,19 @@ fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain()
         }
     });
 
+    // Alice's account page draws the approval as its chain and lists what
+    // was issued along it.
+    let account = html_of(&browser.get("/account"));
+    assert!(
+        account.contains("2 certificates issued under it"),
+        "{account}"
+    );
+    assert!(account.contains("portal ⇐ wps ⇐ broker-a"), "{account}");
+    assert!(
+        account.contains("receives from <code>wps</code>"),
+        "{account}"
+    );
+
     // Introspection by W shows the chain of its token and the
     // certificates issued from the shared one.
     let seen = server.post(

@@ -25,6 +25,7 @@ struct ApprovalRow {
     client_name: String,
     scopes: Vec<String>,
     delegatees: Vec<DelegateeRow>,
+    certificates: Vec<CertificateRow>,
     created: String,
     expires: String,
     last_used: Option<String>,
@@ -36,7 +37,19 @@ struct ApprovalRow {
 struct DelegateeRow {
     client_id: String,
     name: String,
+    /// The client that hands it work, if one the person approved declares it.
+    via: Option<String>,
     scopes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct CertificateRow {
+    serial: String,
+    subject: String,
+    presenter: String,
+    chain: String,
+    not_after: String,
+    status: &'static str,
 }
 
 fn date(at: OffsetDateTime) -> String {
@@ -60,32 +73,93 @@ pub(crate) async fn page(
             "Your account no longer exists.".into(),
         ));
     };
-    let name_of = |id: &str| {
+    let client_of = |id: &str| {
         let store = store.clone();
         let id = id.to_owned();
         async move {
-            let name = match ClientId::parse(&id) {
-                Ok(parsed) => store.client(&parsed).await.ok().flatten().map(|c| c.name),
+            match ClientId::parse(&id) {
+                Ok(parsed) => store.client(&parsed).await.ok().flatten(),
                 Err(_) => None,
-            };
-            name.unwrap_or(id)
+            }
         }
     };
     let mut approvals = Vec::new();
     let mut stored = store.approvals_of(&session.sub).await?;
     stored.sort_by_key(|a| std::cmp::Reverse(a.updated_at));
     for approval in stored {
+        // Who hands work to whom: each approved delegatee under the root
+        // client or under another approved delegatee that declares it.
+        let root = client_of(&approval.client_id).await;
+        let mut declared: Vec<(String, Vec<String>)> = vec![(
+            approval.client_id.clone(),
+            root.iter()
+                .flat_map(|c| c.delegatees.iter().map(|d| d.as_str().to_owned()))
+                .collect(),
+        )];
+        let mut names = std::collections::BTreeMap::new();
+        for id in approval.delegatees.keys() {
+            let client = client_of(id).await;
+            names.insert(
+                id.clone(),
+                client
+                    .as_ref()
+                    .map_or_else(|| id.clone(), |c| c.name.clone()),
+            );
+            declared.push((
+                id.clone(),
+                client
+                    .iter()
+                    .flat_map(|c| c.delegatees.iter().map(|d| d.as_str().to_owned()))
+                    .collect(),
+            ));
+        }
         let mut delegatees = Vec::new();
         for (id, scopes) in &approval.delegatees {
+            let via = declared
+                .iter()
+                .find(|(parent, children)| parent != id && children.contains(id))
+                .map(|(parent, _)| parent.clone());
             delegatees.push(DelegateeRow {
                 client_id: id.clone(),
-                name: name_of(id).await,
+                name: names.get(id).cloned().unwrap_or_else(|| id.clone()),
+                via,
                 scopes: scopes.iter().cloned().collect(),
             });
         }
+        // What was issued under it: the certificates of its grants.
+        let mut certificates = Vec::new();
+        for grant in store.grants_of(&approval.id).await? {
+            for serial in store.certificates_from(&grant, "").await? {
+                if let Some(record) = store.issuance(&serial).await?
+                    && record.state == crate::store::IssuanceState::Issued
+                {
+                    certificates.push(CertificateRow {
+                        serial: serial.to_hex(),
+                        subject: record.intent.subject.clone(),
+                        presenter: record
+                            .intent
+                            .provenance
+                            .steps
+                            .last()
+                            .map(|s| s.client_id.clone())
+                            .unwrap_or_default(),
+                        chain: record.intent.provenance.chain_summary(),
+                        not_after: date(record.intent.not_after),
+                        status: if record.revocation.is_some() {
+                            "revoked"
+                        } else if record.intent.not_after <= now {
+                            "expired"
+                        } else {
+                            "valid"
+                        },
+                    });
+                }
+            }
+        }
         let live = approval.is_live(now);
         approvals.push(ApprovalRow {
-            client_name: name_of(&approval.client_id).await,
+            client_name: root.map_or_else(|| approval.client_id.clone(), |c| c.name),
+            certificates,
             id: approval.id,
             client_id: approval.client_id,
             scopes: approval.scopes.into_iter().collect(),
