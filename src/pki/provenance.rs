@@ -560,9 +560,20 @@ impl DelegationProvenance {
     /// its own token) is named once. Relying parties decide on the person
     /// and the last actor; the others are informational (RFC 8693 §4.1).
     pub fn chain_summary(&self) -> String {
-        let mut names: Vec<&str> = vec![self.subject.as_str()];
-        for step in &self.steps {
-            if names.len() == 1 || names.last() != Some(&step.client_id.as_str()) {
+        // A service account acts as itself: its subject is
+        // `service:<root client>`, named once as the client.
+        let own_account = self
+            .steps
+            .first()
+            .is_some_and(|root| self.subject.strip_prefix("service:") == Some(&root.client_id));
+        let mut names: Vec<&str> = if own_account {
+            Vec::new()
+        } else {
+            vec![self.subject.as_str()]
+        };
+        for (n, step) in self.steps.iter().enumerate() {
+            let consecutive = names.last() == Some(&step.client_id.as_str());
+            if (n == 0 && !own_account) || !consecutive {
                 names.push(&step.client_id);
             }
         }

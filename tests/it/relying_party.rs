@@ -373,6 +373,7 @@ async fn rp_accepts_slcs_certificates_and_reads_the_chain() {
             "client_auth": "private_key_jwt",
         }],
         "presenter": "harvester",
+        "summary": "harvester",
         "grant_id": "grant-svc-1",
         "token_id": "jti-svc-1",
     });
