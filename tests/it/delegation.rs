@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::certificate::{inspect_json, issued_count, verify_with_openssl};
 use crate::people::{
-    Browser, PASSWORD, PORTAL_CB, alice, authorize, authorize_path, html_of, pkce, query_of, redeem,
+    Browser, PORTAL_CB, alice, authorize, authorize_path, html_of, pkce, query_of, redeem,
 };
 use crate::token::{admin, register};
 use crate::{HttpResponse, Server, form_encode};
@@ -76,6 +76,17 @@ fn register_chain(server: &Server) -> Chain {
         broker_a,
         broker_b,
     }
+}
+
+/// A running server with the chain registered and Alice's account: (its
+/// directory, the server, the chain). Keep the directory bound while the
+/// server runs.
+fn chain_world() -> (tempfile::TempDir, Server, Chain) {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let chain = register_chain(&server);
+    alice(&server);
+    (work, server, chain)
 }
 
 fn basic(id: &str, secret: &str) -> String {
@@ -174,18 +185,15 @@ fn portal_token(server: &Server, chain: &Chain, browser: &mut Browser<'_>) -> St
 
 #[test]
 fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain() {
-    let work = tempfile::tempdir().unwrap();
-    let server = Server::start(&work.path().join("data"), &[]);
-    let chain = register_chain(&server);
-    alice(&server);
+    let (_work, server, chain) = chain_world();
     let mut browser = Browser::new(&server);
 
     // The consent page shows the whole declared chain.
     let (_, challenge) = pkce();
-    let start = browser.get(&authorize_path("openid slcs:certificate", &challenge, ""));
-    let login = browser.follow(&start);
-    let signed_in = browser.sign_in(&login, "alice", PASSWORD);
-    let consent = browser.follow(&signed_in);
+    let consent = crate::people::sign_in_for(
+        &mut browser,
+        &authorize_path("openid slcs:certificate", &challenge, ""),
+    );
     let html = html_of(&consent);
     for shown in [
         "delegatee.wps",
@@ -389,10 +397,7 @@ fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain()
 
 #[test]
 fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_15_tx_17_exchanges_that_must_fail() {
-    let work = tempfile::tempdir().unwrap();
-    let server = Server::start(&work.path().join("data"), &[]);
-    let chain = register_chain(&server);
-    alice(&server);
+    let (_work, server, chain) = chain_world();
     let mut browser = Browser::new(&server);
     let t0 = portal_token(&server, &chain, &mut browser);
     let t1 = token_of(&exchange(
@@ -563,19 +568,16 @@ fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_15_tx_17_exchanges_that_must_fail() {
 
 #[test]
 fn tx_05_tx_06_tx_08_unapproved_revoked_and_too_deep_chains_get_nothing() {
-    let work = tempfile::tempdir().unwrap();
+    let (work, server, chain) = chain_world();
     let data = work.path().join("data");
-    let server = Server::start(&data, &[]);
-    let chain = register_chain(&server);
-    alice(&server);
 
     // TX-05: Alice unticks broker-b on the consent page.
     let mut browser = Browser::new(&server);
     let (verifier, challenge) = pkce();
-    let start = browser.get(&authorize_path("openid slcs:certificate", &challenge, ""));
-    let login = browser.follow(&start);
-    let signed_in = browser.sign_in(&login, "alice", PASSWORD);
-    let consent = browser.follow(&signed_in);
+    let consent = crate::people::sign_in_for(
+        &mut browser,
+        &authorize_path("openid slcs:certificate", &challenge, ""),
+    );
     let html = consent.text();
     let csrf = crate::people::hidden(&html, "csrf_token");
     let request = crate::people::hidden(&html, "request");

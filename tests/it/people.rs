@@ -266,6 +266,15 @@ pub fn authorize(browser: &mut Browser<'_>, path: &str) -> HttpResponse {
     panic!("no redirect to the portal");
 }
 
+/// A fresh authorization request at `path`: to the login page, Alice signs
+/// in, and the page that follows (the consent page, the first time).
+pub fn sign_in_for(browser: &mut Browser<'_>, path: &str) -> HttpResponse {
+    let start = browser.get(path);
+    let login = browser.follow(&start);
+    let signed_in = browser.sign_in(&login, "alice", PASSWORD);
+    browser.follow(&signed_in)
+}
+
 /// Approves a consent page, ticking every delegatee shown.
 pub fn approve_all(browser: &mut Browser<'_>, consent: &HttpResponse) -> HttpResponse {
     let html = consent.text();
@@ -904,10 +913,10 @@ fn web_01_web_03_forged_decisions_and_refused_logins_change_nothing() {
 
     // WEB-01: a consent decision lifted from the attacker's own flow, or
     // sent without a token, or by GET, approves nothing.
-    let start = attacker.get(&authorize_path("openid slcs:certificate", &challenge, ""));
-    let login = attacker.follow(&start);
-    let signed_in = attacker.sign_in(&login, "alice", PASSWORD);
-    let consent = attacker.follow(&signed_in);
+    let consent = sign_in_for(
+        &mut attacker,
+        &authorize_path("openid slcs:certificate", &challenge, ""),
+    );
     let html = consent.text();
     let (csrf, request) = (hidden(&html, "csrf_token"), hidden(&html, "request"));
     let mut other = Browser::new(&server);
@@ -992,10 +1001,7 @@ fn restricted_clients_refuse_guests_and_outsiders_and_prompt_none_never_shows_a_
     );
     // The portal refuses guests (seed default accessDeniedToGuests=true).
     let mut browser = Browser::new(&server);
-    let start = browser.get(&authorize_path("openid", &challenge, ""));
-    let login = browser.follow(&start);
-    let signed_in = browser.sign_in(&login, "alice", PASSWORD);
-    let refused = browser.follow(&signed_in);
+    let refused = sign_in_for(&mut browser, &authorize_path("openid", &challenge, ""));
     assert_eq!(refused.status, 303, "{}", refused.text());
     let answer = query_of(refused.header("location").unwrap());
     assert_eq!(answer["error"], "access_denied");

@@ -165,6 +165,18 @@ fn replace<T: Serialize + DeserializeOwned + PartialEq>(
         .map_err(|_| conflict())
 }
 
+/// The `b`s of every [`pair_key`]`(first, b)` in `tree`.
+fn second_halves(tree: &sled::Tree, first: &str) -> Result<Vec<String>, StoreError> {
+    let mut prefix = first.as_bytes().to_vec();
+    prefix.push(0);
+    tree.scan_prefix(&prefix)
+        .map(|entry| {
+            let (key, _) = entry.map_err(io)?;
+            Ok(String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default()).into_owned())
+        })
+        .collect()
+}
+
 fn pair_key(a: &str, b: &str) -> Vec<u8> {
     let mut key = a.as_bytes().to_vec();
     key.push(0);
@@ -341,19 +353,7 @@ impl GrantStore for SledStore {
     }
 
     async fn grants_of(&self, approval_id: &str) -> Result<Vec<String>, StoreError> {
-        let mut prefix = approval_id.as_bytes().to_vec();
-        prefix.push(0);
-        self.accounts
-            .approval_grants
-            .scan_prefix(&prefix)
-            .map(|entry| {
-                let (key, _) = entry.map_err(io)?;
-                Ok(
-                    String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default())
-                        .into_owned(),
-                )
-            })
-            .collect()
+        second_halves(&self.accounts.approval_grants, approval_id)
     }
 
     async fn put_pending(&self, pending: &PendingAuthorization) -> Result<(), StoreError> {
@@ -524,19 +524,7 @@ impl GrantStore for SledStore {
     }
 
     async fn exchanged_from(&self, jti: &str) -> Result<Vec<String>, StoreError> {
-        let mut prefix = jti.as_bytes().to_vec();
-        prefix.push(0);
-        self.accounts
-            .lineage_children
-            .scan_prefix(&prefix)
-            .map(|entry| {
-                let (key, _) = entry.map_err(io)?;
-                Ok(
-                    String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default())
-                        .into_owned(),
-                )
-            })
-            .collect()
+        second_halves(&self.accounts.lineage_children, jti)
     }
 }
 
