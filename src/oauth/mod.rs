@@ -439,7 +439,7 @@ impl TokenService {
                 iss: claims.iss,
                 slcs_certificates: self
                     .store
-                    .certificates_from("", &claims.jti)
+                    .certificates_from(crate::store::Origin::Token(&claims.jti))
                     .await?
                     .iter()
                     .map(crate::store::Serial::to_hex)
@@ -527,7 +527,11 @@ impl TokenService {
                     })
                     .await?;
             }
-            for serial in self.store.certificates_from("", &current).await? {
+            for serial in self
+                .store
+                .certificates_from(crate::store::Origin::Token(&current))
+                .await?
+            {
                 crate::store::revoke_certificate(
                     self.store.as_ref(),
                     &serial,
@@ -590,7 +594,11 @@ impl TokenService {
             })
             .await?;
         let mut revoked = Vec::new();
-        for serial in self.store.certificates_from(grant_id, "").await? {
+        for serial in self
+            .store
+            .certificates_from(crate::store::Origin::Grant(grant_id))
+            .await?
+        {
             let outcome = crate::store::revoke_certificate(
                 self.store.as_ref(),
                 &serial,

@@ -219,6 +219,28 @@ impl Registry<'_> {
                 ClientStatus::Pending => "client.review",
             };
             audit(self.store, caller, action, &updated, now, reason).await?;
+            if status == ClientStatus::Suspended {
+                // Its tokens stop working at once (every check wants an
+                // active client); the certificates it had a hand in, as
+                // root, actor or presenter, are marked revoked, so relying
+                // parties asking the status endpoint see it too. Nothing
+                // upstream of it is touched.
+                for serial in self
+                    .store
+                    .certificates_from(crate::store::Origin::Client(updated.id.as_str()))
+                    .await?
+                {
+                    crate::store::revoke_certificate(
+                        self.store,
+                        &serial,
+                        &format!("client {} was suspended", updated.id.as_str()),
+                        &caller.subject,
+                        caller.source.clone(),
+                        now,
+                    )
+                    .await?;
+                }
+            }
         }
         Ok(clients::to_representation(&updated))
     }

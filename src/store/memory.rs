@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{IssuanceIntent, IssuanceLog, IssuanceRecord, Outcome, Serial, StoreError};
+use super::{IssuanceIntent, IssuanceLog, IssuanceRecord, Origin, Outcome, Serial, StoreError};
 
 /// Issuance records held in a map.
 #[derive(Debug, Default)]
@@ -78,18 +78,11 @@ impl IssuanceLog for MemoryIssuanceLog {
         Ok(self.with_records(|records| records.len() as u64))
     }
 
-    async fn certificates_from(
-        &self,
-        grant_id: &str,
-        token_id: &str,
-    ) -> Result<Vec<Serial>, StoreError> {
+    async fn certificates_from(&self, origin: Origin<'_>) -> Result<Vec<Serial>, StoreError> {
         Ok(self.with_records(|records| {
             let mut serials: Vec<Serial> = records
                 .values()
-                .filter(|r| {
-                    (!grant_id.is_empty() && r.intent.provenance.grant_id == grant_id)
-                        || (!token_id.is_empty() && r.intent.provenance.token_id == token_id)
-                })
+                .filter(|r| origin.matches(&r.intent))
                 .map(|r| r.intent.serial.clone())
                 .collect();
             serials.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));

@@ -27,7 +27,7 @@ pub mod memory;
 pub mod sled;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Failures of the store. Each variant says what the operator must do.
 #[derive(Debug, thiserror::Error)]
@@ -265,28 +265,76 @@ pub enum Outcome<'a> {
     Abandoned(&'a str),
 }
 
-/// The index keys under which a certificate is found by its origin: the
-/// grant and the token it was issued from.
-pub fn origin_keys(intent: &IssuanceIntent) -> [Vec<u8>; 2] {
-    let key = |kind: u8, id: &str| {
-        let mut key = vec![kind, b':'];
-        key.extend_from_slice(id.as_bytes());
-        key.push(0);
-        key.extend_from_slice(intent.serial.as_bytes());
-        key
-    };
-    [
-        key(b'g', &intent.provenance.grant_id),
-        key(b't', &intent.provenance.token_id),
-    ]
+/// Where a certificate came from, as the issuance log indexes it: the grant
+/// and the token it was issued from, and every client of its delegation
+/// chain (for cascading revocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// The root grant (`grant_id`).
+    Grant(&'a str),
+    /// The access token (`jti`).
+    Token(&'a str),
+    /// A client at any step of the chain: root, actor or presenter.
+    Client(&'a str),
 }
 
-/// The prefix of [`origin_keys`] for one grant (`b'g'`) or token (`b't'`).
-pub fn origin_prefix(kind: u8, id: &str) -> Vec<u8> {
-    let mut key = vec![kind, b':'];
-    key.extend_from_slice(id.as_bytes());
-    key.push(0);
-    key
+impl Origin<'_> {
+    fn kind(self) -> (u8, &'static str) {
+        match self {
+            Self::Grant(_) => (b'g', "grant"),
+            Self::Token(_) => (b't', "token"),
+            Self::Client(_) => (b'c', "client"),
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Self::Grant(id) | Self::Token(id) | Self::Client(id) => id,
+        }
+    }
+
+    /// The index key prefix of this origin.
+    pub fn prefix(&self) -> Vec<u8> {
+        let mut key = vec![self.kind().0, b':'];
+        key.extend_from_slice(self.id().as_bytes());
+        key.push(0);
+        key
+    }
+
+    /// Whether `intent` came from this origin (for backends without the
+    /// index).
+    pub fn matches(&self, intent: &IssuanceIntent) -> bool {
+        let provenance = &intent.provenance;
+        match self {
+            Self::Grant(id) => provenance.grant_id == *id,
+            Self::Token(id) => provenance.token_id == *id,
+            Self::Client(id) => provenance.steps.iter().any(|s| s.client_id == *id),
+        }
+    }
+}
+
+/// The index keys under which a certificate is found by its origins: its
+/// grant, its token, and each distinct client of its chain.
+pub fn origin_keys(intent: &IssuanceIntent) -> Vec<Vec<u8>> {
+    let provenance = &intent.provenance;
+    let mut origins = vec![
+        Origin::Grant(&provenance.grant_id),
+        Origin::Token(&provenance.token_id),
+    ];
+    for step in &provenance.steps {
+        let client = Origin::Client(&step.client_id);
+        if !origins.contains(&client) {
+            origins.push(client);
+        }
+    }
+    origins
+        .iter()
+        .map(|origin| {
+            let mut key = origin.prefix();
+            key.extend_from_slice(intent.serial.as_bytes());
+            key
+        })
+        .collect()
 }
 
 impl IssuanceRecord {
@@ -370,14 +418,9 @@ pub trait IssuanceLog: Send + Sync {
     /// Looks a serial up.
     async fn issuance(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError>;
 
-    /// Serials of the certificates issued from the grant `grant_id` or the
-    /// token `token_id` (either may be empty to match nothing), for
-    /// cascading revocation.
-    async fn certificates_from(
-        &self,
-        grant_id: &str,
-        token_id: &str,
-    ) -> Result<Vec<Serial>, StoreError>;
+    /// Serials of the certificates that came from `origin`, for cascading
+    /// revocation.
+    async fn certificates_from(&self, origin: Origin<'_>) -> Result<Vec<Serial>, StoreError>;
 
     /// Number of records (any state).
     async fn issuance_count(&self) -> Result<u64, StoreError>;

@@ -37,9 +37,9 @@ use crate::oauth::clients::{Client, ClientId};
 
 use super::{
     AuditEvent, AuditLog, AuditRecord, CertificateRevocation, ClientStore, IssuanceIntent,
-    IssuanceLog, IssuanceRecord, IssuanceState, Outcome, QuotaStore, QuotaTake, ReplayCache,
-    RevocationStore, RevokeOutcome, SCHEMA_VERSION, Serial, Store, StoreError, StoreHealth,
-    origin_keys, origin_prefix,
+    IssuanceLog, IssuanceRecord, IssuanceState, Origin, Outcome, QuotaStore, QuotaTake,
+    ReplayCache, RevocationStore, RevokeOutcome, SCHEMA_VERSION, Serial, Store, StoreError,
+    StoreHealth, origin_keys,
 };
 
 mod accounts;
@@ -252,6 +252,15 @@ impl SledStore {
                     .map_err(io)?;
                 self.migrate(2)
             }
+            // Schema 3 indexes certificates by every client of their chain
+            // too; indexing again adds those keys.
+            2 => {
+                self.index_origins()?;
+                self.meta
+                    .insert(META_SCHEMA_VERSION, &3u32.to_be_bytes())
+                    .map_err(io)?;
+                self.migrate(3)
+            }
             // Add `n => { self.migrate_from_n()?; self.migrate(n + 1) }` arms
             // here, each step in a transaction that also bumps the version.
             other => Err(StoreError::Corrupt {
@@ -265,8 +274,9 @@ impl SledStore {
         self.commit.wait().await
     }
 
-    /// Schema 1 → 2: index every record by its grant and token. Idempotent,
-    /// so a crash half-way is finished by the next start.
+    /// Schema 1 → 2 → 3: index every record by its origins (grant, token,
+    /// and since schema 3 each client of its chain). Idempotent, so a crash
+    /// half-way is finished by the next start.
     fn index_origins(&self) -> Result<(), StoreError> {
         for entry in &self.issuance {
             let (key, value) = entry.map_err(io)?;
@@ -360,30 +370,19 @@ impl IssuanceLog for SledStore {
         self.read_record(serial)
     }
 
-    async fn certificates_from(
-        &self,
-        grant_id: &str,
-        token_id: &str,
-    ) -> Result<Vec<Serial>, StoreError> {
-        let mut serials = Vec::new();
-        for (kind, id) in [(b'g', grant_id), (b't', token_id)] {
-            if id.is_empty() {
-                continue;
-            }
-            let prefix = origin_prefix(kind, id);
-            for entry in self.issuance_by_origin.scan_prefix(&prefix) {
+    async fn certificates_from(&self, origin: Origin<'_>) -> Result<Vec<Serial>, StoreError> {
+        let prefix = origin.prefix();
+        self.issuance_by_origin
+            .scan_prefix(&prefix)
+            .map(|entry| {
                 let (key, _) = entry.map_err(io)?;
                 let bytes = key.get(prefix.len()..).unwrap_or_default().to_vec();
-                let serial = Serial::from_bytes(bytes).map_err(|detail| StoreError::Corrupt {
+                Serial::from_bytes(bytes).map_err(|detail| StoreError::Corrupt {
                     path: self.path.display().to_string(),
                     detail,
-                })?;
-                if !serials.contains(&serial) {
-                    serials.push(serial);
-                }
-            }
-        }
-        Ok(serials)
+                })
+            })
+            .collect()
     }
 
     async fn issuance_count(&self) -> Result<u64, StoreError> {
@@ -974,20 +973,24 @@ mod tests {
         let store = reopen(&options(dir.path(), OpenMode::MustExist)).unwrap();
         let serial = intent(&[1, 1]).serial;
         assert_eq!(
-            store.certificates_from("g", "").await.unwrap(),
+            store.certificates_from(Origin::Grant("g")).await.unwrap(),
             vec![serial.clone()]
         );
         assert_eq!(
-            store.certificates_from("", "t").await.unwrap(),
+            store.certificates_from(Origin::Token("t")).await.unwrap(),
             vec![serial.clone()]
         );
-        assert!(
-            store
-                .certificates_from("other", "other")
-                .await
-                .unwrap()
-                .is_empty()
+        assert_eq!(
+            store.certificates_from(Origin::Client("c")).await.unwrap(),
+            vec![serial.clone()]
         );
+        for other in [
+            Origin::Grant("other"),
+            Origin::Token("other"),
+            Origin::Client("other"),
+        ] {
+            assert!(store.certificates_from(other).await.unwrap().is_empty());
+        }
         assert_eq!(store.health().await.schema_version, SCHEMA_VERSION);
         // Revocation: once, then the first one stands; audited once.
         let revoke = |serial: Serial| {

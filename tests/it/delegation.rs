@@ -698,3 +698,67 @@ fn tx_05_tx_06_tx_08_unapproved_revoked_and_too_deep_chains_get_nothing() {
     );
     assert_eq!(status.json()["status"], "revoked");
 }
+
+/// Suspending a client revokes what it had a hand in, downstream: its
+/// exchanged tokens stop working and the certificates naming it (as actor
+/// here) are marked revoked; the portal's own certificate, upstream of it,
+/// is not.
+#[test]
+fn suspending_a_delegatee_revokes_its_chain_but_nothing_upstream() {
+    let (_work, server, chain) = chain_world();
+    let mut browser = Browser::new(&server);
+    let t0 = portal_token(&server, &chain, &mut browser);
+    let t1 = token_of(&exchange(
+        &server,
+        "portal",
+        &chain.portal,
+        &t0,
+        "&audience=wps",
+    ));
+    let t2 = token_of(&exchange(&server, "wps", &chain.wps, &t1, ""));
+    let t3 = token_of(&exchange(
+        &server,
+        "wps",
+        &chain.wps,
+        &t2,
+        "&audience=broker-a",
+    ));
+    let broker = certificate(&server, &t3, Some(("broker-a", &chain.broker_a)));
+    assert_eq!(broker.status, 200, "{}", broker.text());
+    let portal = certificate(&server, &t0, None);
+    assert_eq!(portal.status, 200, "{}", portal.text());
+
+    let suspended = server.send(
+        "PUT",
+        "/rest/v1/oidc/clients/wps/status",
+        &[("Authorization", &admin(&server))],
+        Some((
+            "application/json",
+            r#"{"status": "suspended", "reason": "compromised"}"#,
+        )),
+    );
+    assert!(suspended.status < 300, "{}", suspended.text());
+
+    let status_of = |pem: &str| {
+        let serial = inspect_json(pem)["serial"].as_str().unwrap().to_owned();
+        server
+            .send(
+                "GET",
+                &format!("/certificate/status/{serial}"),
+                &[("Authorization", &admin(&server))],
+                None,
+            )
+            .json()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(status_of(&broker.text()), "revoked");
+    assert_eq!(status_of(&portal.text()), "good", "upstream untouched");
+    assert_eq!(
+        certificate(&server, &t3, Some(("broker-a", &chain.broker_a))).status,
+        401,
+        "a token of the suspended client yields nothing"
+    );
+    assert!(introspect_active(&server, "portal", &chain.portal, &t0));
+}

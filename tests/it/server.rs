@@ -30,7 +30,7 @@ fn first_start_serves_health_and_ca_and_a_restart_reuses_the_ca() {
     assert_eq!(json["status"], "ok");
     assert_eq!(json["store"]["ok"], true);
     assert_eq!(json["store"]["backend"], "sled");
-    assert_eq!(json["store"]["schema_version"], 2);
+    assert_eq!(json["store"]["schema_version"], 3);
     assert_eq!(health.header("cache-control"), Some("no-store"));
     assert_eq!(health.header("x-content-type-options"), Some("nosniff"));
     assert!(health.header("x-request-id").is_some());

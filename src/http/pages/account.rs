@@ -129,7 +129,10 @@ pub(crate) async fn page(
         // What was issued under it: the certificates of its grants.
         let mut certificates = Vec::new();
         for grant in store.grants_of(&approval.id).await? {
-            for serial in store.certificates_from(&grant, "").await? {
+            for serial in store
+                .certificates_from(crate::store::Origin::Grant(&grant))
+                .await?
+            {
                 if let Some(record) = store.issuance(&serial).await?
                     && record.state == crate::store::IssuanceState::Issued
                 {
