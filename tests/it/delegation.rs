@@ -11,9 +11,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::certificate::{inspect_json, issued_count, verify_with_openssl};
-use crate::people::{
-    Browser, PORTAL_CB, alice, authorize, authorize_path, html_of, pkce, query_of, redeem,
-};
+use crate::people::{Browser, PORTAL_CB, alice, authorize_path, html_of, pkce, query_of, redeem};
 use crate::token::{admin, register};
 use crate::{HttpResponse, Server, form_encode};
 
@@ -175,12 +173,24 @@ fn introspect_active(server: &Server, id: &str, secret: &str, token: &str) -> bo
 /// redeems a code: its token.
 fn portal_token(server: &Server, chain: &Chain, browser: &mut Browser<'_>) -> String {
     let (verifier, challenge) = pkce();
-    let back = authorize(
-        browser,
-        &authorize_path("openid slcs:certificate", &challenge, ""),
-    );
-    let code = query_of(back.header("location").unwrap())["code"].clone();
+    let code = crate::people::code_for(browser, "openid slcs:certificate", &challenge);
     token_of(&redeem(server, &chain.portal, &code, &verifier))
+}
+
+/// The chain below the portal's token `t0`: P's hand-off to W (`t1`), W's
+/// own token (`t2`), and W's token shared with `brokers` (`&audience=…`)
+/// (`t3`).
+fn walk_chain(server: &Server, chain: &Chain, t0: &str, brokers: &str) -> [String; 3] {
+    let t1 = token_of(&exchange(
+        server,
+        "portal",
+        &chain.portal,
+        t0,
+        "&audience=wps",
+    ));
+    let t2 = token_of(&exchange(server, "wps", &chain.wps, &t1, ""));
+    let t3 = token_of(&exchange(server, "wps", &chain.wps, &t2, brokers));
+    [t1, t2, t3]
 }
 
 #[test]
@@ -642,21 +652,7 @@ fn tx_05_tx_06_tx_08_unapproved_revoked_and_too_deep_chains_get_nothing() {
     let server = Server::start(&data, &[("SLCS_DELEGATION_MAX_DEPTH", "1")]);
     let mut browser = Browser::new(&server);
     let t0 = portal_token(&server, &chain, &mut browser);
-    let t1 = token_of(&exchange(
-        &server,
-        "portal",
-        &chain.portal,
-        &t0,
-        "&audience=wps",
-    ));
-    let t2 = token_of(&exchange(&server, "wps", &chain.wps, &t1, ""));
-    let t3 = token_of(&exchange(
-        &server,
-        "wps",
-        &chain.wps,
-        &t2,
-        "&audience=broker-a",
-    ));
+    let [_, t2, t3] = walk_chain(&server, &chain, &t0, "&audience=broker-a");
     let too_deep = exchange(&server, "broker-a", &chain.broker_a, &t3, "");
     assert_eq!(
         too_deep.json()["error"],
@@ -708,21 +704,7 @@ fn suspending_a_delegatee_revokes_its_chain_but_nothing_upstream() {
     let (_work, server, chain) = chain_world();
     let mut browser = Browser::new(&server);
     let t0 = portal_token(&server, &chain, &mut browser);
-    let t1 = token_of(&exchange(
-        &server,
-        "portal",
-        &chain.portal,
-        &t0,
-        "&audience=wps",
-    ));
-    let t2 = token_of(&exchange(&server, "wps", &chain.wps, &t1, ""));
-    let t3 = token_of(&exchange(
-        &server,
-        "wps",
-        &chain.wps,
-        &t2,
-        "&audience=broker-a",
-    ));
+    let [_, _, t3] = walk_chain(&server, &chain, &t0, "&audience=broker-a");
     let broker = certificate(&server, &t3, Some(("broker-a", &chain.broker_a)));
     assert_eq!(broker.status, 200, "{}", broker.text());
     let portal = certificate(&server, &t0, None);

@@ -275,6 +275,13 @@ pub fn sign_in_for(browser: &mut Browser<'_>, path: &str) -> HttpResponse {
     browser.follow(&signed_in)
 }
 
+/// The code of a covered (or first, approved) authorization request for
+/// `scope` with the S256 `challenge`: what the portal receives.
+pub fn code_for(browser: &mut Browser<'_>, scope: &str, challenge: &str) -> String {
+    let back = authorize(browser, &authorize_path(scope, challenge, ""));
+    query_of(back.header("location").unwrap())["code"].clone()
+}
+
 /// Approves a consent page, ticking every delegatee shown.
 pub fn approve_all(browser: &mut Browser<'_>, consent: &HttpResponse) -> HttpResponse {
     let html = consent.text();
@@ -724,11 +731,7 @@ fn code_01_code_04_pkce_is_required_and_s256_only() {
         Some(challenge.clone()),
         Some(format!("{}+", "a".repeat(43))),
     ] {
-        let location = authorize(&mut browser, &authorize_path("openid", &challenge, ""))
-            .header("location")
-            .unwrap()
-            .to_owned();
-        let code = query_of(&location)["code"].clone();
+        let code = code_for(&mut browser, "openid", &challenge);
         let body = match &bad {
             Some(v) => format!(
                 "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={}",
@@ -754,11 +757,7 @@ fn code_01_code_04_pkce_is_required_and_s256_only() {
         assert_eq!(retry.json()["error"], "invalid_grant", "code burnt");
     }
     // CODE-07: redeemed with another redirect URI, or by another client.
-    let location = authorize(&mut browser, &authorize_path("openid", &challenge, ""))
-        .header("location")
-        .unwrap()
-        .to_owned();
-    let code = query_of(&location)["code"].clone();
+    let code = code_for(&mut browser, "openid", &challenge);
     let other_uri = server.post(
         "/token",
         &[("Authorization", &basic("portal", &secret))],
@@ -778,14 +777,7 @@ fn code_08_concurrent_double_redemption_yields_one_token_family() {
     let mut browser = Browser::new(&server);
     for round in 0..3 {
         let (verifier, challenge) = pkce();
-        let location = authorize(
-            &mut browser,
-            &authorize_path("openid slcs:certificate", &challenge, ""),
-        )
-        .header("location")
-        .unwrap()
-        .to_owned();
-        let code = query_of(&location)["code"].clone();
+        let code = code_for(&mut browser, "openid slcs:certificate", &challenge);
         let results = concurrently(16, || redeem(&server, &secret, &code, &verifier));
         let winners: Vec<&HttpResponse> = results.iter().filter(|r| r.status == 200).collect();
         assert_eq!(
@@ -815,11 +807,8 @@ fn rt_01_rt_02_rotation_reuse_detection_and_concurrent_refresh() {
     let scope = "openid offline_access slcs:certificate";
     let tokens = |browser: &mut Browser<'_>| {
         let (verifier, challenge) = pkce();
-        let location = authorize(browser, &authorize_path(scope, &challenge, ""))
-            .header("location")
-            .unwrap()
-            .to_owned();
-        let response = redeem(&server, &secret, &query_of(&location)["code"], &verifier);
+        let code = code_for(browser, scope, &challenge);
+        let response = redeem(&server, &secret, &code, &verifier);
         assert_eq!(response.status, 200, "{}", response.text());
         response.json()
     };
@@ -1322,14 +1311,7 @@ fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
 
     // CODE-11: the approval revoked between the code and its redemption.
     let (verifier, challenge) = pkce();
-    let location = authorize(
-        &mut browser,
-        &authorize_path("openid slcs:certificate", &challenge, ""),
-    )
-    .header("location")
-    .unwrap()
-    .to_owned();
-    let code = query_of(&location)["code"].clone();
+    let code = code_for(&mut browser, "openid slcs:certificate", &challenge);
     let account = browser.get("/account");
     let html = html_of(&account);
     let csrf = hidden(&html, "csrf_token");
@@ -1345,14 +1327,12 @@ fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
 
     // RT-04: the portal's refresh token presented by another client.
     let (verifier, challenge) = pkce();
-    let location = authorize(
+    let code = code_for(
         &mut browser,
-        &authorize_path("openid offline_access slcs:certificate", &challenge, ""),
-    )
-    .header("location")
-    .unwrap()
-    .to_owned();
-    let tokens = redeem(&server, &secret, &query_of(&location)["code"], &verifier).json();
+        "openid offline_access slcs:certificate",
+        &challenge,
+    );
+    let tokens = redeem(&server, &secret, &code, &verifier).json();
     let rt = tokens["refresh_token"].as_str().unwrap();
     let (wps, wps_secret) = register(
         &server,
