@@ -38,6 +38,11 @@ pub enum FormError {
     /// Too many parameters.
     #[error("too many parameters")]
     TooMany,
+    /// Too many parameters, the overflowing one a repeatable target
+    /// (`audience`, `resource`): RFC 8693 §2.1.1 names this case
+    /// `invalid_target` (ATTACKS TX-13).
+    #[error("too many audience or resource values")]
+    TooManyTargets,
 }
 
 /// Parameters that RFC 8693 §2.1 and RFC 8707 §2 allow more than once
@@ -71,7 +76,11 @@ impl OAuthForm {
                 return Err(FormError::Repeated(name));
             }
             if params.len() == MAX_PARAMETERS {
-                return Err(FormError::TooMany);
+                return Err(if repeatable.contains(&name.as_str()) {
+                    FormError::TooManyTargets
+                } else {
+                    FormError::TooMany
+                });
             }
             params.push((name, value));
         }
@@ -171,8 +180,10 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
         let body = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|_| OAuthError::invalid_request("the request body could not be read"))?;
-        Self::parse_allowing(&body, REPEATABLE)
-            .map_err(|e| OAuthError::invalid_request(e.to_string()))
+        Self::parse_allowing(&body, REPEATABLE).map_err(|e| match e {
+            FormError::TooManyTargets => OAuthError::invalid_target(e.to_string()),
+            _ => OAuthError::invalid_request(e.to_string()),
+        })
     }
 }
 
@@ -227,6 +238,11 @@ mod tests {
         assert_eq!(
             OAuthForm::parse(many.join("&").as_bytes()).unwrap_err(),
             FormError::TooMany
+        );
+        let targets: Vec<String> = (0..65).map(|_| "resource=r".to_owned()).collect();
+        assert_eq!(
+            OAuthForm::parse_allowing(targets.join("&").as_bytes(), REPEATABLE).unwrap_err(),
+            FormError::TooManyTargets
         );
     }
 }

@@ -25,11 +25,13 @@
 //! token is ever issued by an exchange, and no exchanged token is without
 //! `act` (no impersonation).
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::client_auth::AuthenticatedClient;
-use super::clients::{ClientId, ClientStatus, GrantType};
+use super::clients::{Client, ClientId, ClientStatus, GrantType};
 use super::grants::TokenLineage;
 use super::jwt::{self, AccessTokenClaims, Audience, SubjectType};
 use super::resource::Resource;
@@ -94,8 +96,13 @@ pub fn actors(claims: &AccessTokenClaims) -> Result<Vec<String>, GrantError> {
         chain.push(sub.to_owned());
         next = object.get("act");
     }
-    if chain.is_empty() {
-        chain.push(claims.client_id.clone());
+    match chain.first() {
+        None => chain.push(claims.client_id.clone()),
+        // Every `act` we mint names the token's own client as the current
+        // actor; a token where they differ was not minted by this code and
+        // is refused rather than interpreted either way.
+        Some(current) if *current != claims.client_id => return Err(malformed()),
+        Some(_) => {}
     }
     Ok(chain)
 }
@@ -114,28 +121,46 @@ fn act_claim(chain: &[String]) -> Option<Value> {
 }
 
 /// Whether `approval` lets `delegatee` receive from `from`: the person
-/// approved it, and `from`'s registration declares it.
+/// approved it, and `from`'s registration declares it. One of the two is
+/// always the authenticated `caller`, whose record was read moments ago to
+/// authenticate it; only the other is read from the store.
 async fn approved_hop(
     service: &TokenService,
     approval: &Approval,
     from: &str,
     delegatee: &str,
+    caller: &Client,
 ) -> Result<bool, GrantError> {
     if !approval.delegatees.contains_key(delegatee) {
         return Ok(false);
     }
-    let declared = match ClientId::parse(from) {
-        Ok(id) => service.store().client(&id).await?,
-        Err(_) => None,
+    let declared = client_record(service, from, caller)
+        .await?
+        .filter(|c| c.status == ClientStatus::Active)
+        .is_some_and(|c| c.delegatees.iter().any(|d| d.as_str() == delegatee));
+    if !declared {
+        return Ok(false);
     }
-    .filter(|c| c.status == ClientStatus::Active)
-    .is_some_and(|c| c.delegatees.iter().any(|d| d.as_str() == delegatee));
-    let active = match ClientId::parse(delegatee) {
-        Ok(id) => service.store().client(&id).await?,
-        Err(_) => None,
+    let active = client_record(service, delegatee, caller)
+        .await?
+        .is_some_and(|c| c.status == ClientStatus::Active);
+    Ok(active)
+}
+
+/// The registration of client `id`: the caller's own record when it is the
+/// caller, otherwise the stored one.
+async fn client_record<'a>(
+    service: &TokenService,
+    id: &str,
+    caller: &'a Client,
+) -> Result<Option<Cow<'a, Client>>, GrantError> {
+    if id == caller.id.as_str() {
+        return Ok(Some(Cow::Borrowed(caller)));
     }
-    .is_some_and(|c| c.status == ClientStatus::Active);
-    Ok(declared && active)
+    Ok(match ClientId::parse(id) {
+        Ok(id) => service.store().client(&id).await?.map(Cow::Owned),
+        Err(_) => None,
+    })
 }
 
 /// The scope for a party approved for `allowed`, from the parent's scope:
@@ -272,7 +297,7 @@ impl TokenService {
             }
             (chain.clone(), false)
         } else if claims.aud.contains(me) {
-            if !approved_hop(self, &approval, holder, me).await? {
+            if !approved_hop(self, &approval, holder, me, &client.client).await? {
                 self.audit_refusal(&claims, me, holder, source.clone(), now)
                     .await?;
                 return Err(invalid(&format!(
@@ -310,7 +335,7 @@ impl TokenService {
                     "audience {member:?} is repeated or names the caller"
                 )));
             }
-            if !approved_hop(self, &approval, me, member).await? {
+            if !approved_hop(self, &approval, me, member, &client.client).await? {
                 return Err(GrantError::InvalidTarget(format!(
                     "audience {member:?} is not a delegatee of {me} that the person approved"
                 )));
@@ -487,6 +512,8 @@ mod tests {
             serde_json::json!({"sub": 1}),
             serde_json::json!({"sub": ""}),
             serde_json::json!({"sub": "wps", "act": "portal"}),
+            // The current actor is not the token's client.
+            serde_json::json!({"sub": "broker", "act": {"sub": "wps"}}),
         ] {
             assert!(
                 matches!(

@@ -406,7 +406,7 @@ fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain()
 }
 
 #[test]
-fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_15_tx_17_exchanges_that_must_fail() {
+fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_13_tx_15_tx_17_exchanges_that_must_fail() {
     let (_work, server, chain) = chain_world();
     let mut browser = Browser::new(&server);
     let t0 = portal_token(&server, &chain, &mut browser);
@@ -548,15 +548,24 @@ fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_15_tx_17_exchanges_that_must_fail() {
         error(exchange(&server, "wps", &chain.wps, &service_token, "")),
         "invalid_request"
     );
-    // TX-13: targets.
+    // TX-13: targets. A resource server the person never approved, one
+    // with a fragment, a relative one, 200 of them, an unknown audience,
+    // and more audiences than one exchange may name (RFC 8693 §2.1.1).
+    let issuer = claims(&t0)["iss"].as_str().unwrap().to_owned();
+    let indicator = form_encode(&format!("{issuer}/certificate"));
+    let too_many_audiences: String = (0..11).map(|i| format!("&audience=broker-{i}")).collect();
+    let hundreds_of_resources = format!("&resource={indicator}").repeat(200);
     for extra in [
-        "&resource=https%3A%2F%2Fevil.test%2F",
-        "&audience=nobody-registered",
+        "&resource=https%3A%2F%2Fevil.test%2F".to_owned(),
+        format!("&resource={indicator}%23x"),
+        "&resource=slcs".to_owned(),
+        hundreds_of_resources,
+        "&audience=nobody-registered".to_owned(),
+        too_many_audiences,
     ] {
-        assert_eq!(
-            error(exchange(&server, "wps", &chain.wps, &t1, extra)),
-            "invalid_target"
-        );
+        let answer = exchange(&server, "wps", &chain.wps, &t1, &extra);
+        let description = answer.json()["error_description"].to_string();
+        assert_eq!(error(answer), "invalid_target", "{description}");
     }
     // Nothing was issued by any of the refusals.
     assert_eq!(issued_count(&server), before);
@@ -574,6 +583,72 @@ fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_15_tx_17_exchanges_that_must_fail() {
         .filter(|e| e["action"] == "token.exchange")
         .count();
     assert_eq!(exchanges, 1, "only the hand-off was issued");
+}
+
+/// `token` with its claims changed by `edit`, signed again with the
+/// server's own signing key (read from its data directory, as only an
+/// insider could): what a bug in our own minting could produce.
+fn resigned(server: &Server, token: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let kid = header.kid.clone().unwrap();
+    let pem = std::fs::read(server.data_dir.join("keys").join(format!("{kid}.pem"))).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap();
+    let mut body = claims(token);
+    edit(&mut body);
+    jsonwebtoken::encode(&header, &body, &key).unwrap()
+}
+
+#[test]
+fn tx_09_a_malformed_act_is_refused_and_a_foreign_act_never_copied() {
+    let (_work, server, chain) = chain_world();
+    let mut browser = Browser::new(&server);
+    let t0 = portal_token(&server, &chain, &mut browser);
+    let t1 = token_of(&exchange(
+        &server,
+        "portal",
+        &chain.portal,
+        &t0,
+        "&audience=wps",
+    ));
+    // The unedited re-signed token is accepted: the refusals below are
+    // about `act`, not about the re-signing.
+    let same = resigned(&server, &t1, |_| {});
+    assert_eq!(
+        exchange(&server, "wps", &chain.wps, &same, "").status,
+        200,
+        "control"
+    );
+    let before = issued_count(&server);
+    for bad in [
+        json!("broker"),
+        json!(["broker"]),
+        json!({"sub": 1}),
+        json!({"sub": ""}),
+        json!({"sub": "portal", "act": "origin"}),
+        // The current actor must be the token's own client.
+        json!({"sub": "origin"}),
+    ] {
+        let forged = resigned(&server, &t1, |c| c["act"] = bad.clone());
+        let answer = exchange(&server, "wps", &chain.wps, &forged, "");
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.text());
+        assert_eq!(answer.json()["error"], "invalid_request", "{bad}");
+    }
+    assert_eq!(issued_count(&server), before);
+
+    // Members other than `sub` and `act` inside `act` mean nothing (RFC
+    // 8693 §4.1): they do not invalidate the token and are never carried
+    // into the one minted from it.
+    let noisy = resigned(&server, &t1, |c| {
+        c["act"] = json!({
+            "sub": "portal", "exp": 1, "aud": "x", "scope": "everything",
+            "act": {"sub": "origin", "nbf": 5}
+        });
+    });
+    let minted = token_of(&exchange(&server, "wps", &chain.wps, &noisy, ""));
+    assert_eq!(
+        claims(&minted)["act"],
+        json!({"sub": "wps", "act": {"sub": "portal", "act": {"sub": "origin"}}})
+    );
 }
 
 #[test]
