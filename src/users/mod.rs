@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use async_trait::async_trait;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -163,6 +164,29 @@ impl PasswordParams {
             .map_err(|e| UserError::Internal(format!("argon2: {e}")))
     }
 
+    /// A PHC string with these parameters, a random salt and a random
+    /// output: no password matches it, and verifying against it costs
+    /// exactly what a real verification costs. Made without running
+    /// argon2, so keeping one costs neither start-up time nor the
+    /// algorithm's memory (19 MiB by default).
+    pub fn unmatchable_hash(self) -> Result<String, UserError> {
+        let mut random = [0u8; 16 + 32];
+        aws_lc_rs::rand::fill(&mut random)
+            .map_err(|_| UserError::Internal("random generator failed".into()))?;
+        let (salt, output) = random.split_at(16);
+        let salt =
+            SaltString::encode_b64(salt).map_err(|e| UserError::Internal(format!("salt: {e}")))?;
+        // PHC strings use unpadded standard base64 (the PHC string format).
+        let output = base64::engine::general_purpose::STANDARD_NO_PAD.encode(output);
+        Ok(format!(
+            "$argon2id$v=19$m={},t={},p={}${}${output}",
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            salt.as_str()
+        ))
+    }
+
     /// Whether `password` matches `stored` (a PHC string). The stored
     /// string's own parameters are used, so raising the defaults does not
     /// lock anyone out. The comparison inside argon2 is constant-time.
@@ -257,10 +281,7 @@ impl std::fmt::Debug for LocalUsers {
 impl LocalUsers {
     /// Local accounts with the given hashing cost.
     pub fn new(store: Arc<dyn Store>, params: PasswordParams) -> Result<Self, UserError> {
-        let mut random = [0u8; 24];
-        aws_lc_rs::rand::fill(&mut random)
-            .map_err(|_| UserError::Internal("random generator failed".into()))?;
-        let dummy_hash = params.hash(&hex::encode(random))?;
+        let dummy_hash = params.unmatchable_hash()?;
         Ok(Self {
             store,
             params,
@@ -654,6 +675,31 @@ mod tests {
         assert!(!cheap().verify("correct horse battery", "not a phc string"));
         // Two hashes of one password differ (fresh salt).
         assert_ne!(hash, cheap().hash("correct horse battery").unwrap());
+    }
+
+    #[test]
+    fn the_unknown_user_hash_has_real_parameters_and_matches_nothing() {
+        let dummy = cheap().unmatchable_hash().unwrap();
+        let real = cheap().hash("x").unwrap();
+        // Same algorithm, version, parameters and field lengths as a real
+        // hash, so verifying against it does the same work.
+        let parsed = PasswordHash::new(&dummy).unwrap();
+        let reference = PasswordHash::new(&real).unwrap();
+        assert_eq!(parsed.algorithm, reference.algorithm);
+        assert_eq!(parsed.version, reference.version);
+        assert_eq!(parsed.params, reference.params);
+        assert_eq!(
+            parsed.hash.map(|h| h.len()),
+            reference.hash.map(|h| h.len())
+        );
+        assert_eq!(
+            parsed.salt.map(|s| s.len()),
+            reference.salt.map(|s| s.len())
+        );
+        for guess in ["", "x", "password"] {
+            assert!(!cheap().verify(guess, &dummy));
+        }
+        assert_ne!(dummy, cheap().unmatchable_hash().unwrap());
     }
 
     #[test]
