@@ -292,7 +292,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "store.cache_capacity_mb",
         kind: KeyKind::Int,
         default: "64",
-        doc: "sled page cache size in MiB.",
+        doc: "sled page cache size in MiB; the largest part of the server's memory.",
     },
     KeyDoc {
         path: "log.format",
