@@ -585,6 +585,120 @@ fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_13_tx_15_tx_17_exchanges_that_must_fai
     assert_eq!(exchanges, 1, "only the hand-off was issued");
 }
 
+/// Signs `user` in on a fresh browser for the authorization request at
+/// `path` and answers its consent page, ticking the delegatees in `tick`
+/// only (none: every declared delegatee declined).
+fn decide_consent(server: &Server, user: &str, path: &str, tick: &[&str]) -> HttpResponse {
+    let mut browser = Browser::new(server);
+    let start = browser.get(path);
+    let login = browser.follow(&start);
+    let signed_in = browser.sign_in(&login, user, crate::people::PASSWORD);
+    let consent = browser.follow(&signed_in);
+    let html = html_of(&consent);
+    let csrf = crate::people::hidden(&html, "csrf_token");
+    let request = crate::people::hidden(&html, "request");
+    let ticks: Vec<String> = tick.iter().map(|d| format!("delegatee.{d}")).collect();
+    let mut form = vec![
+        ("csrf_token", csrf.as_str()),
+        ("request", request.as_str()),
+        ("decision", "approve"),
+    ];
+    form.extend(ticks.iter().map(|t| (t.as_str(), "on")));
+    let back = browser.post("/authorize/consent", &form);
+    assert_eq!(back.status, 303, "{}", back.text());
+    back
+}
+
+/// An approval of W counts only for the person who gave it and under the
+/// root client it was given to: Bob approving W under the portal, or Alice
+/// approving W under another portal, does not let W receive Alice's token
+/// from the portal. And `act`/`may_act` sent as request parameters mean
+/// nothing: the chain comes from the signed subject token and the
+/// authenticated caller only.
+#[test]
+fn tx_05_an_approval_of_another_user_or_root_client_is_no_approval_and_act_in_a_request_is_ignored()
+{
+    let (_work, server, chain) = chain_world();
+    crate::people::add_user(
+        &server,
+        json!({"username": "bob", "display_name": "Bob Jones", "password": crate::people::PASSWORD}),
+    );
+    registered(
+        &server,
+        &json!({
+            "client": {
+                "clientId": "portal-2",
+                "name": "Another Portal",
+                "standardFlowEnabled": true,
+                "consentRequired": true,
+                "redirectUris": [PORTAL_CB],
+                "defaultClientScopes": ["openid", "slcs:certificate"]
+            },
+            "slcs": { "delegatees": ["wps"], "tokenExchangeEnabled": true }
+        }),
+    );
+    let (_, challenge) = pkce();
+    let portal_path = authorize_path("openid slcs:certificate", &challenge, "");
+    let portal_2_path = portal_path.replace("client_id=portal&", "client_id=portal-2&");
+    // Bob approves W under the portal; Alice approves W under portal-2.
+    decide_consent(
+        &server,
+        "bob",
+        &portal_path,
+        &["wps", "broker-a", "broker-b"],
+    );
+    decide_consent(&server, "alice", &portal_2_path, &["wps"]);
+    // Alice approves the portal itself but declines every delegatee.
+    let (verifier, challenge) = pkce();
+    let back = decide_consent(
+        &server,
+        "alice",
+        &authorize_path("openid slcs:certificate", &challenge, ""),
+        &[],
+    );
+    let code = query_of(back.header("location").unwrap())["code"].clone();
+    let t0 = token_of(&redeem(&server, &chain.portal, &code, &verifier));
+    let before = issued_count(&server);
+    let refused = exchange(&server, "portal", &chain.portal, &t0, "&audience=wps");
+    assert_eq!(
+        refused.json()["error"],
+        "invalid_target",
+        "{}",
+        refused.text()
+    );
+    assert_eq!(issued_count(&server), before);
+
+    // With Alice's own approval of W under the portal, the same hand-off
+    // works; parameters that try to name the chain are ignored.
+    let mut browser = Browser::new(&server);
+    let (verifier, challenge) = pkce();
+    let consent = crate::people::sign_in_for(
+        &mut browser,
+        &authorize_path("openid slcs:certificate", &challenge, "&prompt=consent"),
+    );
+    let back = crate::people::approve_all(&mut browser, &consent);
+    let code = query_of(back.header("location").unwrap())["code"].clone();
+    let t0 = token_of(&redeem(&server, &chain.portal, &code, &verifier));
+    let t1 = token_of(&exchange(
+        &server,
+        "portal",
+        &chain.portal,
+        &t0,
+        "&audience=wps",
+    ));
+    let forged = form_encode(r#"{"sub":"broker-b","act":{"sub":"portal-2"}}"#);
+    let t2 = token_of(&exchange(
+        &server,
+        "wps",
+        &chain.wps,
+        &t1,
+        &format!("&act={forged}&may_act={forged}"),
+    ));
+    let c2 = claims(&t2);
+    assert_eq!(c2["act"], json!({"sub": "wps", "act": {"sub": "portal"}}));
+    assert!(c2.get("may_act").is_none(), "{c2}");
+}
+
 /// `token` with its claims changed by `edit`, signed again with the
 /// server's own signing key (read from its data directory, as only an
 /// insider could): what a bug in our own minting could produce.
