@@ -20,11 +20,11 @@ const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// Registered clients and their secrets.
-struct Chain {
-    portal: String,
-    wps: String,
-    broker_a: String,
-    broker_b: String,
+pub struct Chain {
+    pub portal: String,
+    pub wps: String,
+    pub broker_a: String,
+    pub broker_b: String,
 }
 
 fn service(id: &str, name: &str, delegatees: &[&str], exchange: bool) -> Value {
@@ -39,14 +39,14 @@ fn service(id: &str, name: &str, delegatees: &[&str], exchange: bool) -> Value {
     })
 }
 
-fn registered(server: &Server, body: &Value) -> String {
+pub fn registered(server: &Server, body: &Value) -> String {
     let (created, secret) = register(server, body);
     assert_eq!(created.status, 201, "{}", created.text());
     secret.unwrap()
 }
 
 /// P → W → {A, B}, all active.
-fn register_chain(server: &Server) -> Chain {
+pub fn register_chain(server: &Server) -> Chain {
     let broker_a = registered(server, &service("broker-a", "Job broker A", &[], true));
     let broker_b = registered(server, &service("broker-b", "Job broker B", &[], false));
     let wps = registered(

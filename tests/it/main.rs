@@ -12,6 +12,7 @@
     unreachable_pub
 )]
 
+mod browser;
 mod certificate;
 mod delegation;
 mod durability;

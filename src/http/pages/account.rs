@@ -24,7 +24,11 @@ struct ApprovalRow {
     client_id: String,
     client_name: String,
     scopes: Vec<String>,
+    /// The delegatees ordered by their distance from the root client.
     delegatees: Vec<DelegateeRow>,
+    /// The same, one entry per step below the root client: the chain as
+    /// the person reads it (portal → service → brokers).
+    steps: Vec<Vec<DelegateeRow>>,
     certificates: Vec<CertificateRow>,
     created: String,
     expires: String,
@@ -33,7 +37,7 @@ struct ApprovalRow {
     live: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct DelegateeRow {
     client_id: String,
     name: String,
@@ -50,6 +54,28 @@ struct CertificateRow {
     chain: String,
     not_after: String,
     status: &'static str,
+}
+
+/// `delegatees` grouped by steps below `root`: first those `root` hands
+/// work to, then those each of them hands work to, and so on. A delegatee
+/// no approved client declares any more (its `via` is gone) comes last,
+/// in a step of its own, so it is still shown.
+fn chain_steps(root: &str, mut delegatees: Vec<DelegateeRow>) -> Vec<Vec<DelegateeRow>> {
+    let mut steps: Vec<Vec<DelegateeRow>> = Vec::new();
+    let mut parents = vec![root.to_owned()];
+    while !delegatees.is_empty() {
+        let (step, rest): (Vec<_>, Vec<_>) = delegatees
+            .into_iter()
+            .partition(|d| d.via.as_ref().is_some_and(|v| parents.contains(v)));
+        delegatees = rest;
+        if step.is_empty() {
+            steps.push(std::mem::take(&mut delegatees));
+            break;
+        }
+        parents = step.iter().map(|d| d.client_id.clone()).collect();
+        steps.push(step);
+    }
+    steps
 }
 
 fn date(at: OffsetDateTime) -> String {
@@ -126,6 +152,8 @@ pub(crate) async fn page(
                 scopes: scopes.iter().cloned().collect(),
             });
         }
+        let steps = chain_steps(&approval.client_id, delegatees);
+        let delegatees = steps.iter().flatten().cloned().collect();
         // What was issued under it: the certificates of its grants.
         let mut certificates = Vec::new();
         for grant in store.grants_of(&approval.id).await? {
@@ -167,6 +195,7 @@ pub(crate) async fn page(
             client_id: approval.client_id,
             scopes: approval.scopes.into_iter().collect(),
             delegatees,
+            steps,
             created: date(approval.created_at),
             expires: date(approval.expires_at),
             last_used: approval.last_used.map(date),
@@ -250,4 +279,40 @@ pub(crate) async fn revoke(
         &details,
         Some(("/account", "Back to your account")),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, via: Option<&str>) -> DelegateeRow {
+        DelegateeRow {
+            client_id: id.into(),
+            name: id.into(),
+            via: via.map(Into::into),
+            scopes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_chain_is_drawn_step_by_step_from_the_root() {
+        let steps = chain_steps(
+            "portal",
+            vec![
+                row("broker-a", Some("wps")),
+                row("orphan", None),
+                row("broker-b", Some("wps")),
+                row("wps", Some("portal")),
+            ],
+        );
+        let ids: Vec<Vec<&str>> = steps
+            .iter()
+            .map(|s| s.iter().map(|d| d.client_id.as_str()).collect())
+            .collect();
+        assert_eq!(
+            ids,
+            [vec!["wps"], vec!["broker-a", "broker-b"], vec!["orphan"]]
+        );
+        assert!(chain_steps("portal", Vec::new()).is_empty());
+    }
 }

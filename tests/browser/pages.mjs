@@ -1,0 +1,224 @@
+// The pages as a person uses them, in headless Chromium (Debian's), driven
+// by playwright-core. Run by tests/it/browser.rs, which starts the server,
+// registers the clients and accounts, and passes everything through the
+// environment; this script exits non-zero on the first failed check.
+//
+//   SLCS_URL        https://localhost:<port>
+//   PORTAL_CB       the portal's redirect URI (answered here, never fetched)
+//   PORTAL_SECRET   the portal's client secret (for its /token calls)
+//   AUTHORIZE_PATH  the portal's /authorize?… with an S256 challenge
+//   VERIFIER        the PKCE verifier of that challenge
+//   EVIL_AUTHORIZE_PATH  /authorize?… for a client whose name and
+//                   description are HTML/JS payloads
+//   PASSWORD        every account's password
+//   SCREENSHOTS     directory for PNGs of the pages (optional)
+//   CHROMIUM        the browser (default /usr/bin/chromium)
+//
+// Node's own HTTPS calls (the portal's token requests) trust the server
+// through NODE_EXTRA_CA_CERTS; Chromium is told to accept the development
+// certificate, since a fresh profile cannot be given an extra root.
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import http from "node:http";
+
+const env = (name) => {
+  const value = process.env[name];
+  assert.ok(value, `${name} is not set`);
+  return value;
+};
+const base = env("SLCS_URL");
+const portalCb = env("PORTAL_CB");
+const password = env("PASSWORD");
+const shots = process.env.SCREENSHOTS;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  // A closed network: nothing may phone home (Playwright gives every
+  // launch a fresh, temporary profile).
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+  ],
+});
+
+/** A fresh person: own cookies, a phone-sized or desktop window. */
+async function person(viewport = { width: 1000, height: 900 }) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport });
+  const page = await context.newPage();
+  // Any dialog means a payload ran: recorded, dismissed, failed at the end.
+  const dialogs = [];
+  page.on("dialog", async (dialog) => {
+    dialogs.push(dialog.message());
+    await dialog.dismiss();
+  });
+  return { context, page, dialogs };
+}
+
+/** Presses Tab until `predicate(activeElement)` holds; fails after 40. */
+async function tabTo(page, description, predicate) {
+  for (let i = 0; i < 40; i++) {
+    await page.keyboard.press("Tab");
+    if (await page.evaluate(predicate)) return;
+  }
+  assert.fail(`Tab never reached ${description}`);
+}
+
+async function shot(page, name) {
+  if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+}
+
+async function token(form) {
+  const basic = Buffer.from(`portal:${env("PORTAL_SECRET")}`).toString("base64");
+  const response = await fetch(`${base}/token`, {
+    method: "POST",
+    headers: {
+      Authorization: `Basic ${basic}`,
+      "Content-Type": "application/x-www-form-urlencoded",
+    },
+    body: new URLSearchParams(form),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+const results = {};
+
+// 1. Keyboard only: sign in, approve with every delegatee, revoke.
+{
+  const { context, page, dialogs } = await person();
+  await page.goto(base + env("AUTHORIZE_PATH"));
+  await page.waitForSelector("form[action='/login']");
+  await shot(page, "login");
+  await tabTo(page, "the username field", () => document.activeElement?.id === "username");
+  await page.keyboard.type("alice");
+  await tabTo(page, "the password field", () => document.activeElement?.id === "password");
+  await page.keyboard.type(password);
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("form[action='/authorize/consent']");
+  assert.match(await page.locator("h1").innerText(), /^Approve Climate Portal/);
+  // Every declared delegatee is shown, ticked by default.
+  const ticked = await page.locator("input[type=checkbox][name^='delegatee.']:checked").count();
+  assert.equal(ticked, 3, "wps, broker-a and broker-b are offered");
+  await shot(page, "consent");
+  await tabTo(
+    page,
+    "the Approve button",
+    () => document.activeElement?.tagName === "BUTTON" && document.activeElement.value === "approve",
+  );
+  // The answer is a redirect to the portal, which is not on this network:
+  // its address is read off the request (Playwright does not route the
+  // targets of redirects, so the navigation itself fails).
+  const [toPortal] = await Promise.all([
+    page.waitForEvent("requestfailed", (request) => request.url().startsWith(portalCb)),
+    page.keyboard.press("Enter"),
+  ]);
+  // Let Chromium finish showing its error page before the next navigation.
+  await page.waitForURL(/^chrome-error:/, { timeout: 5000 }).catch(() => {});
+  const answer = new URL(toPortal.url());
+  const code = answer.searchParams.get("code");
+  assert.ok(code, `no code in ${answer}`);
+  assert.ok(answer.searchParams.get("iss"), "RFC 9207: the answer names its issuer");
+
+  // The portal redeems the code and holds a refresh token.
+  const redeemed = await token({
+    grant_type: "authorization_code",
+    code,
+    redirect_uri: portalCb,
+    code_verifier: env("VERIFIER"),
+  });
+  assert.equal(redeemed.status, 200, JSON.stringify(redeemed.body));
+  assert.ok(redeemed.body.refresh_token, "offline_access gives a refresh token");
+
+  // The account page shows the approval with its chain.
+  await page.goto(`${base}/account`);
+  await page.waitForSelector("h2");
+  const account = await page.locator("main").innerText();
+  for (const shown of ["Climate Portal", "wps", "broker-a", "broker-b"]) {
+    assert.ok(account.includes(shown), `the account page lacks ${shown}`);
+  }
+  // Drawn as the chain it is: the portal hands work to the service, the
+  // service to the brokers.
+  const chain = await page.locator(".approval .chain").first().innerText();
+  assert.match(chain, /^Climate Portal portal → Processing service wps → Job broker A broker-a, Job broker B broker-b$/, chain);
+  await shot(page, "account");
+  await tabTo(
+    page,
+    "the Revoke button",
+    () => document.activeElement?.tagName === "BUTTON" && document.activeElement.innerText.trim() === "Revoke",
+  );
+  await Promise.all([page.waitForURL(/\/revoke$/), page.keyboard.press("Enter")]);
+  const revoked = await page.locator("main").innerText();
+  assert.match(revoked, /revoked/i, revoked);
+  await page.goto(`${base}/account`);
+  const after = await page.locator("main").innerText();
+  assert.ok(!after.includes("Revoke"), "no live approval is left to revoke");
+
+  // The portal's next refresh fails: the approval behind it is gone.
+  const refreshed = await token({ grant_type: "refresh_token", refresh_token: redeemed.body.refresh_token });
+  assert.equal(refreshed.status, 400, JSON.stringify(refreshed.body));
+  assert.equal(refreshed.body.error, "invalid_grant");
+  assert.deepEqual(dialogs, []);
+  results.keyboard = "ok";
+  await context.close();
+}
+
+// 2. Attacker-controlled text renders inert: a client named and described
+//    with HTML/JS, seen by a person whose display name is one too.
+{
+  const { context, page, dialogs } = await person({ width: 390, height: 844 });
+  await page.goto(base + env("EVIL_AUTHORIZE_PATH"));
+  await page.waitForSelector("form[action='/login']");
+  await page.fill("#username", "mallory");
+  await page.fill("#password", password);
+  await page.click("button[type=submit]");
+  await page.waitForSelector("form[action='/authorize/consent']");
+  const text = await page.locator("main").innerText();
+  for (const literal of ["<img src=x onerror=alert(1)>", "<script>alert(2)</script>", "<svg onload=alert(3)>"]) {
+    assert.ok(text.includes(literal), `the page should show ${literal} as text`);
+  }
+  // No element the payloads would have created exists.
+  assert.equal(await page.locator("main img, main script, main svg").count(), 0);
+  await page.waitForTimeout(200);
+  assert.deepEqual(dialogs, [], "no payload ran");
+  results.xss = "ok";
+  await context.close();
+}
+
+// 3. Clickjacking (WEB-04): no page renders inside another site's frame
+//    (`frame-ancestors 'none'`), error pages included. The attacker's page
+//    is served from another origin on this machine (a page from a public
+//    origin could not frame a loopback one at all: Chromium's Private
+//    Network Access would block it and prove nothing). A control frame on
+//    the same page shows that a page inside a frame would be seen.
+{
+  const { context, page } = await person();
+  const framed = ["/login", "/device", "/account", "/authorize"];
+  const body =
+    framed.map((path, i) => `<iframe id="f${i}" src="${base}${path}"></iframe>`).join("") +
+    `<iframe id="control" srcdoc="<main><form><input name=x></form></main>"></iframe>`;
+  const attacker = http.createServer((_, response) => {
+    response.writeHead(200, { "Content-Type": "text/html" });
+    response.end(body);
+  });
+  await new Promise((listening) => attacker.listen(0, "127.0.0.1", listening));
+  try {
+    await page.goto(`http://127.0.0.1:${attacker.address().port}/`);
+    await page.waitForLoadState("load");
+    await page.waitForTimeout(500);
+    assert.equal(await page.frameLocator("#control").locator("main").count(), 1, "control frame");
+    for (const [i, path] of framed.entries()) {
+      assert.equal(await page.frameLocator(`#f${i}`).locator("main").count(), 0, `${path} rendered inside a frame`);
+    }
+  } finally {
+    attacker.close();
+  }
+  results.framing = "ok";
+  await context.close();
+}
+
+await browser.close();
+console.log(JSON.stringify(results));

@@ -1,0 +1,130 @@
+//! The pages in a real browser (issue 9): headless Chromium, driven by
+//! `tests/browser/pages.mjs` (playwright-core), against the real server.
+//! This side starts the server and sets the scene (the MashMyData chain,
+//! Alice, and a client and an account whose names are HTML/JS payloads);
+//! the script plays the people and checks what they see. Skipped where
+//! Chromium, node or the script's dependencies are missing, unless
+//! `BROWSER_REQUIRED` is set (as `.ci/run` does).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::delegation::{register_chain, registered};
+use crate::people::{PASSWORD, PORTAL_CB, add_user, alice, authorize_path, pkce};
+use crate::{Server, wait_timeout};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The directory of the browser scripts, if everything they need is here.
+fn browser_scripts() -> Option<&'static Path> {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
+    let node = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let ready =
+        node && Path::new(CHROMIUM).is_file() && dir.join("node_modules/playwright-core").is_dir();
+    if ready {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("BROWSER_REQUIRED").is_err(),
+        "browser tests required (BROWSER_REQUIRED) but node, {CHROMIUM} or tests/browser/node_modules is missing"
+    );
+    println!("no browser here; skipping (run .ci/run to install Chromium and playwright-core)");
+    None
+}
+
+/// Keyboard-only use and WEB-11: a person signs in, approves the portal
+/// with the delegatees its consent page shows, sees the approval drawn as
+/// its chain on the account page and revokes it, all with the keyboard,
+/// after which the portal's refresh fails. Output escaping: payloads in a
+/// client's name and description and in a display name stay text, and no
+/// script runs. WEB-04: no page renders in another site's frame.
+#[test]
+fn web_04_web_11_keyboard_only_consent_and_revoke_inert_payloads_and_no_framing() {
+    let Some(scripts) = browser_scripts() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &[]);
+    let chain = register_chain(&server);
+    alice(&server);
+    add_user(
+        &server,
+        json!({
+            "username": "mallory",
+            "display_name": "<svg onload=alert(3)>",
+            "password": PASSWORD
+        }),
+    );
+    registered(
+        &server,
+        &json!({
+            "client": {
+                "clientId": "evil",
+                "name": "Evil <img src=x onerror=alert(1)>",
+                "description": "<script>alert(2)</script>",
+                "standardFlowEnabled": true,
+                "consentRequired": true,
+                "redirectUris": [PORTAL_CB],
+                "defaultClientScopes": ["openid", "slcs:certificate"]
+            }
+        }),
+    );
+    let (verifier, challenge) = pkce();
+    let scope = "openid slcs:certificate offline_access";
+    let portal_path = authorize_path(scope, &challenge, "");
+    let (_, evil_challenge) = pkce();
+    let evil_path = authorize_path("openid slcs:certificate", &evil_challenge, "")
+        .replace("client_id=portal&", "client_id=evil&");
+    // Screenshots for docs/ when asked for; elsewhere into the scratch
+    // directory (taken either way, so the step is exercised).
+    let shots = if std::env::var("UPDATE_SCREENSHOTS").is_ok() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
+    } else {
+        work.path().join("screenshots")
+    };
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let mut child = Command::new("node")
+        .arg(scripts.join("pages.mjs"))
+        .current_dir(scripts)
+        .env(
+            "SLCS_URL",
+            format!("https://localhost:{}", server.addr.port()),
+        )
+        .env("NODE_EXTRA_CA_CERTS", data.join("ca").join("ca.pem"))
+        .env("PORTAL_CB", PORTAL_CB)
+        .env("PORTAL_SECRET", &chain.portal)
+        .env("AUTHORIZE_PATH", &portal_path)
+        .env("VERIFIER", &verifier)
+        .env("EVIL_AUTHORIZE_PATH", &evil_path)
+        .env("PASSWORD", PASSWORD)
+        .env("SCREENSHOTS", &shots)
+        .env("CHROMIUM", CHROMIUM)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(120));
+    let mut out = String::new();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "browser script failed:\n{out}\n{err}");
+    let results: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        results,
+        json!({"keyboard": "ok", "xss": "ok", "framing": "ok"}),
+        "{err}"
+    );
+    for page in ["login", "consent", "account"] {
+        assert!(shots.join(format!("{page}.png")).is_file(), "{page}.png");
+    }
+}
