@@ -666,6 +666,9 @@ pub enum PageError {
     /// 403: a form without a valid CSRF token, or a decision for a request
     /// this browser does not own (ATTACKS WEB-01).
     Forbidden(String),
+    /// 404: nothing of this person's by that name (never says whether it
+    /// exists for someone else).
+    NotFound(String),
     /// 429: too many attempts; try again after `retry_after` seconds.
     TooMany {
         /// What to tell the person.
@@ -697,6 +700,13 @@ impl IntoResponse for PageError {
             Self::Forbidden(message) => message_page(
                 StatusCode::FORBIDDEN,
                 "This form has expired",
+                &message,
+                &[],
+                Some(("/account", "Go to your account")),
+            ),
+            Self::NotFound(message) => message_page(
+                StatusCode::NOT_FOUND,
+                "Not found",
                 &message,
                 &[],
                 Some(("/account", "Go to your account")),

@@ -166,8 +166,12 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         .route("/device/confirm", post(pages::device::confirm))
         .route("/account", get(pages::account::page))
         .route(
+            "/account/certificates/{serial}",
+            get(pages::account::certificate_pem),
+        )
+        .route(
             "/account/approvals/{id}/revoke",
-            post(pages::account::revoke),
+            get(pages::account::confirm_revoke).post(pages::account::revoke),
         )
         .route("/static/slcs.css", get(pages::stylesheet))
         .route(

@@ -131,11 +131,7 @@ impl CaCertificate {
                 cert.subject().as_raw() == cert.issuer().as_raw(),
             )
         };
-        // LF line endings, as on disk and as every PEM tool writes them.
-        let pem = pem::encode_config(
-            &pem::Pem::new("CERTIFICATE", der.clone()),
-            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-        );
+        let pem = super::certificate_pem(&der);
         Ok(Self {
             der,
             pem,

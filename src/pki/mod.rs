@@ -16,3 +16,12 @@ pub mod profile;
 pub mod provenance;
 pub mod serial;
 pub mod trustroots;
+
+/// A DER certificate as PEM with LF line endings, as on disk, as rcgen
+/// writes the issued ones, and as every PEM tool reads them.
+pub fn certificate_pem(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}

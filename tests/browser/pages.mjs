@@ -147,15 +147,24 @@ const results = {};
   await shot(page, "account");
   await tabTo(
     page,
+    "the Revoke… link",
+    () => document.activeElement?.tagName === "A" && document.activeElement.innerText.trim() === "Revoke…",
+  );
+  await Promise.all([page.waitForURL(/\/revoke$/), page.keyboard.press("Enter")]);
+  // The confirmation names what ends, then the button does it.
+  assert.match(await page.locator("h1").innerText(), /^Revoke Climate Portal\?$/);
+  await shot(page, "revoke");
+  await tabTo(
+    page,
     "the Revoke button",
     () => document.activeElement?.tagName === "BUTTON" && document.activeElement.innerText.trim() === "Revoke",
   );
-  await Promise.all([page.waitForURL(/\/revoke$/), page.keyboard.press("Enter")]);
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")]);
   const revoked = await page.locator("main").innerText();
   assert.match(revoked, /revoked/i, revoked);
   await page.goto(`${base}/account`);
   const after = await page.locator("main").innerText();
-  assert.ok(!after.includes("Revoke"), "no live approval is left to revoke");
+  assert.ok(!after.includes("Revoke…"), "no live approval is left to revoke");
 
   // The portal's next refresh fails: the approval behind it is gone.
   const refreshed = await token({ grant_type: "refresh_token", refresh_token: redeemed.body.refresh_token });

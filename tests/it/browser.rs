@@ -124,7 +124,7 @@ fn web_04_web_11_keyboard_only_consent_and_revoke_inert_payloads_and_no_framing(
         json!({"keyboard": "ok", "xss": "ok", "framing": "ok"}),
         "{err}"
     );
-    for page in ["login", "consent", "account"] {
+    for page in ["login", "consent", "account", "revoke"] {
         assert!(shots.join(format!("{page}.png")).is_file(), "{page}.png");
     }
 }

@@ -571,11 +571,68 @@ fn code_flow_signs_in_approves_once_and_revocation_ends_everything() {
     let html = html_of(&account);
     assert!(html.contains("Climate Portal"), "{html}");
     assert!(html.contains(&format!("/account/approvals/{approval_id}/revoke")));
+    // Her certificate, as PEM, for her only: another person, a stranger
+    // and a made-up serial all get the same "not found".
+    let download = browser.get(&format!("/account/certificates/{serial}"));
+    assert_eq!(download.status, 200, "{}", download.text());
+    assert_eq!(
+        download.header("content-disposition"),
+        Some(format!("attachment; filename=\"{serial}.pem\"").as_str())
+    );
+    let first_block = |text: &str| {
+        let end = "-----END CERTIFICATE-----";
+        text[..text.find(end).unwrap() + end.len()].to_owned()
+    };
+    assert_eq!(first_block(&download.text()), first_block(&pem));
+    assert!(!download.text().contains("PRIVATE KEY"));
+    add_user(
+        &server,
+        json!({"username": "bob", "display_name": "Bob", "password": PASSWORD}),
+    );
+    let mut bob = Browser::new(&server);
+    let login = bob.get("/login");
+    bob.sign_in(&login, "bob", PASSWORD);
+    let mut stranger = Browser::new(&server);
+    let not_found = |answer: HttpResponse, what: &str| {
+        assert_eq!(answer.status, 404, "{what}: {}", answer.text());
+        assert!(!answer.text().contains("BEGIN CERTIFICATE"));
+    };
+    not_found(
+        bob.get(&format!("/account/certificates/{serial}")),
+        "Bob asks for Alice's",
+    );
+    not_found(browser.get("/account/certificates/zz"), "malformed");
+    not_found(
+        browser.get("/account/certificates/7fffffffffffffff"),
+        "never issued",
+    );
+    assert_eq!(
+        stranger
+            .get(&format!("/account/certificates/{serial}"))
+            .status,
+        303,
+        "to the login page"
+    );
+    // Revoking takes a confirmation that says what it will end.
+    let confirm = browser.get(&format!("/account/approvals/{approval_id}/revoke"));
+    assert_eq!(confirm.status, 200, "{}", confirm.text());
+    let confirm_html = html_of(&confirm);
+    assert!(
+        confirm_html.contains("Revoke Climate Portal?"),
+        "{confirm_html}"
+    );
+    assert!(confirm_html.contains(&serial), "{confirm_html}");
+    assert_eq!(
+        bob.get(&format!("/account/approvals/{approval_id}/revoke"))
+            .status,
+        404,
+        "not Bob's approval"
+    );
     // WEB-02: without the form's token nothing is revoked.
     let forged = browser.post(&format!("/account/approvals/{approval_id}/revoke"), &[]);
     assert_eq!(forged.status, 403);
     assert!(introspect_active(&server, &secret, &access));
-    let csrf = hidden(&html, "csrf_token");
+    let csrf = hidden(&confirm_html, "csrf_token");
     let revoked = browser.post(
         &format!("/account/approvals/{approval_id}/revoke"),
         &[("csrf_token", &csrf)],

@@ -1,12 +1,14 @@
-//! `GET /account` and `POST /account/approvals/{id}/revoke`: the person's
-//! approvals, drawn as chains (client → delegatees), and the one-click
-//! revocation that ends everything issued under one (BRIEF §3).
+//! `GET /account`, `GET|POST /account/approvals/{id}/revoke` and
+//! `GET /account/certificates/{serial}`: the person's approvals, drawn as
+//! chains (client → delegatees) with the certificates issued under each,
+//! the confirmed revocation that ends everything issued under one (BRIEF
+//! §3), and the download of a certificate.
 
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -76,6 +78,48 @@ fn chain_steps(root: &str, mut delegatees: Vec<DelegateeRow>) -> Vec<Vec<Delegat
         steps.push(step);
     }
     steps
+}
+
+/// The certificates issued under approval `approval_id`: those of its
+/// grants, and through them of every token exchanged from them.
+async fn certificates_under(
+    store: &std::sync::Arc<dyn crate::store::Store>,
+    approval_id: &str,
+    now: OffsetDateTime,
+) -> Result<Vec<CertificateRow>, crate::store::StoreError> {
+    let mut certificates = Vec::new();
+    for grant in store.grants_of(approval_id).await? {
+        for serial in store
+            .certificates_from(crate::store::Origin::Grant(&grant))
+            .await?
+        {
+            if let Some(record) = store.issuance(&serial).await?
+                && record.state == crate::store::IssuanceState::Issued
+            {
+                certificates.push(CertificateRow {
+                    serial: serial.to_hex(),
+                    subject: record.intent.subject.clone(),
+                    presenter: record
+                        .intent
+                        .provenance
+                        .steps
+                        .last()
+                        .map(|s| s.client_id.clone())
+                        .unwrap_or_default(),
+                    chain: record.intent.provenance.chain_summary(),
+                    not_after: date(record.intent.not_after),
+                    status: if record.revocation.is_some() {
+                        "revoked"
+                    } else if record.intent.not_after <= now {
+                        "expired"
+                    } else {
+                        "valid"
+                    },
+                });
+            }
+        }
+    }
+    Ok(certificates)
 }
 
 fn date(at: OffsetDateTime) -> String {
@@ -154,39 +198,7 @@ pub(crate) async fn page(
         }
         let steps = chain_steps(&approval.client_id, delegatees);
         let delegatees = steps.iter().flatten().cloned().collect();
-        // What was issued under it: the certificates of its grants.
-        let mut certificates = Vec::new();
-        for grant in store.grants_of(&approval.id).await? {
-            for serial in store
-                .certificates_from(crate::store::Origin::Grant(&grant))
-                .await?
-            {
-                if let Some(record) = store.issuance(&serial).await?
-                    && record.state == crate::store::IssuanceState::Issued
-                {
-                    certificates.push(CertificateRow {
-                        serial: serial.to_hex(),
-                        subject: record.intent.subject.clone(),
-                        presenter: record
-                            .intent
-                            .provenance
-                            .steps
-                            .last()
-                            .map(|s| s.client_id.clone())
-                            .unwrap_or_default(),
-                        chain: record.intent.provenance.chain_summary(),
-                        not_after: date(record.intent.not_after),
-                        status: if record.revocation.is_some() {
-                            "revoked"
-                        } else if record.intent.not_after <= now {
-                            "expired"
-                        } else {
-                            "valid"
-                        },
-                    });
-                }
-            }
-        }
+        let certificates = certificates_under(store, &approval.id, now).await?;
         let live = approval.is_live(now);
         approvals.push(ApprovalRow {
             client_name: root.map_or_else(|| approval.client_id.clone(), |c| c.name),
@@ -222,6 +234,98 @@ pub(crate) async fn page(
             approvals => approvals,
         },
     ))
+}
+
+/// `GET /account/approvals/{id}/revoke`: what revoking would end, and the
+/// button that does it. Revocation cannot be undone, so it takes a second,
+/// deliberate step; the page names what is affected so the person decides
+/// knowingly.
+pub(crate) async fn confirm_revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(approval_id): Path<String>,
+) -> Result<Response, PageError> {
+    let now = state.inner.clock.now();
+    let Some((value, session)) = session_of(&state, &headers).await? else {
+        return Ok(see_other(&Continue::Account.login_path()));
+    };
+    let store = &state.inner.store;
+    let approval = store
+        .approvals_of(&session.sub)
+        .await?
+        .into_iter()
+        .find(|a| a.id == approval_id)
+        .ok_or_else(|| PageError::NotFound("There is no such approval in your account.".into()))?;
+    if !approval.is_live(now) {
+        return Ok(message_page(
+            StatusCode::OK,
+            "Nothing to revoke",
+            "This approval has already been revoked or has expired.",
+            &[],
+            Some(("/account", "Back to your account")),
+        ));
+    }
+    let client_name = match ClientId::parse(&approval.client_id) {
+        Ok(id) => store.client(&id).await?.map(|c| c.name),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| approval.client_id.clone());
+    let grants = store.grants_of(&approval.id).await?.len();
+    let valid = certificates_under(store, &approval.id, now)
+        .await?
+        .into_iter()
+        .filter(|c| c.status == "valid")
+        .collect::<Vec<_>>();
+    Ok(render(
+        StatusCode::OK,
+        "revoke.html",
+        minijinja::context! {
+            csrf_token => state.inner.sessions.csrf_token(&value),
+            id => approval.id,
+            client_name => client_name,
+            client_id => approval.client_id,
+            delegatees => approval.delegatees.keys().collect::<Vec<_>>(),
+            grants => grants,
+            certificates => valid,
+        },
+    ))
+}
+
+/// `GET /account/certificates/{serial}`: one of the person's certificates
+/// as PEM, to keep or to show a relying party. The certificate only: the
+/// key never reaches slcs.
+pub(crate) async fn certificate_pem(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(serial): Path<String>,
+) -> Result<Response, PageError> {
+    let Some((_, session)) = session_of(&state, &headers).await? else {
+        return Ok(see_other(&Continue::Account.login_path()));
+    };
+    // The same answer for a malformed serial, someone else's certificate
+    // and none at all: serials are not for enumerating.
+    let not_yours = || PageError::NotFound("There is no such certificate in your account.".into());
+    let serial: crate::store::Serial = serial.parse().map_err(|_| not_yours())?;
+    let record = state
+        .inner
+        .store
+        .issuance(&serial)
+        .await?
+        .filter(|r| r.intent.provenance.subject == session.sub)
+        .ok_or_else(not_yours)?;
+    let der = record.certificate.ok_or_else(not_yours)?;
+    let body = crate::pki::certificate_pem(&der);
+    let disposition = format!("attachment; filename=\"{}.pem\"", serial.to_hex());
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 pub(crate) async fn revoke(

@@ -54,6 +54,7 @@ fn environment() -> Result<Environment<'static>, minijinja::Error> {
         ("device.html", include_str!("templates/device.html")),
         ("message.html", include_str!("templates/message.html")),
         ("account.html", include_str!("templates/account.html")),
+        ("revoke.html", include_str!("templates/revoke.html")),
     ] {
         env.add_template(name, source)?;
     }
