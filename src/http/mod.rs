@@ -170,6 +170,14 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
             get(pages::account::certificate_pem),
         )
         .route(
+            "/account/password",
+            get(pages::security::password_page).post(pages::security::change_password),
+        )
+        .route(
+            "/account/sessions/end-others",
+            post(pages::security::end_other_sessions),
+        )
+        .route(
             "/account/approvals/{id}/revoke",
             get(pages::account::confirm_revoke).post(pages::account::revoke),
         )

@@ -556,6 +556,10 @@ pub trait AccountStore: Send + Sync {
 
     /// Ends a session. Durable on `Ok`.
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
+
+    /// Every stored session of person `sub` (expired ones included until
+    /// maintenance purges them).
+    async fn sessions_of(&self, sub: &str) -> Result<Vec<Session>, StoreError>;
 }
 
 /// Approvals and the in-flight parts of people's grants.

@@ -117,6 +117,36 @@ impl Sessions {
         self.store.delete_session(&self.key(cookie_value)).await
     }
 
+    /// The live sessions of person `sub`, newest first.
+    pub async fn live_of(
+        &self,
+        sub: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut sessions: Vec<Session> = self
+            .store
+            .sessions_of(sub)
+            .await?
+            .into_iter()
+            .filter(|s| s.expires_at > now)
+            .collect();
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        Ok(sessions)
+    }
+
+    /// Ends every session of person `sub` but the one whose keyed hash is
+    /// `keep`; how many it ended. Durable on `Ok`.
+    pub async fn end_others(&self, sub: &str, keep: &str) -> Result<usize, StoreError> {
+        let mut ended = 0;
+        for session in self.store.sessions_of(sub).await? {
+            if session.id_hash != keep {
+                self.store.delete_session(&session.id_hash).await?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
     /// The CSRF token for forms shown to the holder of `binding` (the
     /// session or pre-login cookie value).
     pub fn csrf_token(&self, binding: &str) -> String {

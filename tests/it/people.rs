@@ -1467,3 +1467,100 @@ fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
     );
     assert!(cors.header("access-control-allow-origin").is_none());
 }
+
+/// Signs `username` in on a fresh browser (straight to the account page).
+fn signed_in<'a>(server: &'a Server, username: &str, password: &str) -> Browser<'a> {
+    let mut browser = Browser::new(server);
+    let login = browser.get("/login");
+    let answer = browser.sign_in(&login, username, password);
+    assert_eq!(answer.status, 303, "{}", answer.text());
+    browser
+}
+
+/// A password change proves the current password, refuses a repetition
+/// that differs or a password too short, changes nothing when refused or
+/// unsent by this site, and signs out every other session; "sign out
+/// everywhere else" ends the others and keeps this one.
+#[test]
+fn a_password_change_proves_the_current_one_and_signs_out_everywhere_else() {
+    let (_work, server, _, _) = portal_world(&[]);
+    let mut here = signed_in(&server, "alice", PASSWORD);
+    let mut elsewhere = signed_in(&server, "alice", PASSWORD);
+    let account = html_of(&here.get("/account"));
+    assert_eq!(account.matches("Since ").count(), 2, "{account}");
+    assert_eq!(account.matches("this browser").count(), 1, "{account}");
+
+    let page = here.get("/account/password");
+    assert_eq!(page.status, 200, "{}", page.text());
+    let csrf = hidden(&page.text(), "csrf_token");
+    let new = "a much longer new passphrase";
+    let attempt =
+        |browser: &mut Browser<'_>, csrf: &str, current: &str, new: &str, repeat: &str| {
+            browser.post(
+                "/account/password",
+                &[
+                    ("csrf_token", csrf),
+                    ("current_password", current),
+                    ("new_password", new),
+                    ("repeat_password", repeat),
+                ],
+            )
+        };
+    for (csrf, current, new_password, repeat, status) in [
+        ("", PASSWORD, new, new, 403),
+        (csrf.as_str(), "not the password", new, new, 401),
+        (csrf.as_str(), PASSWORD, new, "something else entirely", 400),
+        (csrf.as_str(), PASSWORD, "short", "short", 400),
+    ] {
+        let refused = attempt(&mut here, csrf, current, new_password, repeat);
+        assert_eq!(refused.status, status, "{}", refused.text());
+        assert!(
+            status == 403 || refused.text().contains("Nothing was changed"),
+            "{}",
+            refused.text()
+        );
+    }
+    // Nothing changed: the old password still signs in, the other
+    // browser is still signed in.
+    signed_in(&server, "alice", PASSWORD);
+    assert_eq!(elsewhere.get("/account").status, 200);
+
+    let changed = attempt(&mut here, &csrf, PASSWORD, new, new);
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    assert!(
+        changed.text().contains("2 other sessions were signed out"),
+        "{}",
+        changed.text()
+    );
+    assert_eq!(here.get("/account").status, 200, "this browser stays");
+    assert_eq!(elsewhere.get("/account").status, 303, "signed out");
+    let mut old = Browser::new(&server);
+    let login = old.get("/login");
+    assert_eq!(old.sign_in(&login, "alice", PASSWORD).status, 401);
+    let mut third = signed_in(&server, "alice", new);
+    assert_eq!(third.get("/account").status, 200);
+
+    // Sign out everywhere else: the third browser ends, this one stays.
+    let account = here.get("/account");
+    let csrf = hidden(&account.text(), "csrf_token");
+    let forged = here.post("/account/sessions/end-others", &[]);
+    assert_eq!(forged.status, 403);
+    assert_eq!(
+        third.get("/account").status,
+        200,
+        "nothing ended by a forged form"
+    );
+    let ended = here.post("/account/sessions/end-others", &[("csrf_token", &csrf)]);
+    assert_eq!(ended.status, 200, "{}", ended.text());
+    assert!(
+        ended.text().contains("1 other session was signed out"),
+        "{}",
+        ended.text()
+    );
+    assert_eq!(third.get("/account").status, 303);
+    assert_eq!(here.get("/account").status, 200);
+    let actions = audit_actions(&server);
+    for action in ["user.set_password", "user.sessions.end"] {
+        assert!(actions.iter().any(|a| a == action), "{action} not audited");
+    }
+}

@@ -39,6 +39,16 @@ struct ApprovalRow {
     live: bool,
 }
 
+#[derive(Serialize)]
+struct SessionRow {
+    created: String,
+    expires: String,
+    /// How the person signed in (`amr`, RFC 8176: `pwd`, …).
+    method: String,
+    /// The session of the browser looking at the page.
+    current: bool,
+}
+
 #[derive(Clone, Serialize)]
 struct DelegateeRow {
     client_id: String,
@@ -56,6 +66,24 @@ struct CertificateRow {
     chain: String,
     not_after: String,
     status: &'static str,
+}
+
+/// How a session signed in, in words, from its `amr` values (RFC 8176).
+fn sign_in_method(amr: &[String]) -> String {
+    let words: Vec<&str> = amr
+        .iter()
+        .map(|m| match m.as_str() {
+            "pwd" => "password",
+            "otp" => "one-time code",
+            "mfa" => "two factors",
+            other => other,
+        })
+        .collect();
+    if words.is_empty() {
+        "signed in".to_owned()
+    } else {
+        format!("signed in with {}", words.join(" and "))
+    }
 }
 
 /// `delegatees` grouped by steps below `root`: first those `root` hands
@@ -221,6 +249,19 @@ pub(crate) async fn page(
             live,
         });
     }
+    let sessions: Vec<SessionRow> = state
+        .inner
+        .sessions
+        .live_of(&session.sub, now)
+        .await?
+        .into_iter()
+        .map(|s| SessionRow {
+            created: date(s.created_at),
+            expires: date(s.expires_at),
+            method: sign_in_method(&s.amr),
+            current: s.id_hash == session.id_hash,
+        })
+        .collect();
     Ok(render(
         StatusCode::OK,
         "account.html",
@@ -232,6 +273,7 @@ pub(crate) async fn page(
                 organisation => user.organisation,
             },
             approvals => approvals,
+            sessions => sessions,
         },
     ))
 }
@@ -396,6 +438,16 @@ mod tests {
             via: via.map(Into::into),
             scopes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn sign_in_methods_read_as_words() {
+        assert_eq!(sign_in_method(&["pwd".into()]), "signed in with password");
+        assert_eq!(
+            sign_in_method(&["pwd".into(), "otp".into()]),
+            "signed in with password and one-time code"
+        );
+        assert_eq!(sign_in_method(&[]), "signed in");
     }
 
     #[test]

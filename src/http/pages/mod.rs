@@ -24,6 +24,7 @@ pub(super) mod account;
 pub(super) mod authorize;
 pub(super) mod device;
 pub(super) mod login;
+pub(super) mod security;
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "__Host-slcs-session";
@@ -55,6 +56,7 @@ fn environment() -> Result<Environment<'static>, minijinja::Error> {
         ("message.html", include_str!("templates/message.html")),
         ("account.html", include_str!("templates/account.html")),
         ("revoke.html", include_str!("templates/revoke.html")),
+        ("password.html", include_str!("templates/password.html")),
     ] {
         env.add_template(name, source)?;
     }

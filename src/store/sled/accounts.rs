@@ -28,6 +28,8 @@ pub(super) struct Trees {
     users: sled::Tree,
     users_by_name: sled::Tree,
     sessions: sled::Tree,
+    /// `sub \0 session id hash` → nothing.
+    sessions_by_user: sled::Tree,
     approvals: sled::Tree,
     current_approvals: sled::Tree,
     approval_grants: sled::Tree,
@@ -47,6 +49,7 @@ impl Trees {
             users: db.open_tree("users")?,
             users_by_name: db.open_tree("users_by_name")?,
             sessions: db.open_tree("sessions")?,
+            sessions_by_user: db.open_tree("sessions_by_user")?,
             approvals: db.open_tree("approvals")?,
             current_approvals: db.open_tree("current_approvals")?,
             approval_grants: db.open_tree("approval_grants")?,
@@ -74,9 +77,27 @@ impl Trees {
     }
 
     /// Drops index entries whose record is gone: user codes of purged
-    /// device records, child links of purged lineage records.
+    /// device records, child links of purged lineage records, a person's
+    /// links to purged sessions.
     pub(super) fn purge_orphans(&self) -> Result<u64, StoreError> {
         let mut purged = 0;
+        for entry in &self.sessions_by_user {
+            let (key, _) = entry.map_err(io)?;
+            let session = key
+                .iter()
+                .position(|b| *b == 0)
+                .and_then(|at| key.get(at + 1..))
+                .unwrap_or_default();
+            if !self.sessions.contains_key(session).map_err(io)?
+                && self
+                    .sessions_by_user
+                    .compare_and_swap(&key, Some(&[][..]), None::<&[u8]>)
+                    .map_err(io)?
+                    .is_ok()
+            {
+                purged += 1;
+            }
+        }
         for entry in &self.lineage_children {
             let (key, _) = entry.map_err(io)?;
             let child = key
@@ -247,9 +268,13 @@ impl AccountStore for SledStore {
     }
 
     async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
-        self.accounts
-            .sessions
+        // The record before the index entry that names it.
+        let t = &self.accounts;
+        t.sessions
             .insert(session.id_hash.as_bytes(), encode(session, "session")?)
+            .map_err(io)?;
+        t.sessions_by_user
+            .insert(pair_key(&session.sub, &session.id_hash), &[][..])
             .map_err(io)?;
         self.durable().await
     }
@@ -259,11 +284,25 @@ impl AccountStore for SledStore {
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
-        self.accounts
-            .sessions
-            .remove(id_hash.as_bytes())
-            .map_err(io)?;
+        let t = &self.accounts;
+        if let Some(bytes) = t.sessions.remove(id_hash.as_bytes()).map_err(io)? {
+            let session: Session = decode(&bytes, "session")?;
+            t.sessions_by_user
+                .remove(pair_key(&session.sub, id_hash))
+                .map_err(io)?;
+        }
         self.durable().await
+    }
+
+    async fn sessions_of(&self, sub: &str) -> Result<Vec<Session>, StoreError> {
+        let t = &self.accounts;
+        let mut out = Vec::new();
+        for id_hash in second_halves(&t.sessions_by_user, sub)? {
+            if let Some(session) = get(&t.sessions, id_hash.as_bytes(), "session")? {
+                out.push(session);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -607,6 +646,46 @@ mod tests {
             amr: vec!["pwd".into()],
             root_grant_type: "authorization_code".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_persons_sessions_are_listed_and_forgotten_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let at = datetime!(2026-11-29 12:00 UTC);
+        let session = |id: &str, sub: &str| Session {
+            id_hash: id.into(),
+            sub: sub.into(),
+            auth_time: at,
+            amr: vec!["pwd".into()],
+            created_at: at,
+            expires_at: at + time::Duration::hours(8),
+        };
+        for (id, sub) in [("s1", "u-1"), ("s2", "u-1"), ("s3", "u-10")] {
+            store.put_session(&session(id, sub)).await.unwrap();
+        }
+        let ids = |sessions: Vec<Session>| {
+            let mut ids: Vec<String> = sessions.into_iter().map(|s| s.id_hash).collect();
+            ids.sort();
+            ids
+        };
+        // "u-1" is not a prefix match for "u-10".
+        assert_eq!(ids(store.sessions_of("u-1").await.unwrap()), ["s1", "s2"]);
+        store.delete_session("s1").await.unwrap();
+        assert_eq!(ids(store.sessions_of("u-1").await.unwrap()), ["s2"]);
+        assert_eq!(ids(store.sessions_of("u-10").await.unwrap()), ["s3"]);
+        // A session purged by maintenance leaves no index entry behind.
+        store.accounts.sessions.remove("s2").unwrap();
+        assert_eq!(store.accounts.purge_orphans().unwrap(), 1);
+        assert!(store.sessions_of("u-1").await.unwrap().is_empty());
+        assert!(
+            store
+                .accounts
+                .sessions_by_user
+                .scan_prefix(pair_key("u-1", ""))
+                .next()
+                .is_none()
+        );
     }
 
     #[tokio::test]
