@@ -456,6 +456,24 @@ pub struct AuditRecord {
     pub event: AuditEvent,
 }
 
+impl AuditEvent {
+    /// The people an event is about, for their own activity view: the one
+    /// who acted (`user:` actor), the one acted upon (`user:` target), and
+    /// the person a token or approval stood for (`detail.sub`). Service
+    /// accounts are not people.
+    pub fn persons(&self) -> std::collections::BTreeSet<&str> {
+        [
+            self.actor.strip_prefix("user:"),
+            self.target.strip_prefix("user:"),
+            self.detail.get("sub").and_then(serde_json::Value::as_str),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|sub| !sub.is_empty() && !sub.starts_with("service:"))
+        .collect()
+    }
+}
+
 /// The append-only audit log.
 #[async_trait]
 pub trait AuditLog: Send + Sync {
@@ -464,6 +482,14 @@ pub trait AuditLog: Send + Sync {
 
     /// Events with `seq > after`, oldest first, at most `limit`.
     async fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The newest `limit` events about person `sub` (see
+    /// [`AuditEvent::persons`]), newest first.
+    async fn audit_of_person(
+        &self,
+        sub: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// Revoked access tokens and grants. Access tokens are self-contained JWTs;

@@ -93,6 +93,8 @@ pub struct SledStore {
     /// Quota key → (count, window end), 16 bytes big-endian.
     quotas: sled::Tree,
     audit: sled::Tree,
+    /// `person sub \0 sequence number (8 bytes, big-endian)` → nothing.
+    audit_by_person: sled::Tree,
     clients: sled::Tree,
     revoked_tokens: sled::Tree,
     revoked_grants: sled::Tree,
@@ -136,6 +138,7 @@ impl SledStore {
         let issuance_by_origin = tree("issuance_by_origin")?;
         let quotas = tree("quotas")?;
         let audit = tree("audit")?;
+        let audit_by_person = tree("audit_by_person")?;
         let clients = tree("clients")?;
         let revoked_tokens = tree("revoked_tokens")?;
         let revoked_grants = tree("revoked_grants")?;
@@ -159,6 +162,7 @@ impl SledStore {
             issuance_by_origin,
             quotas,
             audit,
+            audit_by_person,
             clients,
             revoked_tokens,
             revoked_grants,
@@ -402,6 +406,12 @@ impl SledStore {
         let value = serde_json::to_vec(event)
             .map_err(|e| StoreError::Io(format!("cannot encode audit event: {e}")))?;
         self.audit.insert(seq.to_be_bytes(), value).map_err(io)?;
+        // The index after the record, in the same flush.
+        for sub in event.persons() {
+            self.audit_by_person
+                .insert(person_key(sub, seq), &[][..])
+                .map_err(io)?;
+        }
         Ok(seq)
     }
 
@@ -440,6 +450,38 @@ impl AuditLog for SledStore {
         let seq = self.insert_audit(event)?;
         self.durable().await?;
         Ok(seq)
+    }
+
+    async fn audit_of_person(
+        &self,
+        sub: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut prefix = sub.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for entry in self.audit_by_person.scan_prefix(&prefix).rev() {
+            if out.len() == limit {
+                break;
+            }
+            let (key, _) = entry.map_err(io)?;
+            let Some(seq) = key
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            let Some(value) = self.audit.get(seq.to_be_bytes()).map_err(io)? else {
+                continue;
+            };
+            let event = serde_json::from_slice(&value).map_err(|e| StoreError::Decode {
+                key: seq.to_string(),
+                detail: e.to_string(),
+            })?;
+            out.push(AuditRecord { seq, event });
+        }
+        Ok(out)
     }
 
     async fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
@@ -890,6 +932,15 @@ fn decode(bytes: &[u8], serial: &Serial) -> Result<IssuanceRecord, StoreError> {
     })
 }
 
+/// The key of event `seq` in person `sub`'s audit index: ordered by
+/// sequence number within the person.
+fn person_key(sub: &str, seq: u64) -> Vec<u8> {
+    let mut key = sub.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -949,6 +1000,77 @@ mod tests {
             },
             recorded_at: at,
         }
+    }
+
+    #[tokio::test]
+    async fn each_persons_activity_is_read_newest_first_and_only_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap();
+        let at = datetime!(2026-11-29 12:00:00 UTC);
+        let event =
+            |actor: &str, action: &str, target: &str, detail: serde_json::Value| AuditEvent {
+                at,
+                actor: actor.into(),
+                action: action.into(),
+                target: target.into(),
+                source: None,
+                detail,
+            };
+        let events = [
+            event("user:u-1", "user.login", "user:u-1", serde_json::json!({})),
+            event(
+                "client:portal",
+                "token.issue",
+                "at_1",
+                serde_json::json!({"sub": "u-1"}),
+            ),
+            event(
+                "client:svc",
+                "token.issue",
+                "at_2",
+                serde_json::json!({"sub": "service:svc"}),
+            ),
+            event("admin", "user.disable", "user:u-10", serde_json::json!({})),
+            event(
+                "client:wps",
+                "token.exchange",
+                "at_3",
+                serde_json::json!({"sub": "u-1"}),
+            ),
+        ];
+        for e in &events {
+            store.append_audit(e).await.unwrap();
+        }
+        let actions = |records: Vec<AuditRecord>| -> Vec<String> {
+            records.into_iter().map(|r| r.event.action).collect()
+        };
+        assert_eq!(
+            actions(store.audit_of_person("u-1", 10).await.unwrap()),
+            ["token.exchange", "token.issue", "user.login"]
+        );
+        assert_eq!(
+            actions(store.audit_of_person("u-1", 2).await.unwrap()),
+            ["token.exchange", "token.issue"]
+        );
+        // "u-1" is not a prefix match for "u-10"; service accounts are no one's.
+        assert_eq!(
+            actions(store.audit_of_person("u-10", 10).await.unwrap()),
+            ["user.disable"]
+        );
+        assert!(
+            store
+                .audit_of_person("service:svc", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .audit_of_person("nobody", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

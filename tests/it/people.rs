@@ -571,6 +571,15 @@ fn code_flow_signs_in_approves_once_and_revocation_ends_everything() {
     let html = html_of(&account);
     assert!(html.contains("Climate Portal"), "{html}");
     assert!(html.contains(&format!("/account/approvals/{approval_id}/revoke")));
+    // Her recent activity: the sign-in, the approval, the tokens.
+    let activity = &html[html.find("Recent activity").expect("activity shown")..];
+    for line in [
+        "Signed in",
+        "Approved portal",
+        "portal received an access token (authorization_code)",
+    ] {
+        assert!(activity.contains(line), "{line}: {activity}");
+    }
     // Her certificate, as PEM, for her only: another person, a stranger
     // and a made-up serial all get the same "not found".
     let download = browser.get(&format!("/account/certificates/{serial}"));
@@ -600,6 +609,11 @@ fn code_flow_signs_in_approves_once_and_revocation_ends_everything() {
     not_found(
         bob.get(&format!("/account/certificates/{serial}")),
         "Bob asks for Alice's",
+    );
+    let bobs = html_of(&bob.get("/account"));
+    assert!(
+        !bobs.contains("Approved portal"),
+        "Alice's activity: {bobs}"
     );
     not_found(browser.get("/account/certificates/zz"), "malformed");
     not_found(

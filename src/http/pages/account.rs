@@ -39,6 +39,17 @@ struct ApprovalRow {
     live: bool,
 }
 
+/// How many of the person's latest audit events the account page shows.
+const RECENT_ACTIVITY: usize = 20;
+
+#[derive(Serialize)]
+struct ActivityRow {
+    at: String,
+    what: String,
+    /// The address the request came from, when recorded.
+    from: Option<String>,
+}
+
 #[derive(Serialize)]
 struct SessionRow {
     created: String,
@@ -66,6 +77,75 @@ struct CertificateRow {
     chain: String,
     not_after: String,
     status: &'static str,
+}
+
+/// One audit event as a line for the person it is about.
+fn activity_line(event: &crate::store::AuditEvent) -> String {
+    let detail = |name: &str| {
+        event
+            .detail
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let acting_client = event.actor.strip_prefix("client:").map(str::to_owned);
+    let client = detail("client_id")
+        .or_else(|| acting_client.clone())
+        .unwrap_or_else(|| "an application".to_owned());
+    let by_admin = event.actor == "admin";
+    match event.action.as_str() {
+        "user.login" => "Signed in".to_owned(),
+        "user.create" => "Account created by the administrator".to_owned(),
+        "user.set_password" if by_admin => "Password set by the administrator".to_owned(),
+        "user.set_password" => "Password changed".to_owned(),
+        "user.disable" => "Account disabled by the administrator".to_owned(),
+        "user.enable" => "Account enabled by the administrator".to_owned(),
+        "user.sessions.end" => {
+            let ended = event
+                .detail
+                .get("ended")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            format!(
+                "Signed out everywhere else ({ended} session{})",
+                if ended == 1 { "" } else { "s" }
+            )
+        }
+        "approval.create" => format!("Approved {client}"),
+        "approval.widen" => format!("Approved more for {client}"),
+        "approval.deny" => format!("Denied {client}"),
+        "approval.revoke" => format!("Revoked the approval of {client}"),
+        "grant.revoke" => format!("A sign-in of {client} was ended"),
+        "token.issue" => format!(
+            "{client} received an access token ({})",
+            detail("grant_type").unwrap_or_else(|| "token".to_owned())
+        ),
+        "token.exchange" => {
+            let chain: Vec<String> = event
+                .detail
+                .get("chain")
+                .and_then(serde_json::Value::as_array)
+                .map(|hops| {
+                    hops.iter()
+                        .rev()
+                        .filter_map(|h| h.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "{client} received a token passed on along {}",
+                chain.join(" → ")
+            )
+        }
+        "token.exchange.refused" => {
+            format!("{client} was refused a token: you had not approved it there")
+        }
+        "refresh_token.reuse" => {
+            format!("A refresh token of {client} was used twice; that sign-in was ended")
+        }
+        "certificate.revoke" => format!("Certificate {} marked revoked", event.target),
+        other => other.to_owned(),
+    }
 }
 
 /// How a session signed in, in words, from its `amr` values (RFC 8176).
@@ -249,6 +329,16 @@ pub(crate) async fn page(
             live,
         });
     }
+    let activity: Vec<ActivityRow> = store
+        .audit_of_person(&session.sub, RECENT_ACTIVITY)
+        .await?
+        .into_iter()
+        .map(|record| ActivityRow {
+            at: date(record.event.at),
+            what: activity_line(&record.event),
+            from: record.event.source,
+        })
+        .collect();
     let sessions: Vec<SessionRow> = state
         .inner
         .sessions
@@ -274,6 +364,7 @@ pub(crate) async fn page(
             },
             approvals => approvals,
             sessions => sessions,
+            activity => activity,
         },
     ))
 }
@@ -438,6 +529,43 @@ mod tests {
             via: via.map(Into::into),
             scopes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn activity_reads_as_sentences() {
+        let event =
+            |actor: &str, action: &str, detail: serde_json::Value| crate::store::AuditEvent {
+                at: time::macros::datetime!(2026-11-29 12:00 UTC),
+                actor: actor.into(),
+                action: action.into(),
+                target: "x".into(),
+                source: None,
+                detail,
+            };
+        assert_eq!(
+            activity_line(&event(
+                "user:u",
+                "approval.create",
+                serde_json::json!({"client_id": "portal"})
+            )),
+            "Approved portal"
+        );
+        assert_eq!(
+            activity_line(&event(
+                "client:broker-a",
+                "token.exchange",
+                serde_json::json!({"chain": ["broker-a", "wps", "portal"]})
+            )),
+            "broker-a received a token passed on along portal → wps → broker-a"
+        );
+        assert_eq!(
+            activity_line(&event("admin", "user.set_password", serde_json::json!({}))),
+            "Password set by the administrator"
+        );
+        assert_eq!(
+            activity_line(&event("user:u", "something.new", serde_json::json!({}))),
+            "something.new"
+        );
     }
 
     #[test]
