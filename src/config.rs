@@ -241,6 +241,12 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Absolute lifetime of a browser session after sign-in (300 to 604800 seconds).",
     },
     KeyDoc {
+        path: "users.session_idle_secs",
+        kind: KeyKind::Int,
+        default: "1800",
+        doc: "A browser session unused for this long ends (60 to 86400 seconds, at most the lifetime).",
+    },
+    KeyDoc {
         path: "users.login_free_failures_per_account",
         kind: KeyKind::Int,
         default: "5",
@@ -400,6 +406,8 @@ pub struct UsersConfig {
     pub password: crate::users::PasswordParams,
     /// Absolute session lifetime.
     pub session_lifetime: Duration,
+    /// A session unused for this long ends.
+    pub session_idle: Duration,
     /// Failures per username before back-off.
     pub login_free_failures_per_account: u32,
     /// Failures per client address before back-off.
@@ -682,6 +690,7 @@ struct FileUsers {
     argon2_iterations: u64,
     argon2_parallelism: u64,
     session_lifetime_secs: u64,
+    session_idle_secs: u64,
     login_free_failures_per_account: u64,
     login_free_failures_per_address: u64,
 }
@@ -693,6 +702,7 @@ impl Default for FileUsers {
             argon2_iterations: 2,
             argon2_parallelism: 1,
             session_lifetime_secs: 8 * 3600,
+            session_idle_secs: 30 * 60,
             login_free_failures_per_account: 5,
             login_free_failures_per_address: 20,
         }
@@ -736,14 +746,28 @@ impl FileUsers {
                 message: "must be at least 8 KiB per lane (RFC 9106 §3.1)".into(),
             });
         }
+        let session_lifetime = bounded(
+            "users.session_lifetime_secs",
+            self.session_lifetime_secs,
+            300,
+            7 * 86_400,
+        )? as u64;
+        let session_idle = bounded(
+            "users.session_idle_secs",
+            self.session_idle_secs,
+            60,
+            86_400,
+        )? as u64;
+        if session_idle > session_lifetime {
+            return Err(ConfigError::Invalid {
+                key: "users.session_idle_secs",
+                message: "must not exceed users.session_lifetime_secs".into(),
+            });
+        }
         Ok(UsersConfig {
             password,
-            session_lifetime: Duration::from_secs(bounded(
-                "users.session_lifetime_secs",
-                self.session_lifetime_secs,
-                300,
-                7 * 86_400,
-            )? as u64),
+            session_lifetime: Duration::from_secs(session_lifetime),
+            session_idle: Duration::from_secs(session_idle),
             login_free_failures_per_account: small(
                 "users.login_free_failures_per_account",
                 self.login_free_failures_per_account,
@@ -1384,6 +1408,7 @@ mod tests {
                 ("oauth.device_code_lifetime_secs", _) => toml::Value::Integer(300),
                 ("users.argon2_memory_kib", _) => toml::Value::Integer(4096),
                 ("users.session_lifetime_secs", _) => toml::Value::Integer(3600),
+                ("users.session_idle_secs", _) => toml::Value::Integer(600),
                 ("log.format", _) => toml::Value::String("json".into()),
                 ("log.level", _) => toml::Value::String("debug".into()),
                 ("server.idle_timeout_secs", _) => toml::Value::Integer(120),

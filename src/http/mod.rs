@@ -97,6 +97,8 @@ impl AppState {
             tokens.pepper().clone(),
             time::Duration::try_from(people.config.session_lifetime)
                 .unwrap_or(time::Duration::hours(8)),
+            time::Duration::try_from(people.config.session_idle)
+                .unwrap_or(time::Duration::minutes(30)),
         );
         let certificates = CertificateService::new(
             Arc::clone(&tokens),

@@ -835,6 +835,7 @@ mod tests {
                 amr: vec!["pwd".into()],
                 created_at: T0,
                 expires_at: T0 + time::Duration::hours(8),
+                last_seen: Some(T0),
             },
         }
     }

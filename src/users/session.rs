@@ -20,6 +20,9 @@ use crate::oauth::secrets::{SecretPepper, hash_secret};
 use crate::store::{Store, StoreError};
 
 /// A signed-in browser.
+/// How finely a session's last use is recorded.
+const SEEN_GRANULARITY: time::Duration = time::Duration::minutes(1);
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Keyed hash of the cookie value (the store key).
@@ -37,6 +40,11 @@ pub struct Session {
     /// Absolute end.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// When the session was last used, to the minute (the idle timeout
+    /// counts from here). Absent in sessions stored before it existed:
+    /// `created_at` stands in.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
 }
 
 /// Creates, finds and ends sessions; makes and checks CSRF tokens.
@@ -45,23 +53,31 @@ pub struct Sessions {
     store: Arc<dyn Store>,
     pepper: SecretPepper,
     lifetime: time::Duration,
+    idle: time::Duration,
 }
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sessions")
             .field("lifetime", &self.lifetime)
+            .field("idle", &self.idle)
             .finish_non_exhaustive()
     }
 }
 
 impl Sessions {
     /// Sessions living `lifetime` from sign-in.
-    pub fn new(store: Arc<dyn Store>, pepper: SecretPepper, lifetime: time::Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        pepper: SecretPepper,
+        lifetime: time::Duration,
+        idle: time::Duration,
+    ) -> Self {
         Self {
             store,
             pepper,
             lifetime,
+            idle,
         }
     }
 
@@ -91,6 +107,7 @@ impl Sessions {
             amr: who.amr.clone(),
             created_at: now,
             expires_at: now + self.lifetime,
+            last_seen: Some(now),
         };
         self.store.put_session(&session).await?;
         Ok((value, session))
@@ -105,11 +122,25 @@ impl Sessions {
         if cookie_value.len() != 43 {
             return Ok(None);
         }
-        Ok(self
-            .store
-            .session(&self.key(cookie_value))
-            .await?
-            .filter(|s| s.expires_at > now))
+        let Some(session) = self.store.session(&self.key(cookie_value)).await? else {
+            return Ok(None);
+        };
+        let last_seen = session.last_seen.unwrap_or(session.created_at);
+        if session.expires_at <= now || now - last_seen >= self.idle {
+            // Over: the absolute end, or unused for too long (OWASP ASVS
+            // 3.3.2: idle and absolute timeouts both).
+            self.store.delete_session(&session.id_hash).await?;
+            return Ok(None);
+        }
+        if now - last_seen >= SEEN_GRANULARITY {
+            // Use is written at most once a minute: a page view is not
+            // worth a durable write.
+            let mut seen = session.clone();
+            seen.last_seen = Some(now);
+            self.store.put_session(&seen).await?;
+            return Ok(Some(seen));
+        }
+        Ok(Some(session))
     }
 
     /// Ends the session of `cookie_value` (sign-out). Durable on `Ok`.
@@ -163,5 +194,129 @@ impl Sessions {
                 presented.as_bytes(),
             )
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use time::Duration;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::oauth::secrets::PEPPER_BYTES;
+    use crate::store::sled::{OpenMode, SledOptions, SledStore};
+    use crate::users::User;
+
+    const T0: OffsetDateTime = datetime!(2026-11-29 12:00 UTC);
+
+    fn sessions(dir: &std::path::Path) -> Sessions {
+        let store = SledStore::open(&SledOptions {
+            path: dir.join("store"),
+            cache_capacity_bytes: 8 << 20,
+            mode: OpenMode::CreateIfMissing,
+            ca_key_sha256: None,
+        })
+        .unwrap();
+        Sessions::new(
+            Arc::new(store),
+            SecretPepper::from_bytes(&[7u8; PEPPER_BYTES]).unwrap(),
+            Duration::hours(8),
+            Duration::minutes(30),
+        )
+    }
+
+    fn alice() -> Authenticated {
+        Authenticated {
+            user: User {
+                sub: "u-1".into(),
+                username: "alice".into(),
+                display_name: "Alice".into(),
+                email: None,
+                organisation: None,
+                groups: BTreeSet::new(),
+                units: BTreeSet::new(),
+                guest: false,
+                disabled: false,
+                password_hash: None,
+                created_at: T0,
+                updated_at: T0,
+            },
+            amr: vec!["pwd".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_in_use_lives_to_its_absolute_end_and_an_unused_one_ends_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = sessions(dir.path());
+
+        // In use every 29 minutes: alive until the absolute end, not after.
+        let (value, _) = sessions.start(&alice(), T0).await.unwrap();
+        let mut now = T0;
+        while now + Duration::minutes(29) < T0 + Duration::hours(8) {
+            now += Duration::minutes(29);
+            assert!(sessions.find(&value, now).await.unwrap().is_some(), "{now}");
+        }
+        assert!(
+            sessions
+                .find(&value, T0 + Duration::hours(8))
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // Unused for 30 minutes: over, and forgotten.
+        let (value, _) = sessions.start(&alice(), T0).await.unwrap();
+        assert!(
+            sessions
+                .find(&value, T0 + Duration::minutes(29))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let idle_from = T0 + Duration::minutes(29);
+        assert!(
+            sessions
+                .find(&value, idle_from + Duration::minutes(30))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(sessions.live_of("u-1", idle_from).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn use_is_recorded_at_most_once_a_minute_and_old_sessions_count_from_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = sessions(dir.path());
+        let (value, _) = sessions.start(&alice(), T0).await.unwrap();
+        let seen = |s: Option<Session>| s.unwrap().last_seen.unwrap();
+        assert_eq!(
+            seen(
+                sessions
+                    .find(&value, T0 + Duration::seconds(30))
+                    .await
+                    .unwrap()
+            ),
+            T0,
+            "not rewritten within the minute"
+        );
+        let later = T0 + Duration::seconds(90);
+        assert_eq!(seen(sessions.find(&value, later).await.unwrap()), later);
+
+        // A session stored before `last_seen` existed counts from its
+        // creation.
+        let (value, mut old) = sessions.start(&alice(), T0).await.unwrap();
+        old.last_seen = None;
+        sessions.store.put_session(&old).await.unwrap();
+        assert!(
+            sessions
+                .find(&value, T0 + Duration::minutes(31))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -660,6 +660,7 @@ mod tests {
             amr: vec!["pwd".into()],
             created_at: at,
             expires_at: at + time::Duration::hours(8),
+            last_seen: None,
         };
         for (id, sub) in [("s1", "u-1"), ("s2", "u-1"), ("s3", "u-10")] {
             store.put_session(&session(id, sub)).await.unwrap();
