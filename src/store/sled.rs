@@ -475,11 +475,7 @@ impl AuditLog for SledStore {
             let Some(value) = self.audit.get(seq.to_be_bytes()).map_err(io)? else {
                 continue;
             };
-            let event = serde_json::from_slice(&value).map_err(|e| StoreError::Decode {
-                key: seq.to_string(),
-                detail: e.to_string(),
-            })?;
-            out.push(AuditRecord { seq, event });
+            out.push(audit_record(seq, &value)?);
         }
         Ok(out)
     }
@@ -495,11 +491,7 @@ impl AuditLog for SledStore {
                     key: hex::encode(&key),
                     detail: "audit key is not a sequence number".into(),
                 })?;
-            let event = serde_json::from_slice(&value).map_err(|e| StoreError::Decode {
-                key: seq.to_string(),
-                detail: e.to_string(),
-            })?;
-            out.push(AuditRecord { seq, event });
+            out.push(audit_record(seq, &value)?);
         }
         Ok(out)
     }
@@ -930,6 +922,28 @@ fn decode(bytes: &[u8], serial: &Serial) -> Result<IssuanceRecord, StoreError> {
         key: serial.to_hex(),
         detail: e.to_string(),
     })
+}
+
+/// Audit event `seq` from its stored bytes.
+fn audit_record(seq: u64, value: &[u8]) -> Result<AuditRecord, StoreError> {
+    let event = serde_json::from_slice(value).map_err(|e| StoreError::Decode {
+        key: seq.to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(AuditRecord { seq, event })
+}
+
+/// A store in `dir` for unit tests elsewhere in the crate.
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+pub(crate) fn open_for_tests(dir: &Path) -> SledStore {
+    SledStore::open(&SledOptions {
+        path: dir.join("store"),
+        cache_capacity_bytes: 8 << 20,
+        mode: OpenMode::CreateIfMissing,
+        ca_key_sha256: None,
+    })
+    .expect("a fresh store opens")
 }
 
 /// The key of event `seq` in person `sub`'s audit index: ordered by

@@ -119,6 +119,27 @@ pub fn check_username(username: &str) -> Result<(), UserError> {
     }
 }
 
+#[cfg(test)]
+impl User {
+    /// A plain enabled account without a password, for unit tests.
+    pub(crate) fn example(sub: &str, username: &str, at: OffsetDateTime) -> Self {
+        Self {
+            sub: sub.into(),
+            username: username.into(),
+            display_name: username.into(),
+            email: None,
+            organisation: None,
+            groups: BTreeSet::new(),
+            units: BTreeSet::new(),
+            guest: false,
+            disabled: false,
+            password_hash: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
 /// argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PasswordParams {
@@ -714,18 +735,8 @@ mod tests {
     fn units_include_their_sub_units_only() {
         let at = datetime!(2026-11-29 12:00 UTC);
         let user = User {
-            sub: "u".into(),
-            username: "a".into(),
-            display_name: "A".into(),
-            email: None,
-            organisation: None,
-            groups: BTreeSet::new(),
             units: ["all:projects:hbp".to_owned()].into(),
-            guest: false,
-            disabled: false,
-            password_hash: None,
-            created_at: at,
-            updated_at: at,
+            ..User::example("u", "a", at)
         };
         assert!(user.in_unit("all:projects:hbp"));
         assert!(user.in_unit("all:projects"));

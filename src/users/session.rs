@@ -199,28 +199,18 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use time::Duration;
     use time::macros::datetime;
 
     use super::*;
     use crate::oauth::secrets::PEPPER_BYTES;
-    use crate::store::sled::{OpenMode, SledOptions, SledStore};
     use crate::users::User;
 
     const T0: OffsetDateTime = datetime!(2026-11-29 12:00 UTC);
 
     fn sessions(dir: &std::path::Path) -> Sessions {
-        let store = SledStore::open(&SledOptions {
-            path: dir.join("store"),
-            cache_capacity_bytes: 8 << 20,
-            mode: OpenMode::CreateIfMissing,
-            ca_key_sha256: None,
-        })
-        .unwrap();
         Sessions::new(
-            Arc::new(store),
+            Arc::new(crate::store::sled::open_for_tests(dir)),
             SecretPepper::from_bytes(&[7u8; PEPPER_BYTES]).unwrap(),
             Duration::hours(8),
             Duration::minutes(30),
@@ -229,20 +219,7 @@ mod tests {
 
     fn alice() -> Authenticated {
         Authenticated {
-            user: User {
-                sub: "u-1".into(),
-                username: "alice".into(),
-                display_name: "Alice".into(),
-                email: None,
-                organisation: None,
-                groups: BTreeSet::new(),
-                units: BTreeSet::new(),
-                guest: false,
-                disabled: false,
-                password_hash: None,
-                created_at: T0,
-                updated_at: T0,
-            },
+            user: User::example("u-1", "alice", T0),
             amr: vec!["pwd".into()],
         }
     }

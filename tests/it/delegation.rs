@@ -177,17 +177,23 @@ fn portal_token(server: &Server, chain: &Chain, browser: &mut Browser<'_>) -> St
     token_of(&redeem(server, &chain.portal, &code, &verifier))
 }
 
-/// The chain below the portal's token `t0`: P's hand-off to W (`t1`), W's
-/// own token (`t2`), and W's token shared with `brokers` (`&audience=…`)
-/// (`t3`).
-fn walk_chain(server: &Server, chain: &Chain, t0: &str, brokers: &str) -> [String; 3] {
-    let t1 = token_of(&exchange(
+/// The portal hands its token `t0` to W (RFC 8693 hand-off): `t1`, still
+/// the portal's, for W only.
+fn hand_off(server: &Server, chain: &Chain, t0: &str) -> String {
+    token_of(&exchange(
         server,
         "portal",
         &chain.portal,
         t0,
         "&audience=wps",
-    ));
+    ))
+}
+
+/// The chain below the portal's token `t0`: P's hand-off to W (`t1`), W's
+/// own token (`t2`), and W's token shared with `brokers` (`&audience=…`)
+/// (`t3`).
+fn walk_chain(server: &Server, chain: &Chain, t0: &str, brokers: &str) -> [String; 3] {
+    let t1 = hand_off(server, chain, t0);
     let t2 = token_of(&exchange(server, "wps", &chain.wps, &t1, ""));
     let t3 = token_of(&exchange(server, "wps", &chain.wps, &t2, brokers));
     [t1, t2, t3]
@@ -217,13 +223,7 @@ fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain()
 
     // P hands its token to W: still P's, for W only, narrowed to what W
     // was approved for (no identity scope travels).
-    let t1 = token_of(&exchange(
-        &server,
-        "portal",
-        &chain.portal,
-        &t0,
-        "&audience=wps",
-    ));
+    let t1 = hand_off(&server, &chain, &t0);
     let c1 = claims(&t1);
     assert_eq!(c1["client_id"], "portal");
     assert_eq!(c1["aud"], "wps");
@@ -410,13 +410,7 @@ fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_13_tx_15_tx_17_exchanges_that_must_fai
     let (_work, server, chain) = chain_world();
     let mut browser = Browser::new(&server);
     let t0 = portal_token(&server, &chain, &mut browser);
-    let t1 = token_of(&exchange(
-        &server,
-        "portal",
-        &chain.portal,
-        &t0,
-        "&audience=wps",
-    ));
+    let t1 = hand_off(&server, &chain, &t0);
     let before = issued_count(&server);
     let error = |r: HttpResponse| {
         assert_eq!(r.status / 100, 4, "{}", r.text());
@@ -679,13 +673,7 @@ fn tx_05_an_approval_of_another_user_or_root_client_is_no_approval_and_act_in_a_
     let back = crate::people::approve_all(&mut browser, &consent);
     let code = query_of(back.header("location").unwrap())["code"].clone();
     let t0 = token_of(&redeem(&server, &chain.portal, &code, &verifier));
-    let t1 = token_of(&exchange(
-        &server,
-        "portal",
-        &chain.portal,
-        &t0,
-        "&audience=wps",
-    ));
+    let t1 = hand_off(&server, &chain, &t0);
     let forged = form_encode(r#"{"sub":"broker-b","act":{"sub":"portal-2"}}"#);
     let t2 = token_of(&exchange(
         &server,
@@ -717,13 +705,7 @@ fn tx_09_a_malformed_act_is_refused_and_a_foreign_act_never_copied() {
     let (_work, server, chain) = chain_world();
     let mut browser = Browser::new(&server);
     let t0 = portal_token(&server, &chain, &mut browser);
-    let t1 = token_of(&exchange(
-        &server,
-        "portal",
-        &chain.portal,
-        &t0,
-        "&audience=wps",
-    ));
+    let t1 = hand_off(&server, &chain, &t0);
     // The unedited re-signed token is accepted: the refusals below are
     // about `act`, not about the re-signing.
     let same = resigned(&server, &t1, |_| {});
@@ -792,13 +774,7 @@ fn tx_05_tx_06_tx_08_unapproved_revoked_and_too_deep_chains_get_nothing() {
     );
     let code = query_of(back.header("location").unwrap())["code"].clone();
     let t0 = token_of(&redeem(&server, &chain.portal, &code, &verifier));
-    let t1 = token_of(&exchange(
-        &server,
-        "portal",
-        &chain.portal,
-        &t0,
-        "&audience=wps",
-    ));
+    let t1 = hand_off(&server, &chain, &t0);
     let t2 = token_of(&exchange(&server, "wps", &chain.wps, &t1, ""));
     let refused = exchange(
         &server,

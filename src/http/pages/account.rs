@@ -13,7 +13,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Continue, message_page, render, require_csrf, see_other, session_of, source};
+use super::{Continue, message_page, render, see_other, session_of, session_posting, source};
 use crate::http::AppState;
 use crate::http::error::PageError;
 use crate::http::form::OAuthForm;
@@ -469,16 +469,8 @@ pub(crate) async fn revoke(
     form: OAuthForm,
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
-    let (value, session) = session_of(&state, &headers).await?.ok_or_else(|| {
-        PageError::Forbidden("You are not signed in. Sign in and try again.".into())
-    })?;
     // ATTACKS WEB-02: a revocation only from a form this site showed.
-    require_csrf(
-        &state,
-        &value,
-        &form,
-        "This form was not sent by this site. Nothing was revoked.",
-    )?;
+    let (_, session) = session_posting(&state, &headers, &form, "Nothing was revoked.").await?;
     let revoked = state
         .inner
         .tokens

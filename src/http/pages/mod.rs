@@ -205,6 +205,27 @@ pub(crate) fn refuse_while_throttled(wait: u64, what: &str) -> Result<(), PageEr
     })
 }
 
+/// The session behind a form posted to an account page, checked for the
+/// form's CSRF token (ATTACKS WEB-02); `nothing_done` says what the
+/// refusal left undone.
+pub(crate) async fn session_posting(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &super::form::OAuthForm,
+    nothing_done: &str,
+) -> Result<(String, Session), PageError> {
+    let (value, session) = session_of(state, headers).await?.ok_or_else(|| {
+        PageError::Forbidden("You are not signed in. Sign in and try again.".into())
+    })?;
+    require_csrf(
+        state,
+        &value,
+        form,
+        &format!("This form was not sent by this site. {nothing_done}"),
+    )?;
+    Ok((value, session))
+}
+
 /// The browser's live session, with its cookie value.
 pub async fn session_of(
     state: &AppState,

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::{
-    Continue, message_page, refuse_while_throttled, render, require_csrf, see_other, session_of,
+    Continue, message_page, refuse_while_throttled, render, see_other, session_of, session_posting,
     source,
 };
 use crate::http::AppState;
@@ -58,15 +58,8 @@ pub(crate) async fn change_password(
     form: OAuthForm,
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
-    let (value, session) = session_of(&state, &headers).await?.ok_or_else(|| {
-        PageError::Forbidden("You are not signed in. Sign in and try again.".into())
-    })?;
-    require_csrf(
-        &state,
-        &value,
-        &form,
-        "This form was not sent by this site. Your password was not changed.",
-    )?;
+    let (value, session) =
+        session_posting(&state, &headers, &form, "Your password was not changed.").await?;
     let user = state
         .inner
         .users
@@ -158,15 +151,7 @@ pub(crate) async fn end_other_sessions(
     form: OAuthForm,
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
-    let (value, session) = session_of(&state, &headers).await?.ok_or_else(|| {
-        PageError::Forbidden("You are not signed in. Sign in and try again.".into())
-    })?;
-    require_csrf(
-        &state,
-        &value,
-        &form,
-        "This form was not sent by this site. No session was ended.",
-    )?;
+    let (_, session) = session_posting(&state, &headers, &form, "No session was ended.").await?;
     let ended = end_others(&state, &session.sub, &session.id_hash, &source(&peer), now).await?;
     Ok(message_page(
         StatusCode::OK,

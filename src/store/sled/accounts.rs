@@ -80,41 +80,8 @@ impl Trees {
     /// device records, child links of purged lineage records, a person's
     /// links to purged sessions.
     pub(super) fn purge_orphans(&self) -> Result<u64, StoreError> {
-        let mut purged = 0;
-        for entry in &self.sessions_by_user {
-            let (key, _) = entry.map_err(io)?;
-            let session = key
-                .iter()
-                .position(|b| *b == 0)
-                .and_then(|at| key.get(at + 1..))
-                .unwrap_or_default();
-            if !self.sessions.contains_key(session).map_err(io)?
-                && self
-                    .sessions_by_user
-                    .compare_and_swap(&key, Some(&[][..]), None::<&[u8]>)
-                    .map_err(io)?
-                    .is_ok()
-            {
-                purged += 1;
-            }
-        }
-        for entry in &self.lineage_children {
-            let (key, _) = entry.map_err(io)?;
-            let child = key
-                .iter()
-                .position(|b| *b == 0)
-                .and_then(|at| key.get(at + 1..))
-                .unwrap_or_default();
-            if !self.lineage.contains_key(child).map_err(io)?
-                && self
-                    .lineage_children
-                    .compare_and_swap(&key, Some(&[][..]), None::<&[u8]>)
-                    .map_err(io)?
-                    .is_ok()
-            {
-                purged += 1;
-            }
-        }
+        let mut purged = purge_pair_index(&self.sessions_by_user, &self.sessions)?
+            + purge_pair_index(&self.lineage_children, &self.lineage)?;
         for entry in &self.device_user_codes {
             let (key, hash) = entry.map_err(io)?;
             if !self.devices.contains_key(&hash).map_err(io)?
@@ -184,6 +151,29 @@ fn replace<T: Serialize + DeserializeOwned + PartialEq>(
     tree.compare_and_swap(key, Some(current), Some(encode(updated, what)?))
         .map_err(io)?
         .map_err(|_| conflict())
+}
+
+/// Drops the entries [`pair_key`]`(a, b)` of `index` whose record `b` is
+/// gone from `records`; how many.
+fn purge_pair_index(index: &sled::Tree, records: &sled::Tree) -> Result<u64, StoreError> {
+    let mut purged = 0;
+    for entry in index {
+        let (key, _) = entry.map_err(io)?;
+        let record = key
+            .iter()
+            .position(|b| *b == 0)
+            .and_then(|at| key.get(at + 1..))
+            .unwrap_or_default();
+        if !records.contains_key(record).map_err(io)?
+            && index
+                .compare_and_swap(&key, Some(&[][..]), None::<&[u8]>)
+                .map_err(io)?
+                .is_ok()
+        {
+            purged += 1;
+        }
+    }
+    Ok(purged)
 }
 
 /// The `b`s of every [`pair_key`]`(first, b)` in `tree`.
@@ -602,36 +592,15 @@ mod tests {
 
     use time::macros::datetime;
 
-    use super::super::{OpenMode, SledOptions};
     use super::*;
     use crate::oauth::grants::UserGrant;
 
     fn store(dir: &std::path::Path) -> SledStore {
-        SledStore::open(&SledOptions {
-            path: dir.join("store"),
-            cache_capacity_bytes: 8 << 20,
-            mode: OpenMode::CreateIfMissing,
-            ca_key_sha256: None,
-        })
-        .unwrap()
+        super::super::open_for_tests(dir)
     }
 
     fn user(sub: &str, username: &str) -> User {
-        let at = datetime!(2026-11-29 12:00 UTC);
-        User {
-            sub: sub.into(),
-            username: username.into(),
-            display_name: "X".into(),
-            email: None,
-            organisation: None,
-            groups: BTreeSet::new(),
-            units: BTreeSet::new(),
-            guest: false,
-            disabled: false,
-            password_hash: None,
-            created_at: at,
-            updated_at: at,
-        }
+        User::example(sub, username, datetime!(2026-11-29 12:00 UTC))
     }
 
     fn grant() -> UserGrant {
