@@ -580,6 +580,15 @@ pub trait AccountStore: Send + Sync {
     /// A session by the keyed hash of its cookie.
     async fn session(&self, id_hash: &str) -> Result<Option<Session>, StoreError>;
 
+    /// Replaces session `expected` with `updated` (same id) if it is still
+    /// stored exactly as `expected`; `false` if it changed or was ended
+    /// meanwhile. Durable on `Ok(true)`.
+    async fn touch_session(
+        &self,
+        expected: &Session,
+        updated: &Session,
+    ) -> Result<bool, StoreError>;
+
     /// Ends a session. Durable on `Ok`.
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
 

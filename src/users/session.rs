@@ -19,10 +19,10 @@ use super::Authenticated;
 use crate::oauth::secrets::{SecretPepper, hash_secret};
 use crate::store::{Store, StoreError};
 
-/// A signed-in browser.
 /// How finely a session's last use is recorded.
 const SEEN_GRANULARITY: time::Duration = time::Duration::minutes(1);
 
+/// A signed-in browser.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Keyed hash of the cookie value (the store key).
@@ -134,10 +134,14 @@ impl Sessions {
         }
         if now - last_seen >= SEEN_GRANULARITY {
             // Use is written at most once a minute: a page view is not
-            // worth a durable write.
+            // worth a durable write. Only over the record just read: a
+            // session ended meanwhile (sign-out elsewhere, a password
+            // change) must stay ended, never be written back.
             let mut seen = session.clone();
             seen.last_seen = Some(now);
-            self.store.put_session(&seen).await?;
+            if !self.store.touch_session(&session, &seen).await? {
+                return Ok(None);
+            }
             return Ok(Some(seen));
         }
         Ok(Some(session))
@@ -282,6 +286,23 @@ mod tests {
         );
         let later = T0 + Duration::seconds(90);
         assert_eq!(seen(sessions.find(&value, later).await.unwrap()), later);
+
+        // A session ended after it was read is not written back by the
+        // touch of a request that read it before.
+        let (value, read) = sessions.start(&alice(), T0).await.unwrap();
+        sessions.end(&value).await.unwrap();
+        let mut seen = read.clone();
+        seen.last_seen = Some(later);
+        assert!(!sessions.store.touch_session(&read, &seen).await.unwrap());
+        assert!(
+            sessions
+                .store
+                .session(&read.id_hash)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(sessions.find(&value, later).await.unwrap().is_none());
 
         // A session stored before `last_seen` existed counts from its
         // creation.

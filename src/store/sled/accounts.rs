@@ -273,6 +273,27 @@ impl AccountStore for SledStore {
         get(&self.accounts.sessions, id_hash.as_bytes(), "session")
     }
 
+    async fn touch_session(
+        &self,
+        expected: &Session,
+        updated: &Session,
+    ) -> Result<bool, StoreError> {
+        match replace(
+            &self.accounts.sessions,
+            expected.id_hash.as_bytes(),
+            expected,
+            updated,
+            "session",
+        ) {
+            Ok(()) => {
+                self.durable().await?;
+                Ok(true)
+            }
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
         let t = &self.accounts;
         if let Some(bytes) = t.sessions.remove(id_hash.as_bytes()).map_err(io)? {
