@@ -203,6 +203,11 @@ impl OAuthError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The human-readable `error_description`.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
 }
 
 impl IntoResponse for OAuthError {

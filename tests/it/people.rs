@@ -1578,3 +1578,29 @@ fn a_password_change_proves_the_current_one_and_signs_out_everywhere_else() {
         assert!(actions.iter().any(|a| a == action), "{action} not audited");
     }
 }
+
+/// A form a page cannot read gets a page saying so, never an OAuth JSON
+/// error a person cannot read (issue 9: error pages say what went wrong).
+#[test]
+fn unreadable_page_forms_get_a_page_not_json() {
+    let (_work, server, _, _) = portal_world(&[]);
+    for (path, content_type, body) in [
+        ("/login", "application/json", "{\"username\":\"alice\"}"),
+        ("/login", FORM, "username=%zz"),
+        ("/account/password", FORM, "csrf_token=a&csrf_token=b"),
+        ("/device", "text/plain", "user_code=ABCD"),
+    ] {
+        let answer = server.post(path, &[], content_type, body);
+        assert_eq!(answer.status, 400, "{path}: {}", answer.text());
+        assert_eq!(
+            answer.header("content-type"),
+            Some("text/html; charset=utf-8"),
+            "{path}"
+        );
+        assert!(
+            answer.text().contains("The form could not be read"),
+            "{path}: {}",
+            answer.text()
+        );
+    }
+}

@@ -13,10 +13,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Continue, message_page, render, see_other, session_of, session_posting, source};
+use super::{
+    Continue, PageForm, message_page, render, see_other, session_of, session_posting, source,
+};
 use crate::http::AppState;
 use crate::http::error::PageError;
-use crate::http::form::OAuthForm;
 use crate::oauth::clients::ClientId;
 use crate::oauth::user_grants::ApprovalError;
 
@@ -466,7 +467,7 @@ pub(crate) async fn revoke(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(approval_id): Path<String>,
-    form: OAuthForm,
+    PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
     // ATTACKS WEB-02: a revocation only from a form this site showed.

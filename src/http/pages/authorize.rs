@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Continue, render, require_csrf, see_other, session_of, source};
+use super::{Continue, PageForm, render, require_csrf, see_other, session_of, source};
 use crate::http::AppState;
 use crate::http::error::PageError;
 use crate::http::form::{OAuthForm, encode};
@@ -215,7 +215,7 @@ pub(crate) async fn consent(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: OAuthForm,
+    PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
     let request = form

@@ -14,12 +14,11 @@ use serde::Deserialize;
 
 use super::authorize::{consent_page, decision, decision_session};
 use super::{
-    Continue, message_page, refuse_while_throttled, render, require_csrf, see_other, session_of,
-    source,
+    Continue, PageForm, message_page, refuse_while_throttled, render, require_csrf, see_other,
+    session_of, source,
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
-use crate::http::form::OAuthForm;
 use crate::oauth::device::{DeviceError, display_user_code, normalize_user_code};
 
 #[derive(Debug, Deserialize)]
@@ -67,7 +66,7 @@ pub(crate) async fn submit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: OAuthForm,
+    PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
     let Some((value, session)) = session_of(&state, &headers).await? else {
@@ -110,7 +109,7 @@ pub(crate) async fn confirm(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: OAuthForm,
+    PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
     let shown = form

@@ -14,12 +14,11 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    Continue, PRE_LOGIN_COOKIE, SESSION_COOKIE, cookie, refuse_while_throttled, render,
+    Continue, PRE_LOGIN_COOKIE, PageForm, SESSION_COOKIE, cookie, refuse_while_throttled, render,
     require_csrf, see_other, session_of, set_cookie, source,
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
-use crate::http::form::OAuthForm;
 use crate::store::AuditEvent;
 use crate::users::session::Sessions;
 use crate::users::{LoginError, MAX_PASSWORD_BYTES};
@@ -111,7 +110,7 @@ pub(crate) async fn submit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: OAuthForm,
+    PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
     let address = source(&peer);
@@ -204,7 +203,7 @@ pub(crate) async fn submit(
 pub(crate) async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
-    form: OAuthForm,
+    PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     if let Some((value, session)) = session_of(&state, &headers).await? {
         require_csrf(

@@ -205,6 +205,28 @@ pub(crate) fn refuse_while_throttled(wait: u64, what: &str) -> Result<(), PageEr
     })
 }
 
+/// A form posted to a page: parsed as strictly as the OAuth endpoints'
+/// forms, but refused with a page that says what went wrong, never with
+/// an OAuth JSON error a person cannot read.
+#[derive(Debug)]
+pub(crate) struct PageForm(pub super::form::OAuthForm);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for PageForm {
+    type Rejection = PageError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, PageError> {
+        super::form::OAuthForm::from_request(request, state)
+            .await
+            .map(PageForm)
+            .map_err(|e| {
+                PageError::BadRequest(format!(
+                    "The form could not be read ({}). Go back, reload the page and try again.",
+                    e.description()
+                ))
+            })
+    }
+}
+
 /// The session behind a form posted to an account page, checked for the
 /// form's CSRF token (ATTACKS WEB-02); `nothing_done` says what the
 /// refusal left undone.

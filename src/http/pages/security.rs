@@ -10,12 +10,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::{
-    Continue, message_page, refuse_while_throttled, render, see_other, session_of, session_posting,
-    source,
+    Continue, PageForm, message_page, refuse_while_throttled, render, see_other, session_of,
+    session_posting, source,
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
-use crate::http::form::OAuthForm;
 use crate::store::AuditEvent;
 use crate::users::{LoginError, MAX_PASSWORD_BYTES, UserError, UserSource as _};
 
@@ -55,7 +54,7 @@ pub(crate) async fn change_password(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: OAuthForm,
+    PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
     let (value, session) =
@@ -148,7 +147,7 @@ pub(crate) async fn end_other_sessions(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: OAuthForm,
+    PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
     let (_, session) = session_posting(&state, &headers, &form, "No session was ended.").await?;
