@@ -10,6 +10,9 @@
 //   VERIFIER        the PKCE verifier of that challenge
 //   EVIL_AUTHORIZE_PATH  /authorize?… for a client whose name and
 //                   description are HTML/JS payloads
+//   WPS_SECRET, BROKER_A_SECRET  the delegatees' client secrets
+//   CSR_PEM         broker A's certificate request
+//   GUEST_AUTHORIZE_PATH  the portal's /authorize?… for a guest
 //   PASSWORD        every account's password
 //   SCREENSHOTS     directory for PNGs of the pages (optional)
 //   CHROMIUM        the browser (default /usr/bin/chromium)
@@ -72,17 +75,40 @@ async function shot(page, name) {
   if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
 }
 
-async function token(form) {
-  const basic = Buffer.from(`portal:${env("PORTAL_SECRET")}`).toString("base64");
-  const response = await fetch(`${base}/token`, {
-    method: "POST",
-    headers: {
-      Authorization: `Basic ${basic}`,
-      "Content-Type": "application/x-www-form-urlencoded",
+/** A form POST to slcs as client `id` (HTTP Basic), as that client's
+ * back end would make it; the status and the JSON answer. */
+async function post(path, form, id = "portal", secret = env("PORTAL_SECRET"), bearer = null) {
+  const headers = { "Content-Type": "application/x-www-form-urlencoded" };
+  if (bearer) {
+    headers.Authorization = `Bearer ${bearer}`;
+  } else {
+    headers.Authorization = `Basic ${Buffer.from(`${id}:${secret}`).toString("base64")}`;
+  }
+  const response = await fetch(`${base}${path}`, { method: "POST", headers, body: new URLSearchParams(form) });
+  const text = await response.text();
+  let body = text;
+  try {
+    body = JSON.parse(text);
+  } catch {}
+  return { status: response.status, body };
+}
+const token = (form) => post("/token", form);
+
+/** RFC 8693 exchange of `subject` by client `id`. */
+async function exchange(id, secret, subject, extra = {}) {
+  const answer = await post(
+    "/token",
+    {
+      grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+      subject_token: subject,
+      subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
+      ...extra,
     },
-    body: new URLSearchParams(form),
-  });
-  return { status: response.status, body: await response.json() };
+    id,
+    secret,
+  );
+  assert.equal(answer.status, 200, `${id}: ${JSON.stringify(answer.body)}`);
+  return answer.body.access_token;
 }
 
 const results = {};
@@ -133,13 +159,50 @@ const results = {};
   assert.equal(redeemed.status, 200, JSON.stringify(redeemed.body));
   assert.ok(redeemed.body.refresh_token, "offline_access gives a refresh token");
 
+  // Down the chain, as the services' back ends would: the portal hands its
+  // token to the processing service, which shares one with broker A, which
+  // gets a certificate for its own key, authenticating as itself.
+  const t1 = await exchange("portal", env("PORTAL_SECRET"), redeemed.body.access_token, { audience: "wps" });
+  const t2 = await exchange("wps", env("WPS_SECRET"), t1);
+  const t3 = await exchange("wps", env("WPS_SECRET"), t2, { audience: "broker-a" });
+  const issued = await post(
+    "/certificate",
+    { certificate_request: env("CSR_PEM"), client_id: "broker-a", client_secret: env("BROKER_A_SECRET") },
+    null,
+    null,
+    t3,
+  );
+  assert.equal(issued.status, 200, JSON.stringify(issued.body));
+  assert.match(issued.body, /BEGIN CERTIFICATE/);
+
   // The account page shows the approval with its chain.
   await page.goto(`${base}/account`);
   await page.waitForSelector("h2");
   const account = await page.locator("main").innerText();
-  for (const shown of ["Climate Portal", "wps", "broker-a", "broker-b"]) {
+  for (const shown of [
+    "Climate Portal",
+    "wps",
+    "broker-a",
+    "broker-b",
+    // Her recent activity follows the chain.
+    "portal passed a token on to wps",
+    "wps now acts for you along portal → wps",
+    "wps passed a token on to broker-a",
+  ]) {
     assert.ok(account.includes(shown), `the account page lacks ${shown}`);
   }
+  // The broker's certificate, seen by the person, with the chain it came
+  // down and a download of it.
+  await page.locator("details summary").first().click();
+  const certificates = await page.locator("details").first().innerText();
+  assert.match(certificates, /1 certificate issued under it/);
+  assert.match(certificates, /valid, until .* presented by broker-a: .* ⇐ portal ⇐ wps ⇐ broker-a/, certificates);
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.locator("details a[download]").first().click(),
+  ]);
+  const pem = await (await download.createReadStream()).toArray();
+  assert.match(Buffer.concat(pem).toString(), /^-----BEGIN CERTIFICATE-----/);
   // Drawn as the chain it is: the portal hands work to the service, the
   // service to the brokers.
   const chain = await page.locator(".approval .chain").first().innerText();
@@ -153,6 +216,7 @@ const results = {};
   await Promise.all([page.waitForURL(/\/revoke$/), page.keyboard.press("Enter")]);
   // The confirmation names what ends, then the button does it.
   assert.match(await page.locator("h1").innerText(), /^Revoke Climate Portal\?$/);
+  assert.match(await page.locator("main").innerText(), /1 valid certificate is marked revoked/);
   await shot(page, "revoke");
   await tabTo(
     page,
@@ -172,6 +236,25 @@ const results = {};
   assert.equal(refreshed.body.error, "invalid_grant");
   assert.deepEqual(dialogs, []);
   results.keyboard = "ok";
+  await context.close();
+}
+
+// 1b. A guest is refused by a portal that does not admit guests
+//     (accessDeniedToGuests): the portal hears access_denied, nothing else.
+{
+  const { context, page } = await person();
+  await page.goto(base + env("GUEST_AUTHORIZE_PATH"));
+  await page.waitForSelector("form[action='/login']");
+  await page.fill("#username", "gus");
+  await page.fill("#password", password);
+  const [toPortal] = await Promise.all([
+    page.waitForEvent("requestfailed", (request) => request.url().startsWith(portalCb)),
+    page.click("button[type=submit]"),
+  ]);
+  const answer = new URL(toPortal.url());
+  assert.equal(answer.searchParams.get("error"), "access_denied", answer.href);
+  assert.equal(answer.searchParams.get("code"), null);
+  results.guest = "ok";
   await context.close();
 }
 

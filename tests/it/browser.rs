@@ -40,13 +40,16 @@ fn browser_scripts() -> Option<&'static Path> {
 }
 
 /// Keyboard-only use and WEB-11: a person signs in, approves the portal
-/// with the delegatees its consent page shows, sees the approval drawn as
-/// its chain on the account page and revokes it, all with the keyboard,
-/// after which the portal's refresh fails. Output escaping: payloads in a
+/// with the delegatees its consent page shows; down the chain a broker
+/// gets a certificate in her name; she sees the approval drawn as its
+/// chain on the account page with that certificate (and downloads it),
+/// and revokes the approval, all with the keyboard, after which the
+/// portal's refresh fails. A guest is refused by a portal that does not
+/// admit guests. Output escaping: payloads in a
 /// client's name and description and in a display name stay text, and no
 /// script runs. WEB-04: no page renders in another site's frame.
 #[test]
-fn web_04_web_11_keyboard_only_consent_and_revoke_inert_payloads_and_no_framing() {
+fn web_04_web_11_keyboard_only_chain_certificate_and_revoke_guests_payloads_and_framing() {
     let Some(scripts) = browser_scripts() else {
         return;
     };
@@ -80,6 +83,18 @@ fn web_04_web_11_keyboard_only_consent_and_revoke_inert_payloads_and_no_framing(
     let (verifier, challenge) = pkce();
     let scope = "openid slcs:certificate offline_access";
     let portal_path = authorize_path(scope, &challenge, "");
+    add_user(
+        &server,
+        json!({"username": "gus", "display_name": "Gus", "guest": true, "password": PASSWORD}),
+    );
+    let (_, guest_challenge) = pkce();
+    let guest_path = authorize_path("openid slcs:certificate", &guest_challenge, "");
+    let broker_key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&broker_key)
+        .unwrap()
+        .pem()
+        .unwrap();
     let (_, evil_challenge) = pkce();
     let evil_path = authorize_path("openid slcs:certificate", &evil_challenge, "")
         .replace("client_id=portal&", "client_id=evil&");
@@ -106,6 +121,10 @@ fn web_04_web_11_keyboard_only_consent_and_revoke_inert_payloads_and_no_framing(
         .env("VERIFIER", &verifier)
         .env("EVIL_AUTHORIZE_PATH", &evil_path)
         .env("PASSWORD", PASSWORD)
+        .env("WPS_SECRET", &chain.wps)
+        .env("BROKER_A_SECRET", &chain.broker_a)
+        .env("CSR_PEM", &csr)
+        .env("GUEST_AUTHORIZE_PATH", &guest_path)
         .env("SCREENSHOTS", &shots)
         .env("CHROMIUM", CHROMIUM)
         .stdout(Stdio::piped())
@@ -121,7 +140,7 @@ fn web_04_web_11_keyboard_only_consent_and_revoke_inert_payloads_and_no_framing(
     let results: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
         results,
-        json!({"keyboard": "ok", "xss": "ok", "framing": "ok"}),
+        json!({"keyboard": "ok", "guest": "ok", "xss": "ok", "framing": "ok"}),
         "{err}"
     );
     for page in ["login", "consent", "account", "revoke"] {

@@ -122,21 +122,29 @@ fn activity_line(event: &crate::store::AuditEvent) -> String {
             detail("grant_type").unwrap_or_else(|| "token".to_owned())
         ),
         "token.exchange" => {
-            let chain: Vec<String> = event
-                .detail
-                .get("chain")
-                .and_then(serde_json::Value::as_array)
-                .map(|hops| {
-                    hops.iter()
-                        .rev()
-                        .filter_map(|h| h.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            format!(
-                "{client} received a token passed on along {}",
-                chain.join(" → ")
-            )
+            let names = |key: &str| -> Vec<String> {
+                match event.detail.get(key) {
+                    Some(serde_json::Value::Array(items)) => items
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
+                    Some(serde_json::Value::String(one)) => vec![one.clone()],
+                    _ => Vec::new(),
+                }
+            };
+            // Handed on to named delegatees, or taken over as the new
+            // actor (the audience is then the certificate endpoint).
+            let to: Vec<String> = names("aud")
+                .into_iter()
+                .filter(|a| !a.starts_with("https://"))
+                .collect();
+            if to.is_empty() {
+                let mut chain = names("chain");
+                chain.reverse();
+                format!("{client} now acts for you along {}", chain.join(" → "))
+            } else {
+                format!("{client} passed a token on to {}", to.join(", "))
+            }
         }
         "token.exchange.refused" => {
             format!("{client} was refused a token: you had not approved it there")
@@ -545,11 +553,19 @@ mod tests {
         );
         assert_eq!(
             activity_line(&event(
-                "client:broker-a",
+                "client:wps",
                 "token.exchange",
-                serde_json::json!({"chain": ["broker-a", "wps", "portal"]})
+                serde_json::json!({"chain": ["wps", "portal"], "aud": ["https://as/certificate"]})
             )),
-            "broker-a received a token passed on along portal → wps → broker-a"
+            "wps now acts for you along portal → wps"
+        );
+        assert_eq!(
+            activity_line(&event(
+                "client:wps",
+                "token.exchange",
+                serde_json::json!({"chain": ["wps", "portal"], "aud": ["broker-a", "broker-b"]})
+            )),
+            "wps passed a token on to broker-a, broker-b"
         );
         assert_eq!(
             activity_line(&event("admin", "user.set_password", serde_json::json!({}))),
