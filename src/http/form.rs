@@ -105,6 +105,13 @@ impl OAuthForm {
         Some(first.1.as_str()).filter(|v| !v.is_empty())
     }
 
+    /// The value of `name`, which the request must carry once and
+    /// non-empty: `invalid_request` naming it otherwise (RFC 6749 §5.2).
+    pub fn required(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
+    }
+
     /// Every non-empty value of `name`, in order.
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.params

@@ -38,9 +38,7 @@ pub(super) async fn introspect(
             false,
         ));
     }
-    let token = form
-        .get("token")
-        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let token = form.required("token")?;
     let answer = service.introspect(&caller, token, now).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
 }

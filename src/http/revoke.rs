@@ -32,9 +32,7 @@ pub(super) async fn revoke(
         now,
     )
     .await?;
-    let token = form
-        .get("token")
-        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let token = form.required("token")?;
     service
         .revoke(&caller, token, Some(peer.ip().to_string()), now)
         .await?;

@@ -28,9 +28,7 @@ pub(super) async fn token(
 ) -> Result<Response, OAuthError> {
     let service = &state.inner.tokens;
     let now = state.inner.clock.now();
-    let grant_type = form
-        .get("grant_type")
-        .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    let grant_type = form.required("grant_type")?;
     // Only token exchange names several targets (RFC 8693 §2.1); every
     // other grant makes a token for one resource (RFC 8707 §2).
     if grant_type != crate::oauth::clients::GrantType::TokenExchange.name()
@@ -49,6 +47,7 @@ pub(super) async fn token(
         now,
     )
     .await?;
+    let source = Some(peer.ip().to_string());
     let response = match grant_type {
         "client_credentials" => {
             service
@@ -56,15 +55,13 @@ pub(super) async fn token(
                     &client,
                     form.get("scope"),
                     form.get("resource"),
-                    Some(peer.ip().to_string()),
+                    source,
                     now,
                 )
                 .await?
         }
         "authorization_code" => {
-            let code = form
-                .get("code")
-                .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+            let code = form.required("code")?;
             service
                 .authorization_code(
                     &client,
@@ -73,31 +70,21 @@ pub(super) async fn token(
                         redirect_uri: form.get("redirect_uri"),
                         code_verifier: form.get("code_verifier"),
                     },
-                    Some(peer.ip().to_string()),
+                    source,
                     now,
                 )
                 .await?
         }
         "refresh_token" => {
-            let token = form
-                .get("refresh_token")
-                .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+            let token = form.required("refresh_token")?;
             service
-                .refresh(
-                    &client,
-                    token,
-                    form.get("scope"),
-                    Some(peer.ip().to_string()),
-                    now,
-                )
+                .refresh(&client, token, form.get("scope"), source, now)
                 .await?
         }
         "urn:ietf:params:oauth:grant-type:device_code" => {
-            let device_code = form
-                .get("device_code")
-                .ok_or_else(|| OAuthError::invalid_request("device_code is required"))?;
+            let device_code = form.required("device_code")?;
             service
-                .device_code(&client, device_code, Some(peer.ip().to_string()), now)
+                .device_code(&client, device_code, source, now)
                 .await?
         }
         "urn:ietf:params:oauth:grant-type:token-exchange" => {
@@ -112,7 +99,7 @@ pub(super) async fn token(
                 scope: form.get("scope"),
             };
             service
-                .token_exchange(&client, &request, Some(peer.ip().to_string()), now)
+                .token_exchange(&client, &request, source, now)
                 .await?
         }
         "password" => {

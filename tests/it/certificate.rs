@@ -736,7 +736,8 @@ fn slcs_cert_get_writes_a_usable_credential() {
 // arrive with login and token exchange), signed with the server's own
 // current key so that the resource server's rules can be exercised now.
 
-fn claims_of(token: &str) -> Value {
+/// The claims of a JWT, unverified.
+pub fn claims_of(token: &str) -> Value {
     serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(token.split('.').nth(1).unwrap())
@@ -745,7 +746,9 @@ fn claims_of(token: &str) -> Value {
     .unwrap()
 }
 
-fn forge(server: &Server, claims: &Value) -> String {
+/// `claims` signed with the server's current signing key, read from its
+/// data directory.
+pub fn forge(server: &Server, claims: &Value) -> String {
     let keys_dir = server.data_dir.join("keys");
     let keys: Value =
         serde_json::from_str(&std::fs::read_to_string(keys_dir.join("keys.json")).unwrap())

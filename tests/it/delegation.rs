@@ -10,7 +10,7 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::certificate::{inspect_json, issued_count, verify_with_openssl};
+use crate::certificate::{claims_of, forge, inspect_json, issued_count, verify_with_openssl};
 use crate::people::{Browser, PORTAL_CB, alice, authorize_path, html_of, pkce, query_of, redeem};
 use crate::token::{admin, register};
 use crate::{HttpResponse, Server, form_encode};
@@ -114,15 +114,6 @@ fn token_of(response: &HttpResponse) -> String {
     response.json()["access_token"].as_str().unwrap().to_owned()
 }
 
-fn claims(token: &str) -> Value {
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 /// A certificate for `token`, presented by `presenter` with its secret in
 /// the form (client_secret_post); the PEM.
 fn certificate(server: &Server, token: &str, presenter: Option<(&str, &str)>) -> HttpResponse {
@@ -224,7 +215,7 @@ fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain()
     // P hands its token to W: still P's, for W only, narrowed to what W
     // was approved for (no identity scope travels).
     let t1 = hand_off(&server, &chain, &t0);
-    let c1 = claims(&t1);
+    let c1 = claims_of(&t1);
     assert_eq!(c1["client_id"], "portal");
     assert_eq!(c1["aud"], "wps");
     assert_eq!(c1["scope"], "slcs:certificate");
@@ -237,11 +228,14 @@ fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain()
         "urn:ietf:params:oauth:token-type:access_token"
     );
     let t2 = token_of(&t2_response);
-    let c2 = claims(&t2);
+    let c2 = claims_of(&t2);
     assert_eq!(c2["client_id"], "wps");
     assert_eq!(c2["act"], json!({"sub": "wps", "act": {"sub": "portal"}}));
     assert_eq!(c2["aud"], "https://localhost:8443/certificate");
-    assert!(c2["exp"].as_i64() <= claims(&t0)["exp"].as_i64(), "TX-02");
+    assert!(
+        c2["exp"].as_i64() <= claims_of(&t0)["exp"].as_i64(),
+        "TX-02"
+    );
     assert!(t2_response.json().get("refresh_token").is_none());
 
     // W shares one token with brokers A and B.
@@ -252,7 +246,7 @@ fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain()
         &t2,
         "&audience=broker-a&audience=broker-b",
     ));
-    assert_eq!(claims(&t3)["aud"], json!(["broker-a", "broker-b"]));
+    assert_eq!(claims_of(&t3)["aud"], json!(["broker-a", "broker-b"]));
 
     // Each broker, authenticating as itself, gets its certificate; the
     // token alone, or another client, gets nothing.
@@ -545,7 +539,7 @@ fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_13_tx_15_tx_17_exchanges_that_must_fai
     // TX-13: targets. A resource server the person never approved, one
     // with a fragment, a relative one, 200 of them, an unknown audience,
     // and more audiences than one exchange may name (RFC 8693 §2.1.1).
-    let issuer = claims(&t0)["iss"].as_str().unwrap().to_owned();
+    let issuer = claims_of(&t0)["iss"].as_str().unwrap().to_owned();
     let indicator = form_encode(&format!("{issuer}/certificate"));
     let too_many_audiences: String = (0..11).map(|i| format!("&audience=broker-{i}")).collect();
     let hundreds_of_resources = format!("&resource={indicator}").repeat(200);
@@ -682,7 +676,7 @@ fn tx_05_an_approval_of_another_user_or_root_client_is_no_approval_and_act_in_a_
         &t1,
         &format!("&act={forged}&may_act={forged}"),
     ));
-    let c2 = claims(&t2);
+    let c2 = claims_of(&t2);
     assert_eq!(c2["act"], json!({"sub": "wps", "act": {"sub": "portal"}}));
     assert!(c2.get("may_act").is_none(), "{c2}");
 }
@@ -691,13 +685,9 @@ fn tx_05_an_approval_of_another_user_or_root_client_is_no_approval_and_act_in_a_
 /// server's own signing key (read from its data directory, as only an
 /// insider could): what a bug in our own minting could produce.
 fn resigned(server: &Server, token: &str, edit: impl FnOnce(&mut Value)) -> String {
-    let header = jsonwebtoken::decode_header(token).unwrap();
-    let kid = header.kid.clone().unwrap();
-    let pem = std::fs::read(server.data_dir.join("keys").join(format!("{kid}.pem"))).unwrap();
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap();
-    let mut body = claims(token);
+    let mut body = claims_of(token);
     edit(&mut body);
-    jsonwebtoken::encode(&header, &body, &key).unwrap()
+    forge(server, &body)
 }
 
 #[test]
@@ -742,7 +732,7 @@ fn tx_09_a_malformed_act_is_refused_and_a_foreign_act_never_copied() {
     });
     let minted = token_of(&exchange(&server, "wps", &chain.wps, &noisy, ""));
     assert_eq!(
-        claims(&minted)["act"],
+        claims_of(&minted)["act"],
         json!({"sub": "wps", "act": {"sub": "portal", "act": {"sub": "origin"}}})
     );
 }
@@ -809,7 +799,7 @@ fn tx_05_tx_06_tx_08_unapproved_revoked_and_too_deep_chains_get_nothing() {
     // works and the same exchange by the broker is refused.
     let t4 = token_of(&exchange(&server, "broker-a", &chain.broker_a, &t3, ""));
     assert_eq!(
-        claims(&t4)["act"],
+        claims_of(&t4)["act"],
         json!({"sub": "broker-a", "act": {"sub": "wps", "act": {"sub": "portal"}}})
     );
     drop(browser);
