@@ -268,6 +268,18 @@ enum UserAction {
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
     },
+    /// Make an account an administrator of the /admin console, with a
+    /// fresh TOTP second factor: prints its secret and otpauth:// URI once,
+    /// for the person's authenticator app. Run again to replace a lost one.
+    MakeAdmin {
+        /// Login name.
+        username: String,
+    },
+    /// Take the administrator role and its second factor away.
+    RemoveAdmin {
+        /// Login name.
+        username: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1006,6 +1018,16 @@ fn user_command<'a>(api: &'a Remote, action: &'a UserAction) -> RemoteFuture<'a>
                 api.admin(
                     "PUT",
                     &path(username, "password"),
+                    Some(body.to_string().into_bytes()),
+                )
+                .await?
+            }
+            UserAction::MakeAdmin { username } | UserAction::RemoveAdmin { username } => {
+                let admin = matches!(action, UserAction::MakeAdmin { .. });
+                let body = serde_json::json!({ "admin": admin });
+                api.admin(
+                    "PUT",
+                    &path(username, "admin"),
                     Some(body.to_string().into_bytes()),
                 )
                 .await?

@@ -164,6 +164,7 @@ struct UserView {
     guest: bool,
     disabled: bool,
     has_password: bool,
+    admin: bool,
     #[serde(with = "time::serde::rfc3339")]
     created_at: time::OffsetDateTime,
 }
@@ -172,6 +173,7 @@ impl From<crate::users::User> for UserView {
     fn from(user: crate::users::User) -> Self {
         Self {
             has_password: user.password_hash.is_some(),
+            admin: user.admin,
             sub: user.sub,
             username: user.username,
             display_name: user.display_name,
@@ -295,4 +297,59 @@ pub(super) async fn set_password(
         .await
         .map_err(user_problem)?;
     Ok(Json(UserView::from(user)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminRoleBody {
+    admin: bool,
+}
+
+/// `PUT /admin/users/{username}/admin` with `{"admin": true}`: makes the
+/// account an administrator with a fresh TOTP secret, answered once here
+/// as the secret and an `otpauth://` URI for an authenticator app;
+/// `{"admin": false}` takes the role and the secret away
+/// (`slcs user make-admin`, `slcs user remove-admin`).
+pub(super) async fn set_admin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(username): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    require_admin(&state, &headers)?;
+    let AdminRoleBody { admin } = json_body(&body)?;
+    let now = state.inner.clock.now();
+    let user = state
+        .inner
+        .users
+        .set_admin(&username, admin, "admin", now)
+        .await
+        .map_err(user_problem)?;
+    let totp = user.totp.as_ref().map(|totp| {
+        let issuer = &state.inner.tokens.config().issuer;
+        serde_json::json!({
+            "secret": totp.secret,
+            "uri": otpauth_uri(issuer, &user.username, &totp.secret),
+        })
+    });
+    let mut body = serde_json::to_value(UserView::from(user)).map_err(Problem::internal)?;
+    if let (Some(totp), Some(map)) = (totp, body.as_object_mut()) {
+        map.insert("totp".into(), totp);
+    }
+    Ok(Json(body).into_response())
+}
+
+/// The `otpauth://` URI an authenticator app imports (the Key URI Format
+/// of Google Authenticator, which the other apps follow): the label is
+/// `issuer:username`, and the parameters are the RFC 6238 defaults slcs
+/// uses.
+fn otpauth_uri(issuer: &str, username: &str, secret: &str) -> String {
+    use super::form::encode;
+    use crate::users::totp::{DIGITS, STEP_SECS};
+    format!(
+        "otpauth://totp/{}:{}?secret={secret}&issuer={}&algorithm=SHA1&digits={DIGITS}&period={STEP_SECS}",
+        encode(issuer),
+        encode(username),
+        encode(issuer),
+    )
 }

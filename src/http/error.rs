@@ -671,6 +671,9 @@ pub enum PageError {
     /// 403: a form without a valid CSRF token, or a decision for a request
     /// this browser does not own (ATTACKS WEB-01).
     Forbidden(String),
+    /// 403: a page this person may not use (the admin console for
+    /// someone who is not an administrator).
+    Denied(String),
     /// 404: nothing of this person's by that name (never says whether it
     /// exists for someone else).
     NotFound(String),
@@ -705,6 +708,13 @@ impl IntoResponse for PageError {
             Self::Forbidden(message) => message_page(
                 StatusCode::FORBIDDEN,
                 "This form has expired",
+                &message,
+                &[],
+                Some(("/account", "Go to your account")),
+            ),
+            Self::Denied(message) => message_page(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
                 &message,
                 &[],
                 Some(("/account", "Go to your account")),

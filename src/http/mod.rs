@@ -25,6 +25,7 @@ use crate::oauth::TokenService;
 use crate::oauth::admin::AdminToken;
 use crate::pki::issuer::IssuanceEngine;
 use crate::store::Store;
+use crate::users::reset::ResetLinks;
 use crate::users::session::Sessions;
 use crate::users::{LocalUsers, LoginThrottle};
 
@@ -65,6 +66,9 @@ struct AppInner {
     sessions: Sessions,
     login_throttle: LoginThrottle,
     device_throttle: LoginThrottle,
+    /// Wrong second-factor codes, per account and per address.
+    second_factor_throttle: LoginThrottle,
+    resets: ResetLinks,
 }
 
 /// The people side of the application state.
@@ -100,6 +104,7 @@ impl AppState {
             time::Duration::try_from(people.config.session_idle)
                 .unwrap_or(time::Duration::minutes(30)),
         );
+        let resets = ResetLinks::new(tokens.pepper().clone());
         let certificates = CertificateService::new(
             Arc::clone(&tokens),
             Arc::clone(&engine),
@@ -127,6 +132,12 @@ impl AppState {
                 // Wrong user codes: 5 per code and 10 per address before
                 // back-off (RFC 8628 §5.1).
                 device_throttle: LoginThrottle::new(5, 10),
+                // A six-digit code falls to about 330 000 guesses on
+                // average (three codes are live at once): three free
+                // tries, then the throttle's doubling back-off makes that
+                // take years (RFC 6238 §5.2 asks for throttling).
+                second_factor_throttle: LoginThrottle::new(3, 10),
+                resets,
             }),
         }
     }
@@ -183,6 +194,28 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
             "/account/approvals/{id}/revoke",
             get(pages::account::confirm_revoke).post(pages::account::revoke),
         )
+        .route(
+            "/account/reset",
+            get(pages::security::reset_page).post(pages::security::reset_password),
+        )
+        .route("/admin", get(pages::console::home))
+        .route(
+            "/admin/verify",
+            get(pages::console::verify_page).post(pages::console::verify_submit),
+        )
+        .route("/admin/clients", get(pages::console::clients::list))
+        .route("/admin/clients/{id}", get(pages::console::clients::show))
+        .route(
+            "/admin/clients/{id}/status",
+            post(pages::console::clients::set_status),
+        )
+        .route("/admin/people", get(pages::console::people::list))
+        .route(
+            "/admin/people/{username}",
+            get(pages::console::people::show).post(pages::console::people::act),
+        )
+        .route("/admin/issuances", get(pages::console::logs::issuances))
+        .route("/admin/events", get(pages::console::logs::events))
         .route("/static/slcs.css", get(pages::stylesheet))
         .route(
             "/userinfo",
@@ -195,6 +228,7 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         .route("/admin/users/{username}/disable", post(admin::disable_user))
         .route("/admin/users/{username}/enable", post(admin::enable_user))
         .route("/admin/users/{username}/password", put(admin::set_password))
+        .route("/admin/users/{username}/admin", put(admin::set_admin))
         .route("/certificate", post(certificate::slcs))
         .route("/oauth2/getcert", post(certificate::oa4mp))
         .route("/oauth/certificate/", post(certificate::esgf))

@@ -52,6 +52,23 @@ pub struct TokenService {
     users: Arc<dyn UserSource>,
 }
 
+/// A signing key as the admin console shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// Key id.
+    pub kid: String,
+    /// JWS algorithm.
+    pub algorithm: &'static str,
+    /// Current, next or retired.
+    pub state: keys::KeyState,
+    /// Generated.
+    pub created_at: OffsetDateTime,
+    /// Became current.
+    pub activated_at: Option<OffsetDateTime>,
+    /// A retired key verifies until then.
+    pub verify_until: Option<OffsetDateTime>,
+}
+
 impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenService")
@@ -653,6 +670,42 @@ impl TokenService {
                 .map_err(TokenServiceError::Store)?;
         }
         Ok(rotated)
+    }
+
+    /// Every signing key with its state, for the operator: current first,
+    /// then next, then retired ones.
+    pub fn key_status(&self) -> Vec<KeyStatus> {
+        let keys = self.keys_read();
+        let mut out: Vec<KeyStatus> = keys
+            .keys()
+            .map(|key| KeyStatus {
+                kid: key.kid().to_owned(),
+                algorithm: key.algorithm().name(),
+                state: key.state(),
+                created_at: key.created_at(),
+                activated_at: key.activated_at(),
+                verify_until: key.verify_until(),
+            })
+            .collect();
+        out.sort_by_key(|key| match key.state {
+            keys::KeyState::Current => 0,
+            keys::KeyState::Next => 1,
+            keys::KeyState::Retired => 2,
+        });
+        out
+    }
+
+    /// When the current key is due for rotation (the rotation period
+    /// after it became current).
+    pub fn rotation_due_at(&self) -> Option<OffsetDateTime> {
+        let keys = self.keys_read();
+        let current = keys.current();
+        let since = current
+            .activated_at()
+            .unwrap_or_else(|| current.created_at());
+        time::Duration::try_from(self.config.key_rotation)
+            .ok()
+            .map(|period| since + period)
     }
 
     /// The kid of the key that signs now.

@@ -836,6 +836,7 @@ mod tests {
                 created_at: T0,
                 expires_at: T0 + time::Duration::hours(8),
                 last_seen: Some(T0),
+                second_factor_at: None,
             },
         }
     }

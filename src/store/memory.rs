@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{IssuanceIntent, IssuanceLog, IssuanceRecord, Origin, Outcome, Serial, StoreError};
+use super::{
+    IssuanceIntent, IssuanceLog, IssuanceQuery, IssuanceRecord, Origin, Outcome, Serial, StoreError,
+};
 
 /// Issuance records held in a map.
 #[derive(Debug, Default)]
@@ -76,6 +78,21 @@ impl IssuanceLog for MemoryIssuanceLog {
 
     async fn issuance_count(&self) -> Result<u64, StoreError> {
         Ok(self.with_records(|records| records.len() as u64))
+    }
+
+    async fn search_issuances(
+        &self,
+        query: &IssuanceQuery,
+        limit: usize,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        let matching: Vec<IssuanceRecord> = self.with_records(|records| {
+            records
+                .values()
+                .filter(|record| query.matches(record))
+                .cloned()
+                .collect()
+        });
+        Ok(super::newest_issuances(matching.into_iter(), limit))
     }
 
     async fn certificates_from(&self, origin: Origin<'_>) -> Result<Vec<Serial>, StoreError> {

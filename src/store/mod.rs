@@ -375,6 +375,84 @@ impl IssuanceRecord {
     }
 }
 
+/// An administrator's search of the issuance log: every field given must
+/// match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IssuanceQuery {
+    /// The person or service account the certificate stands for (`sub`).
+    pub subject: Option<String>,
+    /// A client anywhere in the delegation chain.
+    pub client_id: Option<String>,
+    /// Exactly this serial.
+    pub serial: Option<Serial>,
+    /// Recorded at or after.
+    pub from: Option<OffsetDateTime>,
+    /// Recorded before.
+    pub until: Option<OffsetDateTime>,
+}
+
+impl IssuanceQuery {
+    /// Whether `record` is one the query asks for.
+    pub fn matches(&self, record: &IssuanceRecord) -> bool {
+        let intent = &record.intent;
+        self.subject
+            .as_ref()
+            .is_none_or(|sub| intent.provenance.subject == *sub)
+            && self
+                .client_id
+                .as_ref()
+                .is_none_or(|id| Origin::Client(id).matches(intent))
+            && self.serial.as_ref().is_none_or(|s| intent.serial == *s)
+            && self.from.is_none_or(|from| intent.recorded_at >= from)
+            && self.until.is_none_or(|until| intent.recorded_at < until)
+    }
+}
+
+/// An administrator's search of the audit log: every field given must
+/// match; text fields match as substrings, case-insensitively.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Part of the actor (`user:…`, `client:…`, `admin`).
+    pub actor: Option<String>,
+    /// Part of the action (`client.`, `token.revoke`, …).
+    pub action: Option<String>,
+    /// Part of the target.
+    pub target: Option<String>,
+    /// At or after.
+    pub from: Option<OffsetDateTime>,
+    /// Before.
+    pub until: Option<OffsetDateTime>,
+}
+
+impl AuditQuery {
+    /// Whether `event` is one the query asks for.
+    pub fn matches(&self, event: &AuditEvent) -> bool {
+        let contains = |field: &str, part: &Option<String>| {
+            part.as_ref()
+                .is_none_or(|p| field.to_lowercase().contains(&p.to_lowercase()))
+        };
+        contains(&event.actor, &self.actor)
+            && contains(&event.action, &self.action)
+            && contains(&event.target, &self.target)
+            && self.from.is_none_or(|from| event.at >= from)
+            && self.until.is_none_or(|until| event.at < until)
+    }
+}
+
+/// A page of audit search results, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditPage {
+    /// The matching events.
+    pub records: Vec<AuditRecord>,
+    /// Where to go on (the `before` of the next page), if the log goes on.
+    pub next_before: Option<u64>,
+}
+
+/// How many audit records one search reads at most: a search for
+/// something rare stops there and offers to go on, so one page view never
+/// reads the whole log.
+pub const AUDIT_SCAN_LIMIT: usize = 20_000;
+
 /// Health as reported by `/healthz`.
 #[derive(Clone, Debug, Serialize)]
 pub struct StoreHealth {
@@ -424,6 +502,25 @@ pub trait IssuanceLog: Send + Sync {
 
     /// Number of records (any state).
     async fn issuance_count(&self) -> Result<u64, StoreError>;
+
+    /// The newest `limit` records (by when their intent was recorded) that
+    /// `query` matches.
+    async fn search_issuances(
+        &self,
+        query: &IssuanceQuery,
+        limit: usize,
+    ) -> Result<Vec<IssuanceRecord>, StoreError>;
+}
+
+/// Keeps the newest `limit` of `records` by recording time, newest first.
+pub fn newest_issuances(
+    records: impl Iterator<Item = IssuanceRecord>,
+    limit: usize,
+) -> Vec<IssuanceRecord> {
+    let mut out: Vec<IssuanceRecord> = records.collect();
+    out.sort_by_key(|r| std::cmp::Reverse(r.intent.recorded_at));
+    out.truncate(limit);
+    out
 }
 
 /// One entry of the audit log: who did what to what, when, from where.
@@ -482,6 +579,16 @@ pub trait AuditLog: Send + Sync {
 
     /// Events with `seq > after`, oldest first, at most `limit`.
     async fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Events with `seq < before` (all when `None`) that `query` matches,
+    /// newest first: at most `limit`, reading at most
+    /// [`AUDIT_SCAN_LIMIT`] records.
+    async fn search_audit(
+        &self,
+        query: &AuditQuery,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<AuditPage, StoreError>;
 
     /// The newest `limit` events about person `sub` (see
     /// [`AuditEvent::persons`]), newest first.

@@ -36,10 +36,11 @@ use time::OffsetDateTime;
 use crate::oauth::clients::{Client, ClientId};
 
 use super::{
-    AuditEvent, AuditLog, AuditRecord, CertificateRevocation, ClientStore, IssuanceIntent,
-    IssuanceLog, IssuanceRecord, IssuanceState, Origin, Outcome, QuotaStore, QuotaTake,
-    ReplayCache, RevocationStore, RevokeOutcome, SCHEMA_VERSION, Serial, Store, StoreError,
-    StoreHealth, origin_keys,
+    AUDIT_SCAN_LIMIT, AuditEvent, AuditLog, AuditPage, AuditQuery, AuditRecord,
+    CertificateRevocation, ClientStore, IssuanceIntent, IssuanceLog, IssuanceQuery, IssuanceRecord,
+    IssuanceState, Origin, Outcome, QuotaStore, QuotaTake, ReplayCache, RevocationStore,
+    RevokeOutcome, SCHEMA_VERSION, Serial, Store, StoreError, StoreHealth, newest_issuances,
+    origin_keys,
 };
 
 mod accounts;
@@ -392,6 +393,39 @@ impl IssuanceLog for SledStore {
     async fn issuance_count(&self) -> Result<u64, StoreError> {
         Ok(self.issuance_records.load(Ordering::Relaxed))
     }
+
+    async fn search_issuances(
+        &self,
+        query: &IssuanceQuery,
+        limit: usize,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        if let Some(serial) = &query.serial {
+            // The key: one read.
+            return Ok(self
+                .read_record(serial)?
+                .filter(|record| query.matches(record))
+                .into_iter()
+                .collect());
+        }
+        // Keyed by random serial, so no order to use: a full scan, which
+        // is what an operator's occasional search can afford (a service
+        // issuing a million certificates a day needs the PostgreSQL
+        // backend's indexes).
+        let mut matching = Vec::new();
+        for entry in &self.issuance {
+            let (key, value) = entry.map_err(io)?;
+            let serial =
+                Serial::from_bytes(key.to_vec()).map_err(|detail| StoreError::Corrupt {
+                    path: self.path.display().to_string(),
+                    detail,
+                })?;
+            let record = decode(&value, &serial)?;
+            if query.matches(&record) {
+                matching.push(record);
+            }
+        }
+        Ok(newest_issuances(matching.into_iter(), limit))
+    }
 }
 
 impl SledStore {
@@ -478,6 +512,35 @@ impl AuditLog for SledStore {
             out.push(audit_record(seq, &value)?);
         }
         Ok(out)
+    }
+
+    async fn search_audit(
+        &self,
+        query: &AuditQuery,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<AuditPage, StoreError> {
+        let end = before.unwrap_or(u64::MAX).to_be_bytes();
+        let mut page = AuditPage::default();
+        for (read, entry) in self.audit.range(..end).rev().enumerate() {
+            let (key, value) = entry.map_err(io)?;
+            let seq = <[u8; 8]>::try_from(key.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Decode {
+                    key: hex::encode(&key),
+                    detail: "audit key is not a sequence number".into(),
+                })?;
+            if page.records.len() == limit || read == AUDIT_SCAN_LIMIT {
+                // More may match further back.
+                page.next_before = Some(seq.saturating_add(1));
+                break;
+            }
+            let record = audit_record(seq, &value)?;
+            if query.matches(&record.event) {
+                page.records.push(record);
+            }
+        }
+        Ok(page)
     }
 
     async fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
@@ -1081,6 +1144,143 @@ mod tests {
         assert!(
             store
                 .audit_of_person("nobody", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn audit_search_filters_and_pages_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap();
+        let t0 = datetime!(2026-11-29 12:00:00 UTC);
+        for i in 0..10i64 {
+            let (actor, action) = if i % 2 == 0 {
+                ("admin", "client.approve")
+            } else {
+                ("user:u-1", "user.login")
+            };
+            store
+                .append_audit(&AuditEvent {
+                    at: t0 + time::Duration::minutes(i),
+                    actor: actor.into(),
+                    action: action.into(),
+                    target: format!("T-{i}"),
+                    source: None,
+                    detail: serde_json::Value::Null,
+                })
+                .await
+                .unwrap();
+        }
+        let targets = |page: &AuditPage| -> Vec<String> {
+            page.records
+                .iter()
+                .map(|r| r.event.target.clone())
+                .collect()
+        };
+        let approvals = AuditQuery {
+            action: Some("APPROVE".into()),
+            ..AuditQuery::default()
+        };
+        let first = store.search_audit(&approvals, None, 2).await.unwrap();
+        assert_eq!(targets(&first), ["T-8", "T-6"]);
+        let second = store
+            .search_audit(&approvals, first.next_before, 2)
+            .await
+            .unwrap();
+        assert_eq!(targets(&second), ["T-4", "T-2"]);
+        let last = store
+            .search_audit(&approvals, second.next_before, 2)
+            .await
+            .unwrap();
+        assert_eq!(targets(&last), ["T-0"]);
+        assert_eq!(last.next_before, None, "the log's start");
+
+        let window = AuditQuery {
+            actor: Some("user:".into()),
+            from: Some(t0 + time::Duration::minutes(3)),
+            until: Some(t0 + time::Duration::minutes(7)),
+            ..AuditQuery::default()
+        };
+        let page = store.search_audit(&window, None, 100).await.unwrap();
+        assert_eq!(targets(&page), ["T-5", "T-3"]);
+        let target = AuditQuery {
+            target: Some("t-1".into()),
+            ..AuditQuery::default()
+        };
+        assert_eq!(
+            targets(&store.search_audit(&target, None, 100).await.unwrap()),
+            ["T-1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn issuance_search_matches_every_field_given_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&options(dir.path(), OpenMode::CreateIfMissing)).unwrap();
+        let t0 = datetime!(2026-11-29 12:00:00 UTC);
+        for i in 0..6u8 {
+            let mut record = intent(&[9, i + 1]);
+            record.recorded_at = t0 + time::Duration::hours(i64::from(i));
+            record.provenance.subject = if i < 3 {
+                "u-ada".into()
+            } else {
+                "u-bob".into()
+            };
+            if i % 2 == 1 {
+                record.provenance.steps[0].client_id = "broker".into();
+            }
+            store.record_intent(&record).await.unwrap();
+        }
+        let serials = |records: Vec<IssuanceRecord>| -> Vec<u8> {
+            records
+                .iter()
+                .map(|r| r.intent.serial.as_bytes()[1] - 1)
+                .collect()
+        };
+        let all = IssuanceQuery::default();
+        assert_eq!(
+            serials(store.search_issuances(&all, 10).await.unwrap()),
+            [5, 4, 3, 2, 1, 0]
+        );
+        assert_eq!(
+            serials(store.search_issuances(&all, 2).await.unwrap()),
+            [5, 4]
+        );
+        let ada_broker = IssuanceQuery {
+            subject: Some("u-ada".into()),
+            client_id: Some("broker".into()),
+            ..IssuanceQuery::default()
+        };
+        assert_eq!(
+            serials(store.search_issuances(&ada_broker, 10).await.unwrap()),
+            [1]
+        );
+        let window = IssuanceQuery {
+            from: Some(t0 + time::Duration::hours(2)),
+            until: Some(t0 + time::Duration::hours(4)),
+            ..IssuanceQuery::default()
+        };
+        assert_eq!(
+            serials(store.search_issuances(&window, 10).await.unwrap()),
+            [3, 2]
+        );
+        let by_serial = IssuanceQuery {
+            serial: Some(Serial::from_bytes(vec![9, 5]).unwrap()),
+            ..IssuanceQuery::default()
+        };
+        assert_eq!(
+            serials(store.search_issuances(&by_serial, 10).await.unwrap()),
+            [4]
+        );
+        let serial_and_other_subject = IssuanceQuery {
+            subject: Some("u-ada".into()),
+            ..by_serial
+        };
+        assert!(
+            store
+                .search_issuances(&serial_and_other_subject, 10)
                 .await
                 .unwrap()
                 .is_empty()

@@ -23,7 +23,11 @@ use time::OffsetDateTime;
 
 use crate::store::{AuditEvent, Store, StoreError};
 
+pub mod reset;
 pub mod session;
+pub mod totp;
+
+use totp::{Totp, TotpRefusal};
 
 /// Longest username accepted.
 pub const MAX_USERNAME_CHARS: usize = 64;
@@ -66,6 +70,13 @@ pub struct User {
     /// argon2id PHC string; `None` for accounts without a local password.
     #[serde(default)]
     pub password_hash: Option<String>,
+    /// An administrator of this slcs (the `/admin` console). An
+    /// administrator always has a second factor enrolled.
+    #[serde(default)]
+    pub admin: bool,
+    /// The enrolled TOTP second factor, if any.
+    #[serde(default)]
+    pub totp: Option<Totp>,
     /// Created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -81,6 +92,7 @@ impl std::fmt::Debug for User {
             .field("sub", &self.sub)
             .field("username", &self.username)
             .field("disabled", &self.disabled)
+            .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +146,8 @@ impl User {
             guest: false,
             disabled: false,
             password_hash: None,
+            admin: false,
+            totp: None,
             created_at: at,
             updated_at: at,
         }
@@ -240,6 +254,31 @@ pub enum UserError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why a second-factor code was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SecondFactorError {
+    /// The account has no second factor (or is gone or disabled).
+    #[error("no second factor is enrolled for this account")]
+    NotEnrolled,
+    /// The code is wrong or was used already.
+    #[error("the code is wrong or was used already")]
+    Refused(TotpRefusal),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The parts of an account that clients' access rules look at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountAccess {
+    /// Refused by clients with `accessDeniedToGuests`.
+    pub guest: bool,
+    /// Group names.
+    pub groups: BTreeSet<String>,
+    /// Unit paths.
+    pub units: BTreeSet<String>,
 }
 
 /// What a successful login proved.
@@ -358,6 +397,8 @@ impl LocalUsers {
             guest: new.guest,
             disabled: false,
             password_hash,
+            admin: false,
+            totp: None,
             created_at: now,
             updated_at: now,
         };
@@ -401,6 +442,124 @@ impl LocalUsers {
             user.disabled = disabled;
         })
         .await
+    }
+
+    /// Makes `username` an administrator with a fresh TOTP secret (an
+    /// earlier one is replaced), or, with `admin` false, takes the role and
+    /// the secret away. The returned account carries the secret, to be
+    /// shown to the operator once.
+    pub async fn set_admin(
+        &self,
+        username: &str,
+        admin: bool,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<User, UserError> {
+        let (action, totp) = if admin {
+            ("user.make_admin", Some(Totp::generate(now)?))
+        } else {
+            ("user.remove_admin", None)
+        };
+        self.change(username, actor, action, now, move |user| {
+            user.admin = admin;
+            user.totp.clone_from(&totp);
+        })
+        .await
+    }
+
+    /// Sets what a client's access rules look at: the guest flag, groups
+    /// and unit paths.
+    pub async fn set_access(
+        &self,
+        username: &str,
+        access: AccountAccess,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<User, UserError> {
+        for unit in &access.units {
+            check_label("unit", unit)?;
+        }
+        for group in &access.groups {
+            check_label("group", group)?;
+        }
+        self.change(username, actor, "user.set_access", now, move |user| {
+            user.guest = access.guest;
+            user.groups.clone_from(&access.groups);
+            user.units.clone_from(&access.units);
+        })
+        .await
+    }
+
+    /// Checks person `sub`'s second-factor code and marks its step used,
+    /// durably, before answering: the same code never works twice
+    /// (RFC 6238 §5.2), not even in two concurrent requests (the step is
+    /// written by compare-and-swap over the record the code was checked
+    /// against).
+    pub async fn verify_second_factor(
+        &self,
+        sub: &str,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), SecondFactorError> {
+        loop {
+            let current = self
+                .store
+                .user(sub)
+                .await?
+                .filter(|user| !user.disabled)
+                .ok_or(SecondFactorError::NotEnrolled)?;
+            let totp = current
+                .totp
+                .as_ref()
+                .ok_or(SecondFactorError::NotEnrolled)?;
+            let step = totp.check(code, now).map_err(SecondFactorError::Refused)?;
+            let mut updated = current.clone();
+            if let Some(totp) = updated.totp.as_mut() {
+                totp.last_step = Some(step);
+            }
+            match self.store.update_user(&current, &updated).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sets a new password on a reset link's account: the link's
+    /// signature is checked against the account as it is now, so a link
+    /// works once (the new password changes what it was bound to) and
+    /// never after any other password change.
+    pub async fn reset_password(
+        &self,
+        resets: &reset::ResetLinks,
+        token: &str,
+        password: String,
+        now: OffsetDateTime,
+    ) -> Result<User, UserError> {
+        let invalid = || {
+            UserError::Invalid(
+                "this reset link is not valid: it has expired, was used, or the password was changed since".into(),
+            )
+        };
+        let sub = resets.subject_of(token).ok_or_else(invalid)?;
+        let current = self.store.user(&sub).await?.ok_or_else(invalid)?;
+        if current.disabled || !resets.is_valid(token, &current, now) {
+            return Err(invalid());
+        }
+        let hash = self.hash_blocking(password).await?;
+        let mut updated = current.clone();
+        updated.password_hash = Some(hash);
+        updated.updated_at = now;
+        // Over the record the link was checked against: two uses racing
+        // cannot both succeed.
+        match self.store.update_user(&current, &updated).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Err(invalid()),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(&format!("user:{sub}"), "user.reset_password", &updated, now)
+            .await?;
+        Ok(updated)
     }
 
     /// Every account, by username.
@@ -721,6 +880,111 @@ mod tests {
             assert!(!cheap().verify(guess, &dummy));
         }
         assert_ne!(dummy, cheap().unmatchable_hash().unwrap());
+    }
+
+    async fn ops_admin(dir: &std::path::Path) -> (LocalUsers, User) {
+        let store: Arc<dyn Store> = Arc::new(crate::store::sled::open_for_tests(dir));
+        let users = LocalUsers::new(store, cheap()).unwrap();
+        let at = datetime!(2026-11-29 12:00 UTC);
+        let new = NewUser {
+            username: "ops".into(),
+            display_name: "Ops".into(),
+            password: Some("a long enough password".into()),
+            ..NewUser::default()
+        };
+        users.create(new, "admin", at).await.unwrap();
+        let admin = users.set_admin("ops", true, "admin", at).await.unwrap();
+        (users, admin)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_second_factor_code_counts_once_even_under_16_concurrent_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let (users, admin) = ops_admin(dir.path()).await;
+        assert!(admin.admin);
+        let totp = admin.totp.clone().unwrap();
+        let now = datetime!(2026-11-29 12:00:10 UTC);
+        let step = u64::try_from(now.unix_timestamp() / totp::STEP_SECS).unwrap();
+        let code = totp.code_at(step).unwrap();
+        let users = Arc::new(users);
+        let attempts: Vec<_> = (0..16)
+            .map(|_| {
+                let users = Arc::clone(&users);
+                let (sub, code) = (admin.sub.clone(), code.clone());
+                tokio::spawn(async move { users.verify_second_factor(&sub, &code, now).await })
+            })
+            .collect();
+        let mut accepted = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(()) => accepted += 1,
+                Err(SecondFactorError::Refused(TotpRefusal::Replayed)) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(accepted, 1);
+        // The next step's code still works; a re-enrolment makes the old
+        // secret worthless; taking the role away leaves no factor.
+        let next = totp.code_at(step + 1).unwrap();
+        users
+            .verify_second_factor(&admin.sub, &next, now)
+            .await
+            .unwrap();
+        let again = users.set_admin("ops", true, "admin", now).await.unwrap();
+        assert_ne!(again.totp.as_ref().unwrap().secret, totp.secret);
+        let later = now + time::Duration::minutes(5);
+        let old_code = totp.code_at(step + 10).unwrap();
+        assert!(matches!(
+            users
+                .verify_second_factor(&admin.sub, &old_code, later)
+                .await,
+            Err(SecondFactorError::Refused(TotpRefusal::Wrong))
+        ));
+        let removed = users.set_admin("ops", false, "admin", now).await.unwrap();
+        assert!(!removed.admin && removed.totp.is_none());
+        assert!(matches!(
+            users
+                .verify_second_factor(&admin.sub, "123456", later)
+                .await,
+            Err(SecondFactorError::NotEnrolled)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_reset_link_sets_one_password_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (users, admin) = ops_admin(dir.path()).await;
+        let resets = reset::ResetLinks::new(
+            crate::oauth::secrets::SecretPepper::from_bytes(&[3u8; 32]).unwrap(),
+        );
+        let now = datetime!(2026-11-29 13:00 UTC);
+        let (token, _) = resets.issue(&admin, now);
+        assert!(matches!(
+            users
+                .reset_password(&resets, &token, "short".into(), now)
+                .await,
+            Err(UserError::Invalid(_))
+        ));
+        let changed = users
+            .reset_password(&resets, &token, "a brand new password".into(), now)
+            .await
+            .unwrap();
+        assert!(cheap().verify(
+            "a brand new password",
+            changed.password_hash.as_deref().unwrap()
+        ));
+        assert!(matches!(
+            users
+                .reset_password(&resets, &token, "yet another password".into(), now)
+                .await,
+            Err(UserError::Invalid(_))
+        ));
+        assert!(
+            users
+                .authenticate("ops", "a brand new password")
+                .await
+                .is_ok()
+        );
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct Session {
     /// `created_at` stands in.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_seen: Option<OffsetDateTime>,
+    /// When a second factor (TOTP) was last proved in this session; the
+    /// admin console wants one.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub second_factor_at: Option<OffsetDateTime>,
 }
 
 /// Creates, finds and ends sessions; makes and checks CSRF tokens.
@@ -108,6 +112,7 @@ impl Sessions {
             created_at: now,
             expires_at: now + self.lifetime,
             last_seen: Some(now),
+            second_factor_at: None,
         };
         self.store.put_session(&session).await?;
         Ok((value, session))
@@ -145,6 +150,30 @@ impl Sessions {
             return Ok(Some(seen));
         }
         Ok(Some(session))
+    }
+
+    /// Records that the holder of `session` just proved a second factor
+    /// (RFC 8176 `otp`, and with the password `mfa`). Over the record
+    /// read, like every session write: `None` if the session ended
+    /// meanwhile. Durable on `Some`.
+    pub async fn confirm_second_factor(
+        &self,
+        session: &Session,
+        now: OffsetDateTime,
+    ) -> Result<Option<Session>, StoreError> {
+        let mut updated = session.clone();
+        updated.second_factor_at = Some(now);
+        updated.last_seen = Some(now);
+        for method in ["otp", "mfa"] {
+            if !updated.amr.iter().any(|m| m == method) {
+                updated.amr.push(method.to_owned());
+            }
+        }
+        Ok(self
+            .store
+            .touch_session(session, &updated)
+            .await?
+            .then_some(updated))
     }
 
     /// Ends the session of `cookie_value` (sign-out). Durable on `Ok`.

@@ -31,7 +31,7 @@ fn basic(id: &str, secret: &str) -> String {
 }
 
 /// Registers a service account and returns (secret, token).
-fn service_token(server: &Server, id: &str) -> (String, String) {
+pub fn service_token(server: &Server, id: &str) -> (String, String) {
     let (created, secret) = register(server, &service_client_json(id));
     assert_eq!(created.status, 201, "{}", created.text());
     let secret = secret.unwrap();

@@ -14,6 +14,7 @@
 
 mod browser;
 mod certificate;
+mod console;
 mod delegation;
 mod durability;
 mod issuance;

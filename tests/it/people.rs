@@ -400,7 +400,7 @@ fn concurrently(n: usize, request: impl Fn() -> HttpResponse + Sync) -> Vec<Http
     })
 }
 
-fn audit_actions(server: &Server) -> Vec<String> {
+pub fn audit_actions(server: &Server) -> Vec<String> {
     let audit = server.send(
         "GET",
         "/admin/audit?limit=1000",
@@ -1483,7 +1483,7 @@ fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
 }
 
 /// Signs `username` in on a fresh browser (straight to the account page).
-fn signed_in<'a>(server: &'a Server, username: &str, password: &str) -> Browser<'a> {
+pub fn signed_in<'a>(server: &'a Server, username: &str, password: &str) -> Browser<'a> {
     let mut browser = Browser::new(server);
     let login = browser.get("/login");
     let answer = browser.sign_in(&login, username, password);

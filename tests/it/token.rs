@@ -61,7 +61,7 @@ fn basic(id: &str, secret: &str) -> String {
     )
 }
 
-fn token_basic(server: &Server, id: &str, secret: &str, body: &str) -> HttpResponse {
+pub fn token_basic(server: &Server, id: &str, secret: &str, body: &str) -> HttpResponse {
     let auth = basic(id, secret);
     server.post("/token", &[("Authorization", &auth)], FORM, body)
 }
@@ -1040,7 +1040,7 @@ fn registration_and_introspection_edge_cases() {
 }
 
 /// A service client that may call the registration API, with its secret.
-fn api_caller(server: &Server, id: &str) -> String {
+pub fn api_caller(server: &Server, id: &str) -> String {
     let mut body = service_client_json(id);
     body["client"]["optionalClientScopes"] = json!(["slcs:clients"]);
     let (created, secret) = register(server, &body);
@@ -1049,7 +1049,7 @@ fn api_caller(server: &Server, id: &str) -> String {
 }
 
 /// An access token for the registration API (RFC 8707 resource indicator).
-fn api_token(server: &Server, id: &str, secret: &str) -> String {
+pub fn api_token(server: &Server, id: &str, secret: &str) -> String {
     let issuer = server.get("/.well-known/oauth-authorization-server").json()["issuer"]
         .as_str()
         .unwrap()

@@ -11,10 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::{
-    Continue, PageForm, message_page, render, see_other, session_of, session_posting, source,
+    Continue, PageForm, date, message_page, render, see_other, session_of, session_posting, source,
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
@@ -71,13 +70,50 @@ struct DelegateeRow {
 }
 
 #[derive(Serialize)]
-struct CertificateRow {
+pub(super) struct CertificateRow {
     serial: String,
     subject: String,
     presenter: String,
     chain: String,
     not_after: String,
     status: &'static str,
+}
+
+impl CertificateRow {
+    /// An issued certificate's row: the client that presented the token
+    /// is the last step of its chain.
+    pub(super) fn of(record: &crate::store::IssuanceRecord, now: OffsetDateTime) -> Self {
+        let intent = &record.intent;
+        Self {
+            serial: intent.serial.to_hex(),
+            subject: intent.subject.clone(),
+            presenter: intent
+                .provenance
+                .steps
+                .last()
+                .map(|s| s.client_id.clone())
+                .unwrap_or_default(),
+            chain: intent.provenance.chain_summary(),
+            not_after: date(intent.not_after),
+            status: certificate_status(record, now),
+        }
+    }
+}
+
+/// `revoked`, `expired`, `valid`, or for a record that never became a
+/// certificate its state (`intent`, `abandoned`).
+pub(super) fn certificate_status(
+    record: &crate::store::IssuanceRecord,
+    now: OffsetDateTime,
+) -> &'static str {
+    use crate::store::IssuanceState;
+    match record.state {
+        IssuanceState::Intent => "intent",
+        IssuanceState::Abandoned => "abandoned",
+        IssuanceState::Issued if record.revocation.is_some() => "revoked",
+        IssuanceState::Issued if record.intent.not_after <= now => "expired",
+        IssuanceState::Issued => "valid",
+    }
 }
 
 /// One audit event as a line for the person it is about.
@@ -213,37 +249,11 @@ async fn certificates_under(
             if let Some(record) = store.issuance(&serial).await?
                 && record.state == crate::store::IssuanceState::Issued
             {
-                certificates.push(CertificateRow {
-                    serial: serial.to_hex(),
-                    subject: record.intent.subject.clone(),
-                    presenter: record
-                        .intent
-                        .provenance
-                        .steps
-                        .last()
-                        .map(|s| s.client_id.clone())
-                        .unwrap_or_default(),
-                    chain: record.intent.provenance.chain_summary(),
-                    not_after: date(record.intent.not_after),
-                    status: if record.revocation.is_some() {
-                        "revoked"
-                    } else if record.intent.not_after <= now {
-                        "expired"
-                    } else {
-                        "valid"
-                    },
-                });
+                certificates.push(CertificateRow::of(&record, now));
             }
         }
     }
     Ok(certificates)
-}
-
-fn date(at: OffsetDateTime) -> String {
-    at.replace_nanosecond(0)
-        .unwrap_or(at)
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 pub(crate) async fn page(

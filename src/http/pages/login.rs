@@ -30,7 +30,7 @@ pub(crate) struct LoginQuery {
 }
 
 /// The pre-login cookie's value, and whether it must be set.
-fn pre_login(headers: &HeaderMap) -> Result<(String, bool), PageError> {
+pub(super) fn pre_login(headers: &HeaderMap) -> Result<(String, bool), PageError> {
     match cookie(headers, PRE_LOGIN_COOKIE) {
         Some(value) if value.len() == 43 => Ok((value, false)),
         _ => Ok((Sessions::random_value()?, true)),

@@ -22,6 +22,7 @@ use crate::users::session::Session;
 
 pub(super) mod account;
 pub(super) mod authorize;
+pub(super) mod console;
 pub(super) mod device;
 pub(super) mod login;
 pub(super) mod security;
@@ -57,6 +58,37 @@ fn environment() -> Result<Environment<'static>, minijinja::Error> {
         ("account.html", include_str!("templates/account.html")),
         ("revoke.html", include_str!("templates/revoke.html")),
         ("password.html", include_str!("templates/password.html")),
+        ("reset.html", include_str!("templates/reset.html")),
+        ("admin_base.html", include_str!("templates/admin_base.html")),
+        (
+            "admin_verify.html",
+            include_str!("templates/admin_verify.html"),
+        ),
+        ("admin_home.html", include_str!("templates/admin_home.html")),
+        (
+            "admin_clients.html",
+            include_str!("templates/admin_clients.html"),
+        ),
+        (
+            "admin_client.html",
+            include_str!("templates/admin_client.html"),
+        ),
+        (
+            "admin_people.html",
+            include_str!("templates/admin_people.html"),
+        ),
+        (
+            "admin_person.html",
+            include_str!("templates/admin_person.html"),
+        ),
+        (
+            "admin_issuances.html",
+            include_str!("templates/admin_issuances.html"),
+        ),
+        (
+            "admin_events.html",
+            include_str!("templates/admin_events.html"),
+        ),
     ] {
         env.add_template(name, source)?;
     }
@@ -205,6 +237,47 @@ pub(crate) fn refuse_while_throttled(wait: u64, what: &str) -> Result<(), PageEr
     })
 }
 
+/// Proves the password of `username` again before a dangerous action (a
+/// session left open on a shared machine must not be enough; OWASP ASVS
+/// 3.7.1), under the sign-in throttle, else the form would be a way around
+/// it. `Ok(false)` for a wrong password.
+pub(crate) async fn password_again(
+    state: &AppState,
+    username: &str,
+    password: &str,
+    address: &str,
+    now: time::OffsetDateTime,
+) -> Result<bool, PageError> {
+    use crate::users::{LoginError, MAX_PASSWORD_BYTES, UserSource as _};
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(PageError::BadRequest(format!(
+            "Passwords are at most {MAX_PASSWORD_BYTES} bytes."
+        )));
+    }
+    let throttle = &state.inner.login_throttle;
+    refuse_while_throttled(
+        throttle.wait(username, address, now),
+        "failed password checks",
+    )?;
+    match state.inner.users.authenticate(username, password).await {
+        Ok(_) => {
+            throttle.succeeded(username);
+            Ok(true)
+        }
+        Err(LoginError::Failed) => {
+            throttle.failed(username, address, now);
+            Ok(false)
+        }
+        Err(LoginError::Throttled(wait)) => Err(PageError::TooMany {
+            message: format!(
+                "Too many failed password checks. Wait {wait} seconds, then try again."
+            ),
+            retry_after: wait,
+        }),
+        Err(LoginError::Internal(detail)) => Err(PageError::Unavailable(detail)),
+    }
+}
+
 /// A form posted to a page: parsed as strictly as the OAuth endpoints'
 /// forms, but refused with a page that says what went wrong, never with
 /// an OAuth JSON error a person cannot read.
@@ -275,6 +348,8 @@ pub enum Continue {
     Device(String),
     /// The account page.
     Account,
+    /// The admin console.
+    Admin,
 }
 
 impl Continue {
@@ -289,6 +364,7 @@ impl Continue {
         match value.and_then(|v| v.split_once(':')) {
             Some(("authorize", id)) if safe(id) && !id.is_empty() => Self::Authorize(id.into()),
             Some(("device", code)) if safe(code) => Self::Device(code.into()),
+            _ if value == Some("admin") => Self::Admin,
             _ => Self::Account,
         }
     }
@@ -299,6 +375,7 @@ impl Continue {
             Self::Authorize(id) => format!("authorize:{id}"),
             Self::Device(code) => format!("device:{code}"),
             Self::Account => "account".into(),
+            Self::Admin => "admin".into(),
         }
     }
 
@@ -310,6 +387,7 @@ impl Continue {
             Self::Device(code) if code.is_empty() => "/device".into(),
             Self::Device(code) => format!("/device?user_code={}", encode(code)),
             Self::Account => "/account".into(),
+            Self::Admin => "/admin".into(),
         }
     }
 
@@ -317,6 +395,14 @@ impl Continue {
     pub fn login_path(&self) -> String {
         format!("/login?continue={}", super::form::encode(&self.encode()))
     }
+}
+
+/// A time as pages show it: RFC 3339, to the second, in UTC.
+pub(crate) fn date(at: time::OffsetDateTime) -> String {
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The client address, for throttling and the audit log.
@@ -349,6 +435,17 @@ mod tests {
             "device.html",
             "message.html",
             "account.html",
+            "revoke.html",
+            "password.html",
+            "reset.html",
+            "admin_verify.html",
+            "admin_home.html",
+            "admin_clients.html",
+            "admin_client.html",
+            "admin_people.html",
+            "admin_person.html",
+            "admin_issuances.html",
+            "admin_events.html",
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }
@@ -385,6 +482,8 @@ mod tests {
                 "{hostile}"
             );
         }
+        assert_eq!(Continue::parse(Some("admin")), Continue::Admin);
+        assert_eq!(Continue::Admin.path(), "/admin");
         assert_eq!(
             Continue::Authorize("ar_x".into()).path(),
             "/authorize/continue?request=ar_x"

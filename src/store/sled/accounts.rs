@@ -651,6 +651,7 @@ mod tests {
             created_at: at,
             expires_at: at + time::Duration::hours(8),
             last_seen: None,
+            second_factor_at: None,
         };
         for (id, sub) in [("s1", "u-1"), ("s2", "u-1"), ("s3", "u-10")] {
             store.put_session(&session(id, sub)).await.unwrap();
