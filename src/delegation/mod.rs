@@ -74,10 +74,80 @@ pub struct ApprovalRevocation {
     pub by: String,
 }
 
+/// What a person keeps of an approval when narrowing it on their account
+/// page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Narrowing {
+    /// Scopes the client keeps.
+    pub scopes: BTreeSet<String>,
+    /// Delegatees kept, with the scopes each keeps; a delegatee left out
+    /// (or left with no scope) is removed.
+    pub delegatees: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Why an approval could not be narrowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NarrowError {
+    /// Narrowing only removes: `0` was never approved.
+    #[error("{0} was not approved, so it cannot be kept")]
+    Wider(String),
+    /// Nothing would be left.
+    #[error("nothing would be left: revoke the approval instead")]
+    Empty,
+}
+
 impl Approval {
     /// Whether it still covers anything at `now`.
     pub fn is_live(&self, now: OffsetDateTime) -> bool {
         self.revoked.is_none() && now < self.expires_at
+    }
+
+    /// This approval keeping only `keep`. Narrowing never widens: keeping
+    /// something not approved is refused, a delegatee keeps no scope its
+    /// client loses (it could only ever receive a subset of what the
+    /// client holds), and a removed delegatee counts as declined, so the
+    /// consent page does not offer it again unasked.
+    pub fn narrowed(&self, keep: &Narrowing, now: OffsetDateTime) -> Result<Self, NarrowError> {
+        if let Some(extra) = keep.scopes.iter().find(|s| !self.scopes.contains(*s)) {
+            return Err(NarrowError::Wider(format!("scope {extra}")));
+        }
+        if keep.scopes.is_empty() {
+            return Err(NarrowError::Empty);
+        }
+        let mut delegatees = BTreeMap::new();
+        for (id, scopes) in &keep.delegatees {
+            let approved = self
+                .delegatees
+                .get(id)
+                .ok_or_else(|| NarrowError::Wider(format!("delegatee {id}")))?;
+            if let Some(extra) = scopes.iter().find(|s| !approved.contains(*s)) {
+                return Err(NarrowError::Wider(format!("scope {extra} for {id}")));
+            }
+            let kept: BTreeSet<String> = scopes.intersection(&keep.scopes).cloned().collect();
+            if !kept.is_empty() {
+                delegatees.insert(id.clone(), kept);
+            }
+        }
+        let mut narrowed = self.clone();
+        for removed in self.delegatees.keys() {
+            if !delegatees.contains_key(removed) {
+                narrowed.declined_delegatees.insert(removed.clone());
+            }
+        }
+        narrowed.scopes.clone_from(&keep.scopes);
+        narrowed.delegatees = delegatees;
+        narrowed.updated_at = now;
+        Ok(narrowed)
+    }
+
+    /// This approval lasting `lifetime` from `now` (never shorter than it
+    /// already lasts): the person's own renewal, the same span a new
+    /// consent would give.
+    pub fn extended(&self, lifetime: time::Duration, now: OffsetDateTime) -> Self {
+        let mut extended = self.clone();
+        extended.expires_at = self.expires_at.max(now + lifetime);
+        extended.updated_at = now;
+        extended
     }
 }
 
@@ -303,6 +373,94 @@ mod tests {
         assert_eq!(widened.id, "ap-1");
         assert_eq!(widened.scopes, wider);
         assert_eq!(widened.delegatees["wps"], set(&["slcs:certificate"]));
+    }
+
+    #[test]
+    fn narrowing_only_removes_and_a_removed_delegatee_is_not_offered_again() {
+        let now = datetime!(2026-11-29 12:00 UTC);
+        let requested = set(&["openid", "email", "slcs:certificate"]);
+        let offered = [
+            broker("wps", &["slcs:certificate", "email"]),
+            broker("broker-a", &["slcs:certificate"]),
+        ];
+        let need = consent_needed(None, &requested, &offered, None, now);
+        let approval = decide(
+            None,
+            "ap-1",
+            &requested,
+            &need,
+            &set(&["wps", "broker-a"]),
+            90,
+            now,
+        );
+        let later = now + time::Duration::hours(1);
+        let keep = Narrowing {
+            scopes: set(&["openid", "slcs:certificate"]),
+            delegatees: [("wps".to_owned(), set(&["slcs:certificate", "email"]))].into(),
+        };
+        let narrowed = approval.narrowed(&keep, later).unwrap();
+        assert_eq!(narrowed.id, "ap-1");
+        assert_eq!(narrowed.scopes, set(&["openid", "slcs:certificate"]));
+        // `email` left with the client, so the delegatee cannot keep it.
+        assert_eq!(narrowed.delegatees["wps"], set(&["slcs:certificate"]));
+        assert!(!narrowed.delegatees.contains_key("broker-a"));
+        assert!(narrowed.declined_delegatees.contains("broker-a"));
+        assert_eq!(narrowed.updated_at, later);
+        assert_eq!(narrowed.expires_at, approval.expires_at);
+        // What a request for the kept scopes offers: broker-a counts as
+        // declined, wps is covered.
+        let offered_now = [
+            broker("wps", &["slcs:certificate"]),
+            broker("broker-a", &["slcs:certificate"]),
+        ];
+        assert!(
+            consent_needed(Some(&narrowed), &keep.scopes, &offered_now, None, later).is_empty(),
+            "the removed delegatee counts as declined"
+        );
+
+        // Nothing is ever added, and nothing left means revoke.
+        let wider = Narrowing {
+            scopes: set(&["openid", "profile"]),
+            ..Narrowing::default()
+        };
+        assert_eq!(
+            approval.narrowed(&wider, later),
+            Err(NarrowError::Wider("scope profile".into()))
+        );
+        let stranger = Narrowing {
+            scopes: set(&["openid"]),
+            delegatees: [("evil".to_owned(), set(&["openid"]))].into(),
+        };
+        assert_eq!(
+            approval.narrowed(&stranger, later),
+            Err(NarrowError::Wider("delegatee evil".into()))
+        );
+        let more_for_broker = Narrowing {
+            scopes: requested.clone(),
+            delegatees: [("broker-a".to_owned(), set(&["email"]))].into(),
+        };
+        assert!(matches!(
+            approval.narrowed(&more_for_broker, later),
+            Err(NarrowError::Wider(_))
+        ));
+        assert_eq!(
+            approval.narrowed(&Narrowing::default(), later),
+            Err(NarrowError::Empty)
+        );
+    }
+
+    #[test]
+    fn extending_renews_the_full_span_and_never_shortens() {
+        let now = datetime!(2026-11-29 12:00 UTC);
+        let requested = set(&["slcs:certificate"]);
+        let need = consent_needed(None, &requested, &[], None, now);
+        let approval = decide(None, "ap-1", &requested, &need, &BTreeSet::new(), 90, now);
+        let later = now + time::Duration::days(30);
+        let extended = approval.extended(time::Duration::days(90), later);
+        assert_eq!(extended.expires_at, later + time::Duration::days(90));
+        assert_eq!(extended.scopes, approval.scopes);
+        let shorter = approval.extended(time::Duration::days(1), later);
+        assert_eq!(shorter.expires_at, approval.expires_at);
     }
 
     #[test]

@@ -195,6 +195,14 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
             get(pages::account::confirm_revoke).post(pages::account::revoke),
         )
         .route(
+            "/account/approvals/{id}/edit",
+            get(pages::approvals::edit_page).post(pages::approvals::edit),
+        )
+        .route(
+            "/account/approvals/revoke-all",
+            get(pages::approvals::revoke_all_page).post(pages::approvals::revoke_all),
+        )
+        .route(
             "/account/reset",
             get(pages::security::reset_page).post(pages::security::reset_password),
         )

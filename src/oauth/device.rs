@@ -355,7 +355,7 @@ impl TokenService {
                 Err(e) => return Err(e.into()),
             }
             let grant = outcome?;
-            let user = self
+            let (user, _) = self
                 .grant_is_live(&grant, &client.client, true, now)
                 .await?;
             let refresh = if grant.has_scope("offline_access")

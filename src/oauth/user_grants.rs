@@ -73,12 +73,22 @@ pub struct ApprovalRevoked {
     pub certificates: Vec<String>,
 }
 
-/// Why an approval could not be revoked.
+/// Why an approval could not be revoked or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
     /// No such approval of this person.
     #[error("no such approval")]
     NotFound,
+    /// Revoked or expired: there is nothing left to change.
+    #[error("the approval has been revoked or has expired")]
+    NotLive,
+    /// What the person saw is no longer what is stored (a consent widened
+    /// it meanwhile): nothing was changed, they should look again.
+    #[error("the approval changed meanwhile")]
+    Changed,
+    /// The narrowing asked for is not one.
+    #[error(transparent)]
+    Narrow(#[from] crate::delegation::NarrowError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -181,7 +191,7 @@ impl TokenService {
         // above already made this request the one winner (ATTACKS CODE-08:
         // exactly one 200). The tokens it gets are revoked with the grant.
         // A revoked approval (CODE-11) is still refused.
-        let user = self
+        let (user, _) = self
             .grant_is_live(&code.grant, &client.client, false, now)
             .await?;
         let with_refresh = code.grant.has_scope("offline_access")
@@ -275,9 +285,12 @@ impl TokenService {
             ));
         }
         let scope = narrow_refresh_scope(&stored.grant, requested_scope)?;
-        let user = self
+        let (user, approval) = self
             .grant_is_live(&stored.grant, &client.client, true, now)
             .await?;
+        // The person may have narrowed the approval since the grant: the
+        // refresh carries no scope it no longer covers.
+        let scope = within_approval(&scope, &approval)?;
         let successor = random_secret(REFRESH_TOKEN_PREFIX)
             .ok_or_else(|| GrantError::Signing("random generator failed".into()))?;
         let successor_hash = secret_key(self.pepper(), "refresh", &successor);
@@ -413,24 +426,26 @@ impl TokenService {
         client: &Client,
         check_revoked: bool,
         now: OffsetDateTime,
-    ) -> Result<User, GrantError> {
+    ) -> Result<(User, crate::delegation::Approval), GrantError> {
         let refused = |why: &str| GrantError::InvalidGrant(why.to_owned());
         if check_revoked && self.store().is_revoked("", &grant.grant_id).await? {
             return Err(refused("the grant has been revoked"));
         }
-        let approval = self.store().approval(&grant.approval_id).await?;
-        if !approval.as_ref().is_some_and(|a| a.is_live(now)) {
-            return Err(refused(
-                "the person's approval of this client has been revoked or has expired",
-            ));
-        }
+        let approval = self
+            .store()
+            .approval(&grant.approval_id)
+            .await?
+            .filter(|a| a.is_live(now))
+            .ok_or_else(|| {
+                refused("the person's approval of this client has been revoked or has expired")
+            })?;
         let user = self
             .users()
             .user(&grant.sub)
             .await?
             .ok_or_else(|| refused("the account no longer exists"))?;
         user_may_use(client, &user).map_err(refused)?;
-        Ok(user)
+        Ok((user, approval))
     }
 
     /// Mints the access token (and, per scope, the ID token) of a grant,
@@ -615,6 +630,101 @@ impl TokenService {
         }
     }
 
+    /// Narrows `sub`'s live approval `approval_id` to `keep`, provided its
+    /// scopes and delegatees are still those of `seen` (what the person
+    /// decided on). From then on its tokens carry only what is kept:
+    /// refreshes are cut down to the kept scopes and exchanges to the kept
+    /// delegatees; tokens already issued run out within their lifetime.
+    pub async fn narrow_approval(
+        &self,
+        sub: &str,
+        seen: &crate::delegation::Approval,
+        keep: &crate::delegation::Narrowing,
+        source: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<crate::delegation::Approval, ApprovalError> {
+        self.change_approval(sub, &seen.id, "approval.narrow", source, now, |current| {
+            if current.scopes != seen.scopes || current.delegatees != seen.delegatees {
+                return Err(ApprovalError::Changed);
+            }
+            Ok(current.narrowed(keep, now)?)
+        })
+        .await
+    }
+
+    /// Extends `sub`'s live approval `approval_id` to the configured
+    /// approval lifetime from `now` (what a new consent would give).
+    pub async fn extend_approval(
+        &self,
+        sub: &str,
+        approval_id: &str,
+        source: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<crate::delegation::Approval, ApprovalError> {
+        let lifetime = time::Duration::try_from(self.delegation().approval_lifetime)
+            .unwrap_or(time::Duration::days(90));
+        self.change_approval(
+            sub,
+            approval_id,
+            "approval.extend",
+            source,
+            now,
+            |current| Ok(current.extended(lifetime, now)),
+        )
+        .await
+    }
+
+    /// Applies `change` to the person's live approval by compare-and-swap
+    /// and audits it, durably, before answering.
+    async fn change_approval(
+        &self,
+        sub: &str,
+        approval_id: &str,
+        action: &str,
+        source: Option<String>,
+        now: OffsetDateTime,
+        change: impl Fn(
+            &crate::delegation::Approval,
+        ) -> Result<crate::delegation::Approval, ApprovalError>,
+    ) -> Result<crate::delegation::Approval, ApprovalError> {
+        loop {
+            let current = self
+                .store()
+                .approval(approval_id)
+                .await?
+                .filter(|a| a.sub == sub)
+                .ok_or(ApprovalError::NotFound)?;
+            if !current.is_live(now) {
+                return Err(ApprovalError::NotLive);
+            }
+            let changed = change(&current)?;
+            match self.store().save_approval(Some(&current), &changed).await {
+                Ok(()) => {}
+                // Its last use was recorded meanwhile: decide again on
+                // the fresh record.
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            self.store()
+                .append_audit(&AuditEvent {
+                    at: now,
+                    actor: format!("user:{sub}"),
+                    action: action.to_owned(),
+                    target: changed.id.clone(),
+                    source,
+                    detail: serde_json::json!({
+                        "sub": sub,
+                        "client_id": changed.client_id,
+                        "scopes": changed.scopes,
+                        "delegatees": changed.delegatees.keys().collect::<Vec<_>>(),
+                        "expires": changed.expires_at.unix_timestamp(),
+                    }),
+                })
+                .await?;
+            return Ok(changed);
+        }
+    }
+
     /// OIDC `/userinfo` (OIDC Core §5.3): the claims the token's scope
     /// releases, for a live user token carrying `openid`.
     pub async fn userinfo(
@@ -681,6 +791,25 @@ fn narrow_refresh_scope(grant: &UserGrant, requested: Option<&str>) -> Result<St
         ));
     }
     Ok(scope.join(" "))
+}
+
+/// `scope` without what `approval` no longer covers; `invalid_grant` when
+/// nothing is left (the person narrowed the approval away from this
+/// grant's every scope).
+fn within_approval(
+    scope: &str,
+    approval: &crate::delegation::Approval,
+) -> Result<String, GrantError> {
+    let kept: Vec<&str> = scope
+        .split(' ')
+        .filter(|s| approval.scopes.contains(*s))
+        .collect();
+    if kept.is_empty() {
+        return Err(GrantError::InvalidGrant(
+            "the person's approval no longer covers any scope of this grant".into(),
+        ));
+    }
+    Ok(kept.join(" "))
 }
 
 /// RFC 7636 §4.6: BASE64URL(SHA256(code_verifier)) must equal the stored

@@ -825,8 +825,16 @@ fn tx_05_tx_06_tx_08_unapproved_revoked_and_too_deep_chains_get_nothing() {
     let account = browser.get("/account");
     let html = html_of(&account);
     let csrf = crate::people::hidden(&html, "csrf_token");
-    let at = html.find("/account/approvals/").unwrap();
-    let path = html[at..at + html[at..].find('"').unwrap()].to_owned();
+    let path = crate::people::approval_link(&html, "revoke");
+    // Her activity lists the broker's certificate among the events.
+    let serial = inspect_json(&granted.text())["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        html.contains(&format!("Certificate {serial} issued to broker-a")),
+        "{html}"
+    );
     assert_eq!(browser.post(&path, &[("csrf_token", &csrf)]).status, 200);
     assert_eq!(
         exchange(&server, "wps", &chain.wps, &t2, "&audience=broker-a").json()["error"],
@@ -837,10 +845,6 @@ fn tx_05_tx_06_tx_08_unapproved_revoked_and_too_deep_chains_get_nothing() {
         401
     );
     assert!(!introspect_active(&server, "wps", &chain.wps, &t2));
-    let serial = inspect_json(&granted.text())["serial"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let status = server.send(
         "GET",
         &format!("/certificate/status/{serial}"),
@@ -898,4 +902,162 @@ fn suspending_a_delegatee_revokes_its_chain_but_nothing_upstream() {
         "a token of the suspended client yields nothing"
     );
     assert!(introspect_active(&server, "portal", &chain.portal, &t0));
+}
+
+/// The checkboxes of an approval's edit page: (field, client or "", scope).
+fn edit_choices(html: &str) -> Vec<(String, String, String)> {
+    let mut choices = Vec::new();
+    let mut client = String::new();
+    for piece in html.split("<li>").skip(1) {
+        if let Some(strong) = piece.find("</strong> <code>") {
+            let rest = &piece[strong + "</strong> <code>".len()..];
+            client = rest[..rest.find('<').unwrap()].to_owned();
+        } else {
+            client.clear();
+        }
+        for (at, _) in piece.match_indices("type=\"checkbox\" id=\"") {
+            let rest = &piece[at + "type=\"checkbox\" id=\"".len()..];
+            let field = rest[..rest.find('"').unwrap()].to_owned();
+            let code = &rest[rest.find("<code>").unwrap() + "<code>".len()..];
+            let scope = code[..code.find('<').unwrap()].to_owned();
+            choices.push((field, client.clone(), scope));
+        }
+    }
+    choices
+}
+
+/// On her account page Alice narrows her approval of the portal (no
+/// `openid`, no broker A) and extends it; a stale form changes nothing;
+/// refreshes and exchanges carry only what she kept. Then she revokes
+/// every approval at once, which wants her password.
+#[test]
+fn an_approval_is_narrowed_and_extended_on_the_account_page_and_all_revoked_with_the_password() {
+    let (_work, server, chain) = chain_world();
+    let mut browser = Browser::new(&server);
+    let (verifier, challenge) = pkce();
+    let code = crate::people::code_for(
+        &mut browser,
+        "openid offline_access slcs:certificate",
+        &challenge,
+    );
+    let tokens = redeem(&server, &chain.portal, &code, &verifier);
+    assert_eq!(tokens.status, 200, "{}", tokens.text());
+    let refresh_token = tokens.json()["refresh_token"].as_str().unwrap().to_owned();
+    let t0 = token_of(&tokens);
+    let [_, t2, _] = walk_chain(&server, &chain, &t0, "&audience=broker-a");
+
+    let account = html_of(&browser.get("/account"));
+    let edit_path = crate::people::approval_link(&account, "edit");
+    let page = browser.get(&edit_path);
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = html_of(&page);
+    let choices = edit_choices(&html);
+    let scopes: Vec<&str> = choices
+        .iter()
+        .filter(|(_, client, _)| client.is_empty())
+        .map(|(_, _, scope)| scope.as_str())
+        .collect();
+    assert_eq!(scopes, ["offline_access", "openid", "slcs:certificate"]);
+    for client in ["wps", "broker-a", "broker-b"] {
+        assert!(
+            choices.iter().any(|(_, c, _)| c == client),
+            "{client}: {choices:?}"
+        );
+    }
+    let csrf = crate::people::hidden(&html, "csrf_token");
+    let version = crate::people::hidden(&html, "version");
+    let keep: Vec<&str> = choices
+        .iter()
+        .filter(|(_, client, scope)| client != "broker-a" && scope != "openid")
+        .map(|(field, _, _)| field.as_str())
+        .collect();
+    let post = |browser: &mut Browser<'_>, action: &str, version: &str, fields: &[&str]| {
+        let mut form = vec![
+            ("csrf_token", csrf.as_str()),
+            ("action", action),
+            ("version", version),
+        ];
+        form.extend(fields.iter().map(|f| (*f, "on")));
+        browser.post(&edit_path, &form)
+    };
+
+    // A form from before a change, or one keeping nothing, changes nothing.
+    assert_eq!(post(&mut browser, "narrow", "1", &keep).status, 409);
+    assert_eq!(post(&mut browser, "narrow", &version, &[]).status, 400);
+    let forged = browser.post(
+        &edit_path,
+        &[
+            ("csrf_token", "forged"),
+            ("action", "extend"),
+            ("version", &version),
+        ],
+    );
+    assert_eq!(forged.status, 403);
+    let still = exchange(&server, "wps", &chain.wps, &t2, "&audience=broker-a");
+    assert_eq!(still.status, 200, "unchanged so far: {}", still.text());
+
+    let narrowed = post(&mut browser, "narrow", &version, &keep);
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text());
+    let refused = exchange(&server, "wps", &chain.wps, &t2, "&audience=broker-a");
+    assert_eq!(
+        refused.json()["error"],
+        "invalid_target",
+        "{}",
+        refused.text()
+    );
+    let allowed = exchange(&server, "wps", &chain.wps, &t2, "&audience=broker-b");
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    let refreshed = crate::people::refresh(&server, &chain.portal, &refresh_token);
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    let scope = refreshed.json()["scope"].as_str().unwrap().to_owned();
+    assert!(!scope.split(' ').any(|s| s == "openid"), "{scope}");
+    assert!(scope.contains("slcs:certificate"), "{scope}");
+    let refresh_token = refreshed.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Extending: the page's version moved on with the narrowing.
+    let html = html_of(&browser.get(&edit_path));
+    assert!(!html.contains("broker-a"), "{html}");
+    let version = crate::people::hidden(&html, "version");
+    let extended = post(&mut browser, "extend", &version, &[]);
+    assert_eq!(extended.status, 200, "{}", extended.text());
+    let actions = crate::people::audit_actions(&server);
+    for action in ["approval.narrow", "approval.extend"] {
+        assert!(
+            actions.contains(&action.to_owned()),
+            "{action}: {actions:?}"
+        );
+    }
+
+    // Revoke all: the password again, or nothing happens.
+    let page = browser.get("/account/approvals/revoke-all");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("Climate Portal"));
+    let csrf = crate::people::hidden(&page.text(), "csrf_token");
+    let wrong = browser.post(
+        "/account/approvals/revoke-all",
+        &[("csrf_token", &csrf), ("password", "not the password")],
+    );
+    assert_eq!(wrong.status, 401);
+    let refreshed = crate::people::refresh(&server, &chain.portal, &refresh_token);
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    let refresh_token = refreshed.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = browser.post(
+        "/account/approvals/revoke-all",
+        &[("csrf_token", &csrf), ("password", crate::people::PASSWORD)],
+    );
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert!(
+        done.text().contains("1 approval revoked"),
+        "{}",
+        done.text()
+    );
+    let dead = crate::people::refresh(&server, &chain.portal, &refresh_token);
+    assert_eq!(dead.json()["error"], "invalid_grant", "{}", dead.text());
+    assert_eq!(browser.get(&edit_path).status, 404);
 }

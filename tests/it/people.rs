@@ -124,6 +124,17 @@ pub fn html_of(response: &HttpResponse) -> String {
     response.text().replace("&#x2f;", "/").replace("&amp;", "&")
 }
 
+/// The first link of the account page `html` to an approval's `verb`
+/// page (`revoke`, `edit`).
+pub fn approval_link(html: &str, verb: &str) -> String {
+    let end = format!("/{verb}\"");
+    let stop = html
+        .find(&end)
+        .unwrap_or_else(|| panic!("no {verb} link in {html}"));
+    let start = html[..stop].rfind("/account/approvals/").unwrap();
+    html[start..stop + end.len() - 1].to_owned()
+}
+
 /// The value of the hidden input `name` in `html`.
 pub fn hidden(html: &str, name: &str) -> String {
     try_hidden(html, name).unwrap_or_else(|| panic!("no hidden {name} in {html}"))
@@ -1386,8 +1397,7 @@ fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
     let account = browser.get("/account");
     let html = html_of(&account);
     let csrf = hidden(&html, "csrf_token");
-    let start = html.find("/account/approvals/").unwrap();
-    let revoke_path = html[start..start + html[start..].find('"').unwrap()].to_owned();
+    let revoke_path = approval_link(&html, "revoke");
     assert_eq!(
         browser.post(&revoke_path, &[("csrf_token", &csrf)]).status,
         200

@@ -44,6 +44,9 @@ const RECENT_ACTIVITY: usize = 20;
 
 #[derive(Serialize)]
 struct ActivityRow {
+    /// For ordering events and issuances together (not shown).
+    #[serde(skip)]
+    sort_at: OffsetDateTime,
     at: String,
     what: String,
     /// The address the request came from, when recorded.
@@ -71,6 +74,9 @@ struct DelegateeRow {
 
 #[derive(Serialize)]
 pub(super) struct CertificateRow {
+    /// When it was recorded (for ordering, not shown).
+    #[serde(skip)]
+    recorded_at: OffsetDateTime,
     serial: String,
     subject: String,
     presenter: String,
@@ -85,6 +91,7 @@ impl CertificateRow {
     pub(super) fn of(record: &crate::store::IssuanceRecord, now: OffsetDateTime) -> Self {
         let intent = &record.intent;
         Self {
+            recorded_at: intent.recorded_at,
             serial: intent.serial.to_hex(),
             subject: intent.subject.clone(),
             presenter: intent
@@ -348,16 +355,36 @@ pub(crate) async fn page(
             live,
         });
     }
-    let activity: Vec<ActivityRow> = store
+    // The audit log has the sign-ins, consents and token events; the
+    // issuances come from the issuance log (already read for the
+    // approvals above), so a certificate costs no audit write.
+    let mut activity: Vec<ActivityRow> = store
         .audit_of_person(&session.sub, RECENT_ACTIVITY)
         .await?
         .into_iter()
         .map(|record| ActivityRow {
+            sort_at: record.event.at,
             at: date(record.event.at),
             what: activity_line(&record.event),
             from: record.event.source,
         })
         .collect();
+    activity.extend(
+        approvals
+            .iter()
+            .flat_map(|a| &a.certificates)
+            .map(|c| ActivityRow {
+                sort_at: c.recorded_at,
+                at: date(c.recorded_at),
+                what: format!(
+                    "Certificate {} issued to {} ({})",
+                    c.serial, c.presenter, c.chain
+                ),
+                from: None,
+            }),
+    );
+    activity.sort_by_key(|row| std::cmp::Reverse(row.sort_at));
+    activity.truncate(RECENT_ACTIVITY);
     let sessions: Vec<SessionRow> = state
         .inner
         .sessions
@@ -381,6 +408,7 @@ pub(crate) async fn page(
                 username => user.username,
                 organisation => user.organisation,
             },
+            live_approvals => approvals.iter().filter(|a| a.live).count(),
             approvals => approvals,
             sessions => sessions,
             activity => activity,
@@ -504,6 +532,7 @@ pub(crate) async fn revoke(
         .map_err(|e| match e {
             ApprovalError::NotFound => PageError::BadRequest("There is no such approval.".into()),
             ApprovalError::Store(e) => e.into(),
+            other => PageError::BadRequest(format!("{other}.")),
         })?;
     let mut details = vec![format!(
         "{} grant{} revoked: their access and refresh tokens no longer work.",

@@ -21,6 +21,7 @@ use super::error::PageError;
 use crate::users::session::Session;
 
 pub(super) mod account;
+pub(super) mod approvals;
 pub(super) mod authorize;
 pub(super) mod console;
 pub(super) mod device;
@@ -59,6 +60,8 @@ fn environment() -> Result<Environment<'static>, minijinja::Error> {
         ("revoke.html", include_str!("templates/revoke.html")),
         ("password.html", include_str!("templates/password.html")),
         ("reset.html", include_str!("templates/reset.html")),
+        ("approval.html", include_str!("templates/approval.html")),
+        ("revoke_all.html", include_str!("templates/revoke_all.html")),
         ("admin_base.html", include_str!("templates/admin_base.html")),
         (
             "admin_verify.html",
@@ -438,6 +441,8 @@ mod tests {
             "revoke.html",
             "password.html",
             "reset.html",
+            "approval.html",
+            "revoke_all.html",
             "admin_verify.html",
             "admin_home.html",
             "admin_clients.html",
