@@ -327,25 +327,45 @@ pub(super) async fn set_admin(
         .map_err(user_problem)?;
     let totp = user.totp.as_ref().map(|totp| {
         let issuer = &state.inner.tokens.config().issuer;
-        serde_json::json!({
-            "secret": totp.secret,
-            "uri": otpauth_uri(issuer, &user.username, &totp.secret),
-        })
+        TotpView {
+            uri: otpauth_uri(issuer, &user.username, &totp.secret),
+            secret: totp.secret.clone(),
+        }
     });
-    let mut body = serde_json::to_value(UserView::from(user)).map_err(Problem::internal)?;
-    if let (Some(totp), Some(map)) = (totp, body.as_object_mut()) {
-        map.insert("totp".into(), totp);
-    }
-    Ok(Json(body).into_response())
+    Ok(Json(AdminView {
+        user: UserView::from(user),
+        totp,
+    })
+    .into_response())
+}
+
+/// An account just made an administrator: its second factor's secret,
+/// shown this once.
+#[derive(serde::Serialize)]
+struct AdminView {
+    #[serde(flatten)]
+    user: UserView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    totp: Option<TotpView>,
+}
+
+#[derive(serde::Serialize)]
+struct TotpView {
+    secret: String,
+    uri: String,
 }
 
 /// The `otpauth://` URI an authenticator app imports (the Key URI Format
 /// of Google Authenticator, which the other apps follow): the label is
-/// `issuer:username`, and the parameters are the RFC 6238 defaults slcs
-/// uses.
+/// `host:username`, the host being the issuer's (what the app lists the
+/// entry under), and the parameters are the RFC 6238 defaults slcs uses.
 fn otpauth_uri(issuer: &str, username: &str, secret: &str) -> String {
     use super::form::encode;
     use crate::users::totp::{DIGITS, STEP_SECS};
+    let issuer = issuer
+        .strip_prefix("https://")
+        .unwrap_or(issuer)
+        .trim_end_matches('/');
     format!(
         "otpauth://totp/{}:{}?secret={secret}&issuer={}&algorithm=SHA1&digits={DIGITS}&period={STEP_SECS}",
         encode(issuer),

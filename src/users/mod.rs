@@ -425,7 +425,7 @@ impl LocalUsers {
         .await
     }
 
-    /// Disables (or re-enables) an account.
+    /// Disables (or re-enables) an account; disabling ends its sessions.
     pub async fn set_disabled(
         &self,
         username: &str,
@@ -438,10 +438,20 @@ impl LocalUsers {
         } else {
             "user.enable"
         };
-        self.change(username, actor, action, now, move |user| {
-            user.disabled = disabled;
-        })
-        .await
+        let user = self
+            .change(username, actor, action, now, move |user| {
+                user.disabled = disabled;
+            })
+            .await?;
+        if disabled {
+            // Signed out everywhere at once, not at each session's end: a
+            // disabled account uses nothing (its grants stopped with the
+            // flag).
+            for session in self.store.sessions_of(&user.sub).await? {
+                self.store.delete_session(&session.id_hash).await?;
+            }
+        }
+        Ok(user)
     }
 
     /// Makes `username` an administrator with a fresh TOTP secret (an

@@ -14,6 +14,9 @@
 //   CSR_PEM         broker A's certificate request
 //   GUEST_AUTHORIZE_PATH  the portal's /authorize?… for a guest
 //   PASSWORD        every account's password
+//   ADMIN_USERNAME, TOTP_SECRET  an administrator and her TOTP secret
+//   PENDING_CLIENT, PENDING_NAME, PENDING_SECRET  a client waiting for
+//                   approval: its id, its name (an HTML/JS payload), its secret
 //   SCREENSHOTS     directory for PNGs of the pages (optional)
 //   CHROMIUM        the browser (default /usr/bin/chromium)
 //
@@ -22,6 +25,7 @@
 // certificate, since a fresh profile cannot be given an extra root.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 import http from "node:http";
 
 const env = (name) => {
@@ -109,6 +113,35 @@ async function exchange(id, secret, subject, extra = {}) {
   );
   assert.equal(answer.status, 200, `${id}: ${JSON.stringify(answer.body)}`);
   return answer.body.access_token;
+}
+
+/** RFC 4648 base32 (no padding) to bytes. */
+function base32(text) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  const out = [];
+  let buffer = 0;
+  let bits = 0;
+  for (const c of text) {
+    const index = alphabet.indexOf(c);
+    assert.ok(index >= 0, `not base32: ${c}`);
+    buffer = ((buffer << 5) | index) & 0xffff;
+    bits += 5;
+    if (bits >= 8) {
+      out.push((buffer >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** The TOTP code (RFC 6238: HMAC-SHA-1, 30 s, six digits) of `secret`
+ * now, computed here with Node's crypto, independently of slcs. */
+function totp(secret) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 1000 / 30)));
+  const mac = crypto.createHmac("sha1", base32(secret)).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, "0");
 }
 
 const results = {};
@@ -208,6 +241,15 @@ const results = {};
   const chain = await page.locator(".approval .chain").first().innerText();
   assert.match(chain, /^Climate Portal portal → Processing service wps → Job broker A broker-a, Job broker B broker-b$/, chain);
   await shot(page, "account");
+  // The page to narrow or extend the approval lists what each hop may
+  // receive, every box ticked.
+  const editHref = await page.locator("a", { hasText: "Change…" }).first().getAttribute("href");
+  await page.goto(base + editHref);
+  assert.match(await page.locator("h1").innerText(), /^Change your approval of Climate Portal$/);
+  assert.ok((await page.locator("input[type=checkbox]:checked").count()) >= 6, "three scopes and three delegatees");
+  await shot(page, "approval");
+  await page.goto(`${base}/account`);
+  await page.waitForSelector("h2");
   await tabTo(
     page,
     "the Revoke… link",
@@ -288,7 +330,7 @@ const results = {};
 //    the same page shows that a page inside a frame would be seen.
 {
   const { context, page } = await person();
-  const framed = ["/login", "/device", "/account", "/authorize"];
+  const framed = ["/login", "/device", "/account", "/authorize", "/admin/verify"];
   const body =
     framed.map((path, i) => `<iframe id="f${i}" src="${base}${path}"></iframe>`).join("") +
     `<iframe id="control" srcdoc="<main><form><input name=x></form></main>"></iframe>`;
@@ -309,6 +351,60 @@ const results = {};
     attacker.close();
   }
   results.framing = "ok";
+  await context.close();
+}
+
+// 4. An administrator signs in with her password and a TOTP code, finds the
+//    client waiting for approval (its name a payload, shown as text),
+//    approves it with her password again, and the client can then get
+//    tokens; the audit log shows her decision.
+{
+  const { context, page, dialogs } = await person({ width: 1280, height: 900 });
+  const clientId = env("PENDING_CLIENT");
+  const clientName = env("PENDING_NAME");
+  const clientToken = () =>
+    post("/token", { grant_type: "client_credentials", scope: "slcs:certificate" }, clientId, env("PENDING_SECRET"));
+  assert.equal((await clientToken()).status, 401, "a pending client gets no token");
+
+  await page.goto(`${base}/admin`);
+  await page.waitForSelector("form[action='/login']");
+  await page.fill("#username", env("ADMIN_USERNAME"));
+  await page.fill("#password", password);
+  await Promise.all([page.waitForURL(/\/admin\/verify$/), page.click("button[type=submit]")]);
+  await shot(page, "admin-verify");
+  await page.fill("#code", totp(env("TOTP_SECRET")));
+  await Promise.all([page.waitForURL(/\/admin$/), page.click("button[type=submit]")]);
+  const overview = await page.locator("main").innerText();
+  for (const shown of ["Clients waiting for approval", clientName, "Certificate authority", "Token signing keys", "durable writes succeed"]) {
+    assert.ok(overview.includes(shown), `the overview lacks ${shown}`);
+  }
+  await shot(page, "admin");
+
+  await Promise.all([page.waitForURL(new RegExp(`/admin/clients/${clientId}$`)), page.click(`a[href='/admin/clients/${clientId}']`)]);
+  const detail = await page.locator("main").innerText();
+  assert.ok(detail.includes(clientName), "the name is shown as text");
+  assert.equal(await page.locator("main img, main script").count(), 0, "no element from the payload");
+  await shot(page, "admin-client");
+  await page.fill("#approve_reason", "Reviewed with the ESGF data team");
+  await page.fill("#approve_password", password);
+  await Promise.all([page.waitForNavigation(), page.click("form.decision button.primary")]);
+  assert.match(await page.locator("main").innerText(), /is approved: it may now obtain tokens/);
+
+  const approved = await clientToken();
+  assert.equal(approved.status, 200, JSON.stringify(approved.body));
+  assert.ok(approved.body.access_token, "approved: a token");
+
+  await page.goto(`${base}/admin/events?action=client.approve`);
+  const events = await page.locator("main").innerText();
+  assert.ok(events.includes("client.approve") && events.includes("Reviewed with the ESGF data team"), events);
+  await shot(page, "admin-events");
+  await page.goto(`${base}/admin/issuances?client=broker-a`);
+  const issued = await page.locator("main").innerText();
+  assert.match(issued, /revoked/, "broker A's certificate, revoked with the approval");
+  await shot(page, "admin-certificates");
+  await page.waitForTimeout(200);
+  assert.deepEqual(dialogs, [], "no payload ran");
+  results.admin = "ok";
   await context.close();
 }
 

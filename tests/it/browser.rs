@@ -47,9 +47,12 @@ fn browser_scripts() -> Option<&'static Path> {
 /// portal's refresh fails. A guest is refused by a portal that does not
 /// admit guests. Output escaping: payloads in a
 /// client's name and description and in a display name stay text, and no
-/// script runs. WEB-04: no page renders in another site's frame.
+/// script runs. WEB-04: no page renders in another site's frame. An
+/// administrator signs in with a TOTP code computed by the script, approves
+/// a pending client (whose name is a payload too) with her password again,
+/// and the client then gets tokens.
 #[test]
-fn web_04_web_11_keyboard_only_chain_certificate_and_revoke_guests_payloads_and_framing() {
+fn web_04_web_11_keyboard_only_chain_certificate_and_revoke_guests_payloads_framing_and_admin() {
     let Some(scripts) = browser_scripts() else {
         return;
     };
@@ -95,6 +98,26 @@ fn web_04_web_11_keyboard_only_chain_certificate_and_revoke_guests_payloads_and_
         .unwrap()
         .pem()
         .unwrap();
+    // An administrator, and a client a developer registered through the
+    // registration API, waiting for her approval.
+    let totp_secret = crate::console::make_admin(&server, "olga");
+    let developer = crate::token::api_caller(&server, "ci-dev");
+    let bearer = crate::token::api_token(&server, "ci-dev", &developer);
+    let pending_name = "Jobs <img src=x onerror=alert(4)>";
+    let mut pending = crate::token::service_client_json("jobs");
+    pending["client"]["name"] = json!(pending_name);
+    let created = server.post(
+        "/rest/v1/oidc/clients",
+        &[("Authorization", &bearer)],
+        "application/json",
+        &pending.to_string(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["slcs"]["status"], "pending");
+    let pending_secret = created.json()["client"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_, evil_challenge) = pkce();
     let evil_path = authorize_path("openid slcs:certificate", &evil_challenge, "")
         .replace("client_id=portal&", "client_id=evil&");
@@ -125,6 +148,11 @@ fn web_04_web_11_keyboard_only_chain_certificate_and_revoke_guests_payloads_and_
         .env("BROKER_A_SECRET", &chain.broker_a)
         .env("CSR_PEM", &csr)
         .env("GUEST_AUTHORIZE_PATH", &guest_path)
+        .env("ADMIN_USERNAME", "olga")
+        .env("TOTP_SECRET", &totp_secret)
+        .env("PENDING_CLIENT", "jobs")
+        .env("PENDING_NAME", pending_name)
+        .env("PENDING_SECRET", &pending_secret)
         .env("SCREENSHOTS", &shots)
         .env("CHROMIUM", CHROMIUM)
         .stdout(Stdio::piped())
@@ -140,10 +168,21 @@ fn web_04_web_11_keyboard_only_chain_certificate_and_revoke_guests_payloads_and_
     let results: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
         results,
-        json!({"keyboard": "ok", "guest": "ok", "xss": "ok", "framing": "ok"}),
+        json!({"keyboard": "ok", "guest": "ok", "xss": "ok", "framing": "ok", "admin": "ok"}),
         "{err}"
     );
-    for page in ["login", "consent", "account", "revoke"] {
+    for page in [
+        "login",
+        "consent",
+        "account",
+        "approval",
+        "revoke",
+        "admin-verify",
+        "admin",
+        "admin-client",
+        "admin-events",
+        "admin-certificates",
+    ] {
         assert!(shots.join(format!("{page}.png")).is_file(), "{page}.png");
     }
 }

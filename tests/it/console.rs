@@ -247,13 +247,14 @@ fn an_administrator_approves_a_pending_client_after_proving_her_password_again()
     let none = html_of(&olga.get("/admin/clients?q=no-such-thing"));
     assert!(!none.contains("/admin/clients/jobs"));
     let detail = olga.get("/admin/clients/jobs").text();
+    // Every member of the registration, nested ones by their path.
     for field in [
-        "clientId",
-        "serviceAccountsEnabled",
-        "owner",
-        "service:ci-dev",
+        "<dt>client.clientId</dt><dd>jobs</dd>",
+        "<dt>client.serviceAccountsEnabled</dt><dd>true</dd>",
+        "<dt>owner</dt><dd>service:ci-dev</dd>",
+        "<dt>slcs.status</dt><dd>pending</dd>",
     ] {
-        assert!(detail.contains(field), "{field}");
+        assert!(detail.contains(field), "{field}: {detail}");
     }
     assert!(!detail.contains(&jobs_secret), "never a secret");
 

@@ -27,6 +27,7 @@ use super::{
 use crate::delegation::{Approval, Narrowing};
 use crate::http::AppState;
 use crate::http::error::PageError;
+use crate::oauth::authorize::scope_meaning;
 use crate::oauth::clients::ClientId;
 use crate::oauth::user_grants::ApprovalError;
 use crate::users::UserSource as _;
@@ -36,6 +37,8 @@ struct Choice {
     /// The checkbox name.
     field: String,
     scope: String,
+    /// What it lets a client do, as the consent page said it.
+    meaning: &'static str,
 }
 
 #[derive(Serialize)]
@@ -92,6 +95,7 @@ async fn edit_form(
         .map(|(j, scope)| Choice {
             field: format!("s{j}"),
             scope: scope.clone(),
+            meaning: scope_meaning(scope),
         })
         .collect();
     let mut delegatees = Vec::new();
@@ -105,6 +109,7 @@ async fn edit_form(
                 .map(|(j, scope)| Choice {
                     field: format!("d{i}_{j}"),
                     scope: scope.clone(),
+                    meaning: scope_meaning(scope),
                 })
                 .collect(),
         });

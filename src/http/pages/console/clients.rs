@@ -135,32 +135,47 @@ struct Field {
     value: String,
 }
 
-/// The registration as the API represents it, field by field, so the
-/// page shows exactly what the registration API would (never a secret).
+/// The registration as the API represents it, field by field (nested
+/// members by their dotted path: `client.redirectUris`), so the page shows
+/// exactly what the registration API would, never a secret.
 fn fields(client: &Client) -> Vec<Field> {
-    let text = |value: &serde_json::Value| match value {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|item| match item {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        other => other.to_string(),
-    };
-    match serde_json::to_value(to_representation(client)) {
-        Ok(serde_json::Value::Object(map)) => map
-            .iter()
-            .filter(|(_, value)| !value.is_null())
-            .map(|(name, value)| Field {
-                name: name.clone(),
-                value: text(value),
-            })
-            .collect(),
-        _ => Vec::new(),
+    fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<Field>) {
+        use serde_json::Value;
+        let text = match value {
+            Value::Null => return,
+            Value::Object(map) => {
+                for (name, member) in map {
+                    let path = if prefix.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{prefix}.{name}")
+                    };
+                    flatten(&path, member, out);
+                }
+                return;
+            }
+            Value::Array(items) if items.is_empty() => "none".to_owned(),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.push(Field {
+            name: prefix.to_owned(),
+            value: text,
+        });
     }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::to_value(to_representation(client)) {
+        flatten("", &value, &mut out);
+    }
+    out
 }
 
 async fn client_of(

@@ -200,16 +200,7 @@ pub(crate) async fn act(
         "disable" if user.sub == admin.user.sub => Err(UserError::Invalid(
             "You cannot disable your own account here: another administrator must.".into(),
         )),
-        "disable" => {
-            let disabled = users.set_disabled(&user.username, true, &actor, now).await;
-            if disabled.is_ok() {
-                // Signed out at once, not at the session's end: a
-                // disabled account uses nothing (its grants stopped with
-                // the flag).
-                state.inner.sessions.end_others(&user.sub, "").await?;
-            }
-            disabled
-        }
+        "disable" => users.set_disabled(&user.username, true, &actor, now).await,
         "enable" => users.set_disabled(&user.username, false, &actor, now).await,
         "access" => {
             let access = AccountAccess {
