@@ -459,6 +459,20 @@ fn people_pages_edit_access_disable_and_hand_out_a_reset_link_that_works_once() 
         &[("csrf_token", &csrf), ("action", "enable")],
     );
     assert_eq!(enabled.status, 200);
+    // Disabling through the admin API (`slcs user disable`) signs out too.
+    let mut alice = signed_in(&server, "alice", PASSWORD);
+    assert_eq!(alice.get("/account").status, 200);
+    let api = |verb: &str| {
+        server.send(
+            "POST",
+            &format!("/admin/users/alice/{verb}"),
+            &[("Authorization", &admin(&server))],
+            None,
+        )
+    };
+    assert_eq!(api("disable").status, 200);
+    assert_eq!(alice.get("/account").status, 303, "signed out by the API");
+    assert_eq!(api("enable").status, 200);
 
     // A reset link: Alice sets a new password with it, once.
     let made = olga.post(

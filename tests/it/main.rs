@@ -25,6 +25,7 @@ mod relying_party;
 mod server;
 mod token;
 mod users;
+mod web;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

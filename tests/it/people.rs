@@ -428,7 +428,7 @@ pub fn audit_actions(server: &Server) -> Vec<String> {
 }
 
 #[test]
-fn code_flow_signs_in_approves_once_and_revocation_ends_everything() {
+fn web_09_code_flow_signs_in_approves_once_and_revocation_ends_everything() {
     let (_work, server, secret, sub) = portal_world(&[]);
     let mut browser = Browser::new(&server);
     let scope = "openid profile offline_access slcs:certificate";
@@ -951,7 +951,8 @@ fn rt_01_rt_02_rotation_reuse_detection_and_concurrent_refresh() {
 }
 
 #[test]
-fn web_01_web_03_forged_decisions_and_refused_logins_change_nothing() {
+fn web_01_web_03_web_08_web_13_forged_decisions_refused_logins_and_oversized_passwords_change_nothing()
+ {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(
         &work.path().join("data"),
