@@ -83,3 +83,47 @@ fn describe() {
     );
     metrics::describe_histogram!(STORE_FLUSH_BATCH, "writes made durable by one group commit");
 }
+
+/// The sum of counter `name`'s samples in a rendering of the recorder
+/// (Prometheus text format) whose labels contain `label_part` (every
+/// sample when it is empty): the admin console's "since start" figures,
+/// read from the one place they are counted.
+pub fn counter_total(exposition: &str, name: &str, label_part: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels
+                .contains(label_part)
+                .then(|| value.trim().parse::<f64>().ok())
+                .flatten()
+        })
+        .sum::<f64>() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_summed_by_name_and_label() {
+        let text = "\
+# HELP slcs_http_requests_total Requests
+# TYPE slcs_http_requests_total counter
+slcs_http_requests_total{route=\"/token\",method=\"POST\",status=\"200\"} 5
+slcs_http_requests_total{route=\"/token\",method=\"POST\",status=\"401\"} 2
+slcs_http_requests_total{route=\"/login\",method=\"POST\",status=\"429\"} 1
+slcs_http_requests_total_other 100
+slcs_tokens_issued_total 7
+";
+        assert_eq!(counter_total(text, HTTP_REQUESTS, ""), 8);
+        assert_eq!(counter_total(text, HTTP_REQUESTS, "status=\"4"), 3);
+        assert_eq!(counter_total(text, TOKENS_ISSUED, ""), 7);
+        assert_eq!(counter_total(text, CERTIFICATES_ISSUED, ""), 0);
+    }
+}

@@ -150,6 +150,8 @@ fn the_console_wants_the_role_and_a_second_factor_used_once() {
         "Token signing keys",
         "current",
         "durable writes succeed",
+        "Since start",
+        "access tokens issued",
         "slcs 0.",
     ] {
         assert!(html.contains(part), "{part}: {html}");

@@ -379,6 +379,22 @@ pub(crate) async fn home(
         store.error = None;
     }
     let uptime = app.started.elapsed().as_secs();
+    // Since start, from the metrics recorder (absent when another server
+    // in this process holds it, as in some tests).
+    let since_start = app.metrics.as_ref().map(|handle| {
+        use crate::observability::{
+            CERTIFICATES_ISSUED, HTTP_REQUESTS, QUOTA_REJECTIONS, TOKENS_ISSUED, counter_total,
+        };
+        let text = handle.render();
+        minijinja::context! {
+            requests => counter_total(&text, HTTP_REQUESTS, ""),
+            client_errors => counter_total(&text, HTTP_REQUESTS, "status=\"4"),
+            server_errors => counter_total(&text, HTTP_REQUESTS, "status=\"5"),
+            tokens => counter_total(&text, TOKENS_ISSUED, ""),
+            certificates => counter_total(&text, CERTIFICATES_ISSUED, ""),
+            quota_refusals => counter_total(&text, QUOTA_REJECTIONS, ""),
+        }
+    });
     Ok(render(
         StatusCode::OK,
         "admin_home.html",
@@ -398,6 +414,7 @@ pub(crate) async fn home(
             people_disabled => users.iter().filter(|u| u.disabled).count(),
             administrators => users.iter().filter(|u| u.admin).count(),
             issuances => app.store.issuance_count().await?,
+            since_start => since_start,
             ca_subject => ca_subject(ca),
             ca_expiry => ca_expiry,
             ca_key_sha256 => ca.key_sha256_hex(),
