@@ -283,19 +283,26 @@ impl SledStore {
     /// and since schema 3 each client of its chain). Idempotent, so a crash
     /// half-way is finished by the next start.
     fn index_origins(&self) -> Result<(), StoreError> {
-        for entry in &self.issuance {
+        for record in self.every_issuance() {
+            let record = record?;
+            for origin in origin_keys(&record.intent) {
+                self.issuance_by_origin.insert(origin, &[]).map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every issuance record, in serial order.
+    fn every_issuance(&self) -> impl Iterator<Item = Result<IssuanceRecord, StoreError>> + '_ {
+        self.issuance.iter().map(|entry| {
             let (key, value) = entry.map_err(io)?;
             let serial =
                 Serial::from_bytes(key.to_vec()).map_err(|detail| StoreError::Corrupt {
                     path: self.path.display().to_string(),
                     detail,
                 })?;
-            let record = decode(&value, &serial)?;
-            for origin in origin_keys(&record.intent) {
-                self.issuance_by_origin.insert(origin, &[]).map_err(io)?;
-            }
-        }
-        Ok(())
+            decode(&value, &serial)
+        })
     }
 
     fn read_record(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
@@ -412,14 +419,8 @@ impl IssuanceLog for SledStore {
         // issuing a million certificates a day needs the PostgreSQL
         // backend's indexes).
         let mut matching = Vec::new();
-        for entry in &self.issuance {
-            let (key, value) = entry.map_err(io)?;
-            let serial =
-                Serial::from_bytes(key.to_vec()).map_err(|detail| StoreError::Corrupt {
-                    path: self.path.display().to_string(),
-                    detail,
-                })?;
-            let record = decode(&value, &serial)?;
+        for record in self.every_issuance() {
+            let record = record?;
             if query.matches(&record) {
                 matching.push(record);
             }
@@ -524,12 +525,7 @@ impl AuditLog for SledStore {
         let mut page = AuditPage::default();
         for (read, entry) in self.audit.range(..end).rev().enumerate() {
             let (key, value) = entry.map_err(io)?;
-            let seq = <[u8; 8]>::try_from(key.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Decode {
-                    key: hex::encode(&key),
-                    detail: "audit key is not a sequence number".into(),
-                })?;
+            let seq = audit_seq(&key)?;
             if page.records.len() == limit || read == AUDIT_SCAN_LIMIT {
                 // More may match further back.
                 page.next_before = Some(seq.saturating_add(1));
@@ -548,12 +544,7 @@ impl AuditLog for SledStore {
         let mut out = Vec::new();
         for entry in self.audit.range(start..).take(limit) {
             let (key, value) = entry.map_err(io)?;
-            let seq = <[u8; 8]>::try_from(key.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Decode {
-                    key: hex::encode(&key),
-                    detail: "audit key is not a sequence number".into(),
-                })?;
+            let seq = audit_seq(&key)?;
             out.push(audit_record(seq, &value)?);
         }
         Ok(out)
@@ -985,6 +976,16 @@ fn decode(bytes: &[u8], serial: &Serial) -> Result<IssuanceRecord, StoreError> {
         key: serial.to_hex(),
         detail: e.to_string(),
     })
+}
+
+/// The sequence number an audit key holds.
+fn audit_seq(key: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Decode {
+            key: hex::encode(key),
+            detail: "audit key is not a sequence number".into(),
+        })
 }
 
 /// Audit event `seq` from its stored bytes.

@@ -14,12 +14,11 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    Continue, PRE_LOGIN_COOKIE, PageForm, SESSION_COOKIE, cookie, refuse_while_throttled, render,
-    require_csrf, see_other, session_of, set_cookie, source,
+    Continue, PRE_LOGIN_COOKIE, PageForm, SESSION_COOKIE, audit_own, cookie,
+    refuse_while_throttled, render, require_csrf, see_other, session_of, set_cookie, source,
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
-use crate::store::AuditEvent;
 use crate::users::session::Sessions;
 use crate::users::{LoginError, MAX_PASSWORD_BYTES};
 
@@ -151,18 +150,15 @@ pub(crate) async fn submit(
                 state.inner.sessions.end(&old).await?;
             }
             let (value, session) = state.inner.sessions.start(&who, now).await?;
-            state
-                .inner
-                .store
-                .append_audit(&AuditEvent {
-                    at: now,
-                    actor: format!("user:{}", session.sub),
-                    action: "user.login".into(),
-                    target: format!("user:{}", session.sub),
-                    source: Some(address),
-                    detail: serde_json::json!({ "amr": session.amr }),
-                })
-                .await?;
+            audit_own(
+                &state,
+                &session.sub,
+                "user.login",
+                address,
+                serde_json::json!({ "amr": session.amr }),
+                now,
+            )
+            .await?;
             let max_age = (session.expires_at - now).whole_seconds();
             let mut response = see_other(&target.path());
             let cookies = response.headers_mut();

@@ -400,6 +400,32 @@ impl Continue {
     }
 }
 
+/// Records, durably, something person `sub` did to their own account
+/// (signing in, a second factor, ending sessions).
+pub(crate) async fn audit_own(
+    state: &AppState,
+    sub: &str,
+    action: &str,
+    source: String,
+    detail: serde_json::Value,
+    now: time::OffsetDateTime,
+) -> Result<(), PageError> {
+    let person = format!("user:{sub}");
+    state
+        .inner
+        .store
+        .append_audit(&crate::store::AuditEvent {
+            at: now,
+            actor: person.clone(),
+            action: action.to_owned(),
+            target: person,
+            source: Some(source),
+            detail,
+        })
+        .await?;
+    Ok(())
+}
+
 /// A time as pages show it: RFC 3339, to the second, in UTC.
 pub(crate) fn date(at: time::OffsetDateTime) -> String {
     at.replace_nanosecond(0)

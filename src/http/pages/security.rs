@@ -15,7 +15,6 @@ use super::{
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
-use crate::store::AuditEvent;
 use crate::users::{MAX_PASSWORD_BYTES, UserError, UserSource as _};
 
 /// What the password form shows: its token and, after a refusal, why.
@@ -147,18 +146,15 @@ async fn end_others(
     now: time::OffsetDateTime,
 ) -> Result<usize, PageError> {
     let ended = state.inner.sessions.end_others(sub, keep).await?;
-    state
-        .inner
-        .store
-        .append_audit(&AuditEvent {
-            at: now,
-            actor: format!("user:{sub}"),
-            action: "user.sessions.end".into(),
-            target: format!("user:{sub}"),
-            source: Some(address.to_owned()),
-            detail: serde_json::json!({ "ended": ended }),
-        })
-        .await?;
+    super::audit_own(
+        state,
+        sub,
+        "user.sessions.end",
+        address.to_owned(),
+        serde_json::json!({ "ended": ended }),
+        now,
+    )
+    .await?;
     Ok(ended)
 }
 

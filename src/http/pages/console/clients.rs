@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::{administrator, administrator_posting};
+use super::{Administrator, administrator_posting, search_of};
 use crate::http::AppState;
 use crate::http::error::PageError;
 use crate::http::form::encode;
@@ -90,15 +90,10 @@ fn matches(client: &Client, text: &str) -> bool {
 /// `GET /admin/clients?q=&status=`: pending ones first, then by name.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: Administrator,
     query: Result<Query<ClientSearch>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let admin = match administrator(&state, &headers).await? {
-        Ok(admin) => admin,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
-    let Query(search) =
-        query.map_err(|_| PageError::BadRequest("The search could not be read.".into()))?;
+    let search = search_of(query)?;
     let status = parse_status(&search.status);
     let mut clients: Vec<Client> = state
         .inner
@@ -216,13 +211,9 @@ fn detail_page(
 /// `GET /admin/clients/{id}`.
 pub(crate) async fn show(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: Administrator,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, PageError> {
-    let admin = match administrator(&state, &headers).await? {
-        Ok(admin) => admin,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
     let client = client_of(&state, id).await?;
     Ok(detail_page(
         &state,

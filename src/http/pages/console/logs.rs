@@ -4,12 +4,12 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::administrator;
+use super::{Administrator, search_of};
 use crate::http::AppState;
 use crate::http::error::PageError;
 use crate::http::form::encode;
@@ -36,6 +36,31 @@ fn parse_time(text: &str) -> Result<Option<OffsetDateTime>, String> {
         .map_err(|_| {
             format!("{text:?} is not a date (2026-11-29) or a time (2026-11-29T10:00:00Z)")
         })
+}
+
+/// The `from` and `until` of a search; what cannot be read goes to
+/// `errors`, naming its field.
+fn time_range(
+    from: &str,
+    until: &str,
+    errors: &mut Vec<String>,
+) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
+    let mut read = |label: &str, text: &str| {
+        parse_time(text).unwrap_or_else(|e| {
+            errors.push(format!("{label}: {e}."));
+            None
+        })
+    };
+    (read("From", from), read("Until", until))
+}
+
+/// 400 when a search field could not be read (the page says which).
+fn status_of(errors: &[String]) -> StatusCode {
+    if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
 }
 
 fn non_empty(text: &str) -> Option<String> {
@@ -70,29 +95,17 @@ struct IssuanceRow {
 /// `GET /admin/issuances?person=&client=&serial=&from=&until=`.
 pub(crate) async fn issuances(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: Administrator,
     query: Result<Query<IssuanceSearch>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let admin = match administrator(&state, &headers).await? {
-        Ok(admin) => admin,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
-    let Query(search) =
-        query.map_err(|_| PageError::BadRequest("The search could not be read.".into()))?;
+    let search = search_of(query)?;
     let now = state.inner.clock.now();
     let mut errors = Vec::new();
     let mut query = IssuanceQuery {
         client_id: non_empty(&search.client),
         ..IssuanceQuery::default()
     };
-    match parse_time(&search.from) {
-        Ok(at) => query.from = at,
-        Err(e) => errors.push(format!("From: {e}.")),
-    }
-    match parse_time(&search.until) {
-        Ok(at) => query.until = at,
-        Err(e) => errors.push(format!("Until: {e}.")),
-    }
+    (query.from, query.until) = time_range(&search.from, &search.until, &mut errors);
     if let Some(serial) = non_empty(&search.serial) {
         match serial.parse::<Serial>() {
             Ok(serial) => query.serial = Some(serial),
@@ -151,11 +164,7 @@ pub(crate) async fn issuances(
         });
     }
     Ok(render(
-        if errors.is_empty() {
-            StatusCode::OK
-        } else {
-            StatusCode::BAD_REQUEST
-        },
+        status_of(&errors),
         "admin_issuances.html",
         minijinja::context! {
             csrf_token => admin.csrf_token(&state),
@@ -203,15 +212,10 @@ struct EventRow {
 /// `GET /admin/events?actor=&action=&target=&from=&until=&before=`.
 pub(crate) async fn events(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: Administrator,
     query: Result<Query<EventSearch>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let admin = match administrator(&state, &headers).await? {
-        Ok(admin) => admin,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
-    let Query(search) =
-        query.map_err(|_| PageError::BadRequest("The search could not be read.".into()))?;
+    let search = search_of(query)?;
     let mut errors = Vec::new();
     let mut query = AuditQuery {
         actor: non_empty(&search.actor),
@@ -219,14 +223,7 @@ pub(crate) async fn events(
         target: non_empty(&search.target),
         ..AuditQuery::default()
     };
-    match parse_time(&search.from) {
-        Ok(at) => query.from = at,
-        Err(e) => errors.push(format!("From: {e}.")),
-    }
-    match parse_time(&search.until) {
-        Ok(at) => query.until = at,
-        Err(e) => errors.push(format!("Until: {e}.")),
-    }
+    (query.from, query.until) = time_range(&search.from, &search.until, &mut errors);
     let page = if errors.is_empty() {
         state
             .inner
@@ -264,11 +261,7 @@ pub(crate) async fn events(
         )
     });
     Ok(render(
-        if errors.is_empty() {
-            StatusCode::OK
-        } else {
-            StatusCode::BAD_REQUEST
-        },
+        status_of(&errors),
         "admin_events.html",
         minijinja::context! {
             csrf_token => admin.csrf_token(&state),

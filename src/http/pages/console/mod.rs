@@ -23,8 +23,8 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::{
-    Continue, PageForm, date, refuse_while_throttled, render, require_csrf, see_other, session_of,
-    source,
+    Continue, PageForm, audit_own, date, refuse_while_throttled, render, require_csrf, see_other,
+    session_of, source,
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
@@ -100,17 +100,33 @@ async fn gate(state: &AppState, headers: &HeaderMap) -> Result<Gate, PageError> 
     }
 }
 
-/// The administrator viewing a console page, or where to send the browser
-/// instead (sign-in, or the second factor).
-pub(crate) async fn administrator(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Result<Administrator, Response>, PageError> {
-    Ok(match gate(state, headers).await? {
-        Gate::Open(admin) => Ok(admin),
-        Gate::SignIn => Err(see_other(&Continue::Admin.login_path())),
-        Gate::SecondFactor(..) => Err(see_other("/admin/verify")),
-    })
+/// The administrator viewing a console page, as an extractor: a browser
+/// that is not one is answered instead (to the sign-in page, to the second
+/// factor, or a page saying no).
+impl axum::extract::FromRequestParts<AppState> for Administrator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        use axum::response::IntoResponse as _;
+        match gate(state, &parts.headers).await {
+            Ok(Gate::Open(admin)) => Ok(admin),
+            Ok(Gate::SignIn) => Err(see_other(&Continue::Admin.login_path())),
+            Ok(Gate::SecondFactor(..)) => Err(see_other("/admin/verify")),
+            Err(refused) => Err(refused.into_response()),
+        }
+    }
+}
+
+/// A console search's query, or the page saying it could not be read.
+pub(crate) fn search_of<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, PageError> {
+    query
+        .map(|axum::extract::Query(search)| search)
+        .map_err(|_| PageError::BadRequest("The search could not be read.".into()))
 }
 
 /// The administrator posting a console form, checked for the session's
@@ -226,18 +242,15 @@ pub(crate) async fn verify_submit(
         Ok(()) => throttle.succeeded(&user.username),
         Err(SecondFactorError::Refused(_) | SecondFactorError::NotEnrolled) => {
             throttle.failed(&user.username, &address, now);
-            state
-                .inner
-                .store
-                .append_audit(&AuditEvent {
-                    at: now,
-                    actor: format!("user:{}", user.sub),
-                    action: "user.second_factor.refuse".into(),
-                    target: format!("user:{}", user.sub),
-                    source: Some(address),
-                    detail: serde_json::Value::Null,
-                })
-                .await?;
+            audit_own(
+                &state,
+                &user.sub,
+                "user.second_factor.refuse",
+                address,
+                serde_json::Value::Null,
+                now,
+            )
+            .await?;
             return Ok(verify_form(
                 &state,
                 &value,
@@ -260,18 +273,15 @@ pub(crate) async fn verify_submit(
             "Your session ended meanwhile. Sign in again.".into(),
         ));
     }
-    state
-        .inner
-        .store
-        .append_audit(&AuditEvent {
-            at: now,
-            actor: format!("user:{}", user.sub),
-            action: "user.second_factor".into(),
-            target: format!("user:{}", user.sub),
-            source: Some(address),
-            detail: serde_json::json!({ "amr": ["pwd", "otp", "mfa"] }),
-        })
-        .await?;
+    audit_own(
+        &state,
+        &user.sub,
+        "user.second_factor",
+        address,
+        serde_json::json!({ "amr": ["pwd", "otp", "mfa"] }),
+        now,
+    )
+    .await?;
     Ok(see_other("/admin"))
 }
 
@@ -312,12 +322,8 @@ struct KeyRow {
 /// `GET /admin`: the service at a glance.
 pub(crate) async fn home(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: Administrator,
 ) -> Result<Response, PageError> {
-    let admin = match administrator(&state, &headers).await? {
-        Ok(admin) => admin,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
     let app = &state.inner;
     let now = app.clock.now();
     let mut store = app.store.health().await;

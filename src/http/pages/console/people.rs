@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::{administrator, administrator_posting, audit};
+use super::{Administrator, administrator_posting, audit, search_of};
 use crate::http::AppState;
 use crate::http::error::PageError;
 use crate::http::form::encode;
@@ -92,15 +92,10 @@ fn matches(user: &User, text: &str) -> bool {
 /// `GET /admin/people?q=`.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: Administrator,
     query: Result<Query<PeopleSearch>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let admin = match administrator(&state, &headers).await? {
-        Ok(admin) => admin,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
-    let Query(search) =
-        query.map_err(|_| PageError::BadRequest("The search could not be read.".into()))?;
+    let search = search_of(query)?;
     let users: Vec<User> = state
         .inner
         .users
@@ -155,13 +150,9 @@ fn person_page(csrf_token: &str, user: &User, status: StatusCode, error: Option<
 /// `GET /admin/people/{username}`.
 pub(crate) async fn show(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: Administrator,
     username: Result<Path<String>, PathRejection>,
 ) -> Result<Response, PageError> {
-    let admin = match administrator(&state, &headers).await? {
-        Ok(admin) => admin,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
     let user = person_of(&state, username).await?;
     Ok(person_page(
         &admin.csrf_token(&state),
