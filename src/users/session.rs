@@ -152,28 +152,33 @@ impl Sessions {
         Ok(Some(session))
     }
 
-    /// Records that the holder of `session` just proved a second factor
-    /// (RFC 8176 `otp`, and with the password `mfa`). Over the record
-    /// read, like every session write: `None` if the session ended
-    /// meanwhile. Durable on `Some`.
-    pub async fn confirm_second_factor(
+    /// The holder of `session` just proved a second factor: a new session
+    /// replaces it (a new id at every change of privilege, as at sign-in,
+    /// so a planted or observed id never gains the factor; ATTACKS WEB-05),
+    /// with the same sign-in and absolute end, `second_factor_at` set and
+    /// the RFC 8176 `otp` and `mfa` methods added. `None` if the session
+    /// ended meanwhile (it is never brought back). Durable on `Some`.
+    pub async fn elevate(
         &self,
         session: &Session,
         now: OffsetDateTime,
-    ) -> Result<Option<Session>, StoreError> {
-        let mut updated = session.clone();
-        updated.second_factor_at = Some(now);
-        updated.last_seen = Some(now);
+    ) -> Result<Option<(String, Session)>, StoreError> {
+        if self.store.session(&session.id_hash).await?.is_none() {
+            return Ok(None);
+        }
+        let value = Self::random_value()?;
+        let mut elevated = session.clone();
+        elevated.id_hash = self.key(&value);
+        elevated.second_factor_at = Some(now);
+        elevated.last_seen = Some(now);
         for method in ["otp", "mfa"] {
-            if !updated.amr.iter().any(|m| m == method) {
-                updated.amr.push(method.to_owned());
+            if !elevated.amr.iter().any(|m| m == method) {
+                elevated.amr.push(method.to_owned());
             }
         }
-        Ok(self
-            .store
-            .touch_session(session, &updated)
-            .await?
-            .then_some(updated))
+        self.store.put_session(&elevated).await?;
+        self.store.delete_session(&session.id_hash).await?;
+        Ok(Some((value, elevated)))
     }
 
     /// Ends the session of `cookie_value` (sign-out). Durable on `Ok`.

@@ -139,8 +139,22 @@ fn the_console_wants_the_role_and_a_second_factor_used_once() {
     assert_eq!(wrong.status, 401, "{}", wrong.text());
     assert!(audit_actions(&server).contains(&"user.second_factor.refuse".to_owned()));
     let code = totp_code(&secret, 0);
+    let before_factor = olga.cookies["__Host-slcs-session"].clone();
     let opened = send_code(&mut olga, &code);
     assert_eq!(opened.status, 303, "{}", opened.text());
+    // WEB-05: the second factor, a change of privilege, gets a new
+    // session id; the old one is dead, so a planted id gains nothing.
+    let after_factor = olga.cookies["__Host-slcs-session"].clone();
+    assert_ne!(after_factor, before_factor);
+    let mut planted = Browser::new(&server);
+    planted
+        .cookies
+        .insert("__Host-slcs-session".into(), before_factor);
+    assert_eq!(planted.get("/admin").status, 303);
+    assert_eq!(
+        planted.get("/admin").header("location"),
+        Some("/login?continue=admin")
+    );
     let home = olga.get("/admin");
     assert_eq!(home.status, 200, "{}", home.text());
     let html = home.text();

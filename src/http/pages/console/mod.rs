@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::{
     Continue, PageForm, audit_own, date, refuse_while_throttled, render, require_csrf, see_other,
-    session_of, source,
+    session_of, set_cookie, source,
 };
 use crate::http::AppState;
 use crate::http::error::PageError;
@@ -262,41 +262,42 @@ pub(crate) async fn verify_submit(
         }
         Err(SecondFactorError::Store(e)) => return Err(e.into()),
     }
-    if state
-        .inner
-        .sessions
-        .confirm_second_factor(&session, now)
-        .await?
-        .is_none()
-    {
+    let Some((new_value, elevated)) = state.inner.sessions.elevate(&session, now).await? else {
         return Err(PageError::Forbidden(
             "Your session ended meanwhile. Sign in again.".into(),
         ));
-    }
+    };
     audit_own(
         &state,
         &user.sub,
         "user.second_factor",
         address,
-        serde_json::json!({ "amr": ["pwd", "otp", "mfa"] }),
+        serde_json::json!({ "amr": elevated.amr }),
         now,
     )
     .await?;
-    Ok(see_other("/admin"))
+    let mut response = see_other("/admin");
+    response.headers_mut().append(
+        axum::http::header::SET_COOKIE,
+        set_cookie(
+            super::SESSION_COOKIE,
+            &new_value,
+            Some((elevated.expires_at - now).whole_seconds()),
+        ),
+    );
+    Ok(response)
 }
 
 #[derive(Serialize)]
 struct Expiry {
-    what: String,
     at: String,
     /// `ok`, `warn` (within [`EXPIRY_WARNING`]) or `expired`.
     level: &'static str,
     days_left: i64,
 }
 
-fn expiry(what: String, at: time::OffsetDateTime, now: time::OffsetDateTime) -> Expiry {
+fn expiry(at: time::OffsetDateTime, now: time::OffsetDateTime) -> Expiry {
     Expiry {
-        what,
         at: date(at),
         level: if at <= now {
             "expired"
@@ -326,7 +327,7 @@ pub(crate) async fn home(
 ) -> Result<Response, PageError> {
     let app = &state.inner;
     let now = app.clock.now();
-    let mut store = app.store.health().await;
+    let store = app.store.health().await;
     if let Some(detail) = &store.error {
         tracing::error!(%detail, "store health check failed");
     }
@@ -343,7 +344,7 @@ pub(crate) async fn home(
     let users = app.users.list().await?;
     let ca = app.engine.ca_certificate();
     let mut warnings = Vec::new();
-    let ca_expiry = expiry("The CA certificate".into(), ca.not_after(), now);
+    let ca_expiry = expiry(ca.not_after(), now);
     if ca_expiry.level != "ok" {
         warnings.push(format!(
             "The CA certificate ends on {} ({} days): prepare its successor and publish it in the trust roots before then.",
@@ -367,10 +368,7 @@ pub(crate) async fn home(
             verify_until: key.verify_until.map(date),
         })
         .collect();
-    let rotation = app
-        .tokens
-        .rotation_due_at()
-        .map(|at| expiry("The current signing key's rotation".into(), at, now));
+    let rotation = app.tokens.rotation_due_at().map(|at| expiry(at, now));
     if let Some(rotation) = &rotation
         && rotation.level == "expired"
     {
@@ -380,9 +378,8 @@ pub(crate) async fn home(
         ));
     }
     if !store.ok {
+        // The cause went to the log above; the page says what it means.
         warnings.push("The store cannot complete a durable write: issuance and sign-in fail until it can. See the server log.".into());
-        // The cause is in the log; the page says what to do.
-        store.error = None;
     }
     let uptime = app.started.elapsed().as_secs();
     // Since start, from the metrics recorder (absent when another server
