@@ -67,6 +67,74 @@ pub(super) async fn audit(
     Ok(Json(events).into_response())
 }
 
+/// `GET /admin/audit/verify`: checks the audit log's hash chain from the
+/// first record to the last (`slcs audit verify`). Always 200; `intact`
+/// says whether anything was found, `problems` where.
+pub(super) async fn verify_audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    require_admin(&state, &headers)?;
+    let report = crate::store::verify_audit(state.inner.store.as_ref())
+        .await
+        .map_err(Problem::unavailable)?;
+    let mut body = serde_json::to_value(&report).map_err(Problem::internal)?;
+    if let Some(map) = body.as_object_mut() {
+        map.insert("intact".into(), report.is_intact().into());
+    }
+    Ok(Json(body).into_response())
+}
+
+/// `GET /admin/audit/export?after=&limit=`: the audit log as JSON lines
+/// (`application/x-ndjson`) for a SIEM, oldest first: `seq`, the chain's
+/// `prev` and `hash` (hex; null for records from before the chain), and
+/// `event` exactly as stored, so the export can be verified without slcs
+/// (the hash is over those bytes; docs/security.md).
+pub(super) async fn export_audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    use crate::store::audit_chain::Entry;
+    require_admin(&state, &headers)?;
+    let Query(query) = query.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
+    let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
+    let stored = state
+        .inner
+        .store
+        .audit_stored(query.after, limit)
+        .await
+        .map_err(Problem::unavailable)?;
+    let mut body = Vec::new();
+    for (seq, bytes) in &stored {
+        let Some(entry) = Entry::parse(*seq, bytes) else {
+            return Err(Problem::internal(format!(
+                "audit record {seq} is unreadable: run `slcs audit verify`"
+            )));
+        };
+        // The event is JSON already: written verbatim into the line.
+        let (prev, hash) = entry.link.map_or_else(
+            || ("null".to_owned(), "null".to_owned()),
+            |(prev, hash)| {
+                (
+                    format!("\"{}\"", hex::encode(prev)),
+                    format!("\"{}\"", hex::encode(hash)),
+                )
+            },
+        );
+        body.extend_from_slice(
+            format!("{{\"seq\":{seq},\"prev\":{prev},\"hash\":{hash},\"event\":").as_bytes(),
+        );
+        body.extend_from_slice(&entry.event);
+        body.extend_from_slice(b"}\n");
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RevokeBody {

@@ -272,6 +272,8 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         )
         .route("/admin/keys/rotate", post(admin::rotate_keys))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/audit/verify", get(admin::verify_audit))
+        .route("/admin/audit/export", get(admin::export_audit))
         .route(
             "/rest/v1/oidc/clients/{id}/groups/{group}",
             put(clients::grant_group).delete(clients::revoke_group),

@@ -23,6 +23,7 @@ use crate::pki::provenance::DelegationProvenance;
 use crate::users::User;
 use crate::users::session::Session;
 
+pub mod audit_chain;
 pub mod memory;
 pub mod sled;
 
@@ -571,7 +572,24 @@ impl AuditEvent {
     }
 }
 
-/// The append-only audit log.
+/// Checks the whole audit chain of `log`, oldest first, a page at a time.
+pub async fn verify_audit(log: &dyn AuditLog) -> Result<audit_chain::Report, StoreError> {
+    const PAGE: usize = 1000;
+    let mut verifier = audit_chain::Verifier::default();
+    let mut after = 0;
+    loop {
+        let page = log.audit_stored(after, PAGE).await?;
+        for (seq, stored) in &page {
+            verifier.check(*seq, audit_chain::Entry::parse(*seq, stored).as_ref());
+            after = *seq;
+        }
+        if page.len() < PAGE {
+            return Ok(verifier.finish());
+        }
+    }
+}
+
+/// The append-only audit log, a hash chain ([`audit_chain`]).
 #[async_trait]
 pub trait AuditLog: Send + Sync {
     /// Appends an event; durable on `Ok`. Returns its sequence number.
@@ -579,6 +597,14 @@ pub trait AuditLog: Send + Sync {
 
     /// Events with `seq > after`, oldest first, at most `limit`.
     async fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Records with `seq > after` as stored (see [`audit_chain`]), oldest
+    /// first, at most `limit`: for verifying the chain and for export.
+    async fn audit_stored(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
     /// Events with `seq < before` (all when `None`) that `query` matches,
     /// newest first: at most `limit`, reading at most

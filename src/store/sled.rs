@@ -39,8 +39,8 @@ use super::{
     AUDIT_SCAN_LIMIT, AuditEvent, AuditLog, AuditPage, AuditQuery, AuditRecord,
     CertificateRevocation, ClientStore, IssuanceIntent, IssuanceLog, IssuanceQuery, IssuanceRecord,
     IssuanceState, Origin, Outcome, QuotaStore, QuotaTake, ReplayCache, RevocationStore,
-    RevokeOutcome, SCHEMA_VERSION, Serial, Store, StoreError, StoreHealth, newest_issuances,
-    origin_keys,
+    RevokeOutcome, SCHEMA_VERSION, Serial, Store, StoreError, StoreHealth, audit_chain,
+    newest_issuances, origin_keys,
 };
 
 mod accounts;
@@ -102,6 +102,10 @@ pub struct SledStore {
     used_once: sled::Tree,
     /// Users, sessions, approvals and in-flight grants.
     accounts: accounts::Trees,
+    /// The hash of the newest audit record: the `prev` of the next. Held
+    /// while a record is numbered and written, so sequence order and chain
+    /// order are one.
+    audit_head: std::sync::Mutex<[u8; audit_chain::HASH_BYTES]>,
     /// Records in `issuance`, counted once at open and kept in memory.
     issuance_records: AtomicU64,
     path: PathBuf,
@@ -155,6 +159,16 @@ impl SledStore {
         let commit = GroupCommit::start(db.clone(), log_file)
             .map_err(|e| StoreError::Io(format!("cannot start the commit thread: {e}")))?;
         let issuance_records = AtomicU64::new(issuance.len() as u64);
+        // The chain goes on from the newest record; after records from
+        // before the chain (or none), it starts at the genesis value.
+        let head = match audit.last().map_err(|e| map_open_error(e, &display))? {
+            Some((key, value)) => audit_seq(&key)
+                .ok()
+                .and_then(|seq| audit_chain::Entry::parse(seq, &value))
+                .and_then(|entry| entry.link)
+                .map_or(audit_chain::GENESIS, |(_, hash)| hash),
+            None => audit_chain::GENESIS,
+        };
         let store = Self {
             db,
             meta,
@@ -169,6 +183,7 @@ impl SledStore {
             revoked_grants,
             used_once,
             accounts,
+            audit_head: std::sync::Mutex::new(head),
             issuance_records,
             path,
             commit,
@@ -430,17 +445,29 @@ impl IssuanceLog for SledStore {
 }
 
 impl SledStore {
-    /// Writes an audit event (not yet durable: the caller waits for the
-    /// flush). Returns its sequence number.
+    fn audit_head(&self) -> std::sync::MutexGuard<'_, [u8; audit_chain::HASH_BYTES]> {
+        self.audit_head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes an audit event, chained to the one before (not yet durable:
+    /// the caller waits for the flush). Returns its sequence number.
     fn insert_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
         // sled's id generator is monotonic across restarts (it reserves
         // ranges durably), so sequence numbers are never reused.
         // sled's ids start at 0; sequence numbers start at 1 so that
         // `audit_events(0, …)` means "from the beginning".
-        let seq = self.db.generate_id().map_err(io)?.saturating_add(1);
-        let value = serde_json::to_vec(event)
+        let event_json = serde_json::to_vec(event)
             .map_err(|e| StoreError::Io(format!("cannot encode audit event: {e}")))?;
-        self.audit.insert(seq.to_be_bytes(), value).map_err(io)?;
+        let seq = {
+            let mut head = self.audit_head();
+            let seq = self.db.generate_id().map_err(io)?.saturating_add(1);
+            let (stored, hash) = audit_chain::seal(seq, &head, &event_json);
+            self.audit.insert(seq.to_be_bytes(), stored).map_err(io)?;
+            *head = hash;
+            seq
+        };
         // The index after the record, in the same flush.
         for sub in event.persons() {
             self.audit_by_person
@@ -537,6 +564,20 @@ impl AuditLog for SledStore {
             }
         }
         Ok(page)
+    }
+
+    async fn audit_stored(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let start = after.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for entry in self.audit.range(start..).take(limit) {
+            let (key, value) = entry.map_err(io)?;
+            out.push((audit_seq(&key)?, value.to_vec()));
+        }
+        Ok(out)
     }
 
     async fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
@@ -755,32 +796,43 @@ impl Store for SledStore {
         // contention, which is why issuance avoids them): the revocation and
         // its audit record become visible, and durable, together or not at
         // all.
-        let seq = self.db.generate_id().map_err(io)?.saturating_add(1);
         let event = serde_json::to_vec(audit)
             .map_err(|e| StoreError::Io(format!("cannot encode audit event: {e}")))?;
-        let key = serial.as_bytes();
-        let outcome: Result<RevokeOutcome, TransactionError<StoreError>> =
-            (&self.issuance, &self.audit).transaction(|(issuance, audit_log)| {
-                let abort = ConflictableTransactionError::Abort;
-                let Some(current) = issuance.get(key)? else {
-                    return Ok(RevokeOutcome::NotIssued);
-                };
-                let mut record = decode(&current, serial).map_err(abort)?;
-                if record.state != IssuanceState::Issued {
-                    return Ok(RevokeOutcome::NotIssued);
-                }
-                if record.revocation.is_some() {
-                    return Ok(RevokeOutcome::AlreadyRevoked);
-                }
-                record.revocation = Some(revocation.clone());
-                issuance.insert(key, encode(&record).map_err(abort)?)?;
-                audit_log.insert(&seq.to_be_bytes(), event.as_slice())?;
-                Ok(RevokeOutcome::Revoked)
-            });
-        let outcome = outcome.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => io(e),
-        })?;
+        // The chain's head is held across the transaction: the record is
+        // numbered and sealed after the newest one, and becomes the head
+        // only if the transaction wrote it.
+        let outcome = {
+            let mut head = self.audit_head();
+            let seq = self.db.generate_id().map_err(io)?.saturating_add(1);
+            let (event, sealed_hash) = audit_chain::seal(seq, &head, &event);
+            let key = serial.as_bytes();
+            let outcome: Result<RevokeOutcome, TransactionError<StoreError>> =
+                (&self.issuance, &self.audit).transaction(|(issuance, audit_log)| {
+                    let abort = ConflictableTransactionError::Abort;
+                    let Some(current) = issuance.get(key)? else {
+                        return Ok(RevokeOutcome::NotIssued);
+                    };
+                    let mut record = decode(&current, serial).map_err(abort)?;
+                    if record.state != IssuanceState::Issued {
+                        return Ok(RevokeOutcome::NotIssued);
+                    }
+                    if record.revocation.is_some() {
+                        return Ok(RevokeOutcome::AlreadyRevoked);
+                    }
+                    record.revocation = Some(revocation.clone());
+                    issuance.insert(key, encode(&record).map_err(abort)?)?;
+                    audit_log.insert(&seq.to_be_bytes(), event.as_slice())?;
+                    Ok(RevokeOutcome::Revoked)
+                });
+            let outcome = outcome.map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => io(e),
+            })?;
+            if outcome == RevokeOutcome::Revoked {
+                *head = sealed_hash;
+            }
+            outcome
+        };
         if outcome == RevokeOutcome::Revoked {
             self.durable().await?;
         }
@@ -990,7 +1042,11 @@ fn audit_seq(key: &[u8]) -> Result<u64, StoreError> {
 
 /// Audit event `seq` from its stored bytes.
 fn audit_record(seq: u64, value: &[u8]) -> Result<AuditRecord, StoreError> {
-    let event = serde_json::from_slice(value).map_err(|e| StoreError::Decode {
+    let entry = audit_chain::Entry::parse(seq, value).ok_or_else(|| StoreError::Decode {
+        key: seq.to_string(),
+        detail: "neither a chained audit record nor JSON".into(),
+    })?;
+    let event = serde_json::from_slice(&entry.event).map_err(|e| StoreError::Decode {
         key: seq.to_string(),
         detail: e.to_string(),
     })?;
@@ -1213,6 +1269,104 @@ mod tests {
         assert_eq!(
             targets(&store.search_audit(&target, None, 100).await.unwrap()),
             ["T-1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_audit_chain_survives_reopening_and_shows_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), OpenMode::CreateIfMissing);
+        let event = |action: &str| AuditEvent {
+            at: datetime!(2026-11-29 12:00:00 UTC),
+            actor: "admin".into(),
+            action: action.into(),
+            target: "t".into(),
+            source: None,
+            detail: serde_json::Value::Null,
+        };
+        {
+            let store = SledStore::open(&opts).unwrap();
+            // A record from before the chain existed: plain JSON.
+            let seq = store.db.generate_id().unwrap() + 1;
+            store
+                .audit
+                .insert(
+                    seq.to_be_bytes(),
+                    serde_json::to_vec(&event("old")).unwrap(),
+                )
+                .unwrap();
+            store.append_audit(&event("a")).await.unwrap();
+            store.append_audit(&event("b")).await.unwrap();
+        }
+        let store = reopen(&opts).unwrap();
+        // The chain goes on across the restart, revocations included.
+        store.append_audit(&event("c")).await.unwrap();
+        store.record_intent(&intent(&[4, 2])).await.unwrap();
+        store
+            .record_issued(
+                &Serial::from_bytes(vec![4, 2]).unwrap(),
+                b"der",
+                datetime!(2026-11-29 12:00:00 UTC),
+            )
+            .await
+            .unwrap();
+        let revoked = crate::store::revoke_certificate(
+            &store,
+            &Serial::from_bytes(vec![4, 2]).unwrap(),
+            "test",
+            "admin",
+            None,
+            datetime!(2026-11-29 12:01:00 UTC),
+        )
+        .await
+        .unwrap();
+        assert_eq!(revoked, RevokeOutcome::Revoked);
+        store.append_audit(&event("d")).await.unwrap();
+        let report = crate::store::verify_audit(&store).await.unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.unchained_before_chain, 1);
+        assert_eq!(report.verified, 5);
+        let actions: Vec<String> = store
+            .audit_events(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event.action)
+            .collect();
+        assert_eq!(actions, ["old", "a", "b", "c", "certificate.revoke", "d"]);
+
+        // One byte of a stored event changed: found, at that record.
+        let seqs: Vec<u64> = store
+            .audit_stored(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        let victim = seqs[2];
+        let mut bytes = store
+            .audit
+            .get(victim.to_be_bytes())
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        let at = bytes.len() - 2;
+        bytes[at] ^= 0x20;
+        store.audit.insert(victim.to_be_bytes(), bytes).unwrap();
+        let report = crate::store::verify_audit(&store).await.unwrap();
+        assert_eq!(
+            report.problems,
+            vec![audit_chain::Problem::Modified { seq: victim }]
+        );
+        // A record deleted: the next link breaks.
+        let gone = seqs[4];
+        store.audit.remove(gone.to_be_bytes()).unwrap();
+        let report = crate::store::verify_audit(&store).await.unwrap();
+        assert!(
+            report
+                .problems
+                .contains(&audit_chain::Problem::Broken { seq: seqs[5] }),
+            "{report:?}"
         );
     }
 

@@ -12,6 +12,7 @@
     unreachable_pub
 )]
 
+mod audit;
 mod browser;
 mod certificate;
 mod console;
