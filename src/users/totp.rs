@@ -205,6 +205,18 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_shows_the_secret() {
+        let totp = rfc_secret(Some(3));
+        let shown = format!("{totp:?}");
+        assert!(!shown.contains(&totp.secret), "{shown}");
+        let mut user = crate::users::User::example("u", "ada", OffsetDateTime::UNIX_EPOCH);
+        user.password_hash = Some("$argon2id$v=19$secret-hash".into());
+        user.totp = Some(totp.clone());
+        let shown = format!("{user:?}");
+        assert!(!shown.contains("secret-hash") && !shown.contains(&totp.secret), "{shown}");
+    }
+
+    #[test]
     fn malformed_codes_are_wrong_not_errors() {
         let totp = rfc_secret(None);
         let now = OffsetDateTime::from_unix_timestamp(59).unwrap();

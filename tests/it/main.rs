@@ -23,6 +23,7 @@ mod people;
 mod pkilint;
 mod refusals;
 mod relying_party;
+mod security;
 mod server;
 mod token;
 mod users;
