@@ -127,6 +127,30 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Concurrent connections; further clients wait in the listen backlog.",
     },
     KeyDoc {
+        path: "server.max_connections_per_address",
+        kind: KeyKind::Int,
+        default: "256",
+        doc: "Concurrent connections from one client address; more are closed at once, so one address cannot take every slot. Behind a reverse proxy, raise it to server.max_connections.",
+    },
+    KeyDoc {
+        path: "server.max_in_flight",
+        kind: KeyKind::Int,
+        default: "512",
+        doc: "Requests handled at once; one more is shed at once with 503 and Retry-After, before latency collapses.",
+    },
+    KeyDoc {
+        path: "server.rate_per_address",
+        kind: KeyKind::Int,
+        default: "100",
+        doc: "Requests per second one client address may make to the token, certificate, device, sign-in, introspection and revocation endpoints (bursts of twice that); more get 429 and Retry-After. 0: no limit.",
+    },
+    KeyDoc {
+        path: "server.rate_per_client",
+        kind: KeyKind::Int,
+        default: "100",
+        doc: "Requests per second one client (by its HTTP Basic client id) may make to the token, introspection and revocation endpoints (bursts of twice that); more get 429. 0: no limit.",
+    },
+    KeyDoc {
         path: "server.shutdown_grace_secs",
         kind: KeyKind::Int,
         default: "30",
@@ -478,6 +502,14 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Concurrent connection cap.
     pub max_connections: usize,
+    /// Concurrent connections from one address.
+    pub max_connections_per_address: usize,
+    /// Requests in flight before load is shed.
+    pub max_in_flight: usize,
+    /// Per-address rate on the sensitive endpoints, per second (0: none).
+    pub rate_per_address: u32,
+    /// Per-client rate on the client-authenticated endpoints (0: none).
+    pub rate_per_client: u32,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
 }
@@ -860,6 +892,10 @@ struct FileServer {
     request_timeout_secs: u64,
     idle_timeout_secs: u64,
     max_connections: u64,
+    max_connections_per_address: u64,
+    max_in_flight: u64,
+    rate_per_address: u64,
+    rate_per_client: u64,
     shutdown_grace_secs: u64,
 }
 
@@ -876,6 +912,10 @@ impl Default for FileServer {
             request_timeout_secs: 30,
             idle_timeout_secs: 60,
             max_connections: 1024,
+            max_connections_per_address: 256,
+            max_in_flight: 512,
+            rate_per_address: 100,
+            rate_per_client: 100,
             shutdown_grace_secs: 30,
         }
     }
@@ -1037,6 +1077,15 @@ fn seconds(key: &'static str, value: u64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(value))
 }
 
+/// A per-second rate: 0 (no limit) to a million.
+fn rate(key: &'static str, value: u64) -> Result<u32, ConfigError> {
+    let value = bounded(key, value, 0, 1_000_000)?;
+    u32::try_from(value).map_err(|_| ConfigError::Invalid {
+        key,
+        message: "too large".into(),
+    })
+}
+
 fn bounded(key: &'static str, value: u64, min: u64, max: u64) -> Result<usize, ConfigError> {
     if value < min || value > max {
         return Err(ConfigError::Invalid {
@@ -1102,6 +1151,15 @@ impl FileConfig {
             request_timeout,
             idle_timeout,
             max_connections: bounded("server.max_connections", s.max_connections, 1, 1 << 20)?,
+            max_connections_per_address: bounded(
+                "server.max_connections_per_address",
+                s.max_connections_per_address,
+                1,
+                1 << 20,
+            )?,
+            max_in_flight: bounded("server.max_in_flight", s.max_in_flight, 1, 1 << 20)?,
+            rate_per_address: rate("server.rate_per_address", s.rate_per_address)?,
+            rate_per_client: rate("server.rate_per_client", s.rate_per_client)?,
             shutdown_grace: seconds("server.shutdown_grace_secs", s.shutdown_grace_secs)?,
         };
 

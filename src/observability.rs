@@ -19,6 +19,10 @@ pub const TOKENS_ISSUED: &str = "slcs_tokens_issued_total";
 pub const CERTIFICATES_ISSUED: &str = "slcs_certificates_issued_total";
 /// Certificate requests refused by a quota, by quota.
 pub const QUOTA_REJECTIONS: &str = "slcs_quota_rejections_total";
+/// Requests refused by a rate limit, by limit (`per_address`, `per_client`).
+pub const RATE_LIMITED: &str = "slcs_rate_limited_total";
+/// Requests shed because the service was at capacity.
+pub const LOAD_SHED: &str = "slcs_load_shed_total";
 /// Time of one group commit (flush + fdatasync), seconds.
 pub const STORE_FLUSH_DURATION: &str = "slcs_store_flush_seconds";
 /// Writes made durable by one group commit.
@@ -76,6 +80,8 @@ fn describe() {
         "certificates issued by key type of the certified key"
     );
     metrics::describe_counter!(QUOTA_REJECTIONS, "certificate requests refused by a quota");
+    metrics::describe_counter!(RATE_LIMITED, "requests refused by a rate limit");
+    metrics::describe_counter!(LOAD_SHED, "requests shed at capacity");
     metrics::describe_histogram!(
         STORE_FLUSH_DURATION,
         metrics::Unit::Seconds,

@@ -245,6 +245,9 @@ pub async fn serve(
         RequestLimits {
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
+            max_in_flight: config.server.max_in_flight,
+            rate_per_address: config.server.rate_per_address,
+            rate_per_client: config.server.rate_per_client,
         },
     );
     let listener = tokio::net::TcpListener::bind(config.server.listen)

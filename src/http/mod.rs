@@ -37,6 +37,7 @@ pub mod extract;
 pub mod form;
 mod health;
 mod introspect;
+pub mod limits;
 mod metadata;
 pub mod pages;
 mod revoke;
@@ -150,6 +151,12 @@ pub struct RequestLimits {
     pub max_body_bytes: usize,
     /// Deadline for the whole request.
     pub request_timeout: Duration,
+    /// Requests handled at once before load is shed.
+    pub max_in_flight: usize,
+    /// Per-address rate on the limited endpoints, per second (0: none).
+    pub rate_per_address: u32,
+    /// Per-client rate on the limited endpoints, per second (0: none).
+    pub rate_per_client: u32,
 }
 
 /// The request id header, set on every response and logged with the request.
@@ -289,6 +296,27 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         // 408 and 413 answered by the outer limit layers are not counted
         // here.
         .layer(middleware::from_fn(record_request))
+        // Rate limits before any handler work, then load shedding: a
+        // request over `max_in_flight` is refused at once, not queued.
+        .layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(limits::RateLimits::new(
+                limits.rate_per_address,
+                limits.rate_per_client,
+            )),
+            limits::rate_limit,
+        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    limits::overloaded,
+                ))
+                .layer(tower::load_shed::LoadShedLayer::new())
+                // One semaphore for every route: the router applies a
+                // layer to each route separately.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    limits.max_in_flight,
+                )),
+        )
         // Each `.layer` wraps everything above it: the last one is outermost.
         // The 408 and 413 of the timeout and body-limit layers are turned
         // into JSON errors first, then every response gets the security

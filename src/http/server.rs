@@ -8,7 +8,9 @@
 //! - hyper's header-read timeout, with a Tokio timer installed;
 //! - an idle watchdog that closes connections with no traffic (keep-alive
 //!   connections waiting for a next request, stalled bodies);
-//! - a cap on concurrent connections (a semaphore taken before `accept`).
+//! - a cap on concurrent connections (a semaphore taken before `accept`),
+//!   and one per client address, so that one address holding connections
+//!   open cannot take every slot from everyone else.
 //!
 //! The request deadline itself is the router's `TimeoutLayer`. HTTP/2 is not
 //! offered (ALPN `http/1.1` only): slcs has no use for it, and it removes a
@@ -133,6 +135,7 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let per_address = Arc::new(AddressSlots::new(settings.max_connections_per_address));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
@@ -162,6 +165,12 @@ pub async fn serve(
                 }
             },
         };
+        let Some(address_slot) = per_address.take(peer.ip()) else {
+            // Closed at once: this address holds its share already.
+            tracing::debug!(%peer, "connection refused: too many from this address");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let connection = Connection {
             acceptor: acceptor.clone(),
@@ -173,6 +182,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             connection.run(tcp, peer, watcher).await;
+            drop(address_slot);
             drop(permit);
         });
     }
@@ -185,6 +195,62 @@ pub async fn serve(
             grace_secs = settings.shutdown_grace.as_secs(),
             "grace period over; closing remaining connections"
         ),
+    }
+}
+
+/// Connections open per client address.
+struct AddressSlots {
+    limit: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl AddressSlots {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn open(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for one more connection from `address`, or `None` when it
+    /// holds its limit.
+    fn take(self: &Arc<Self>, address: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open();
+        let count = open.entry(address).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            slots: Arc::clone(self),
+            address,
+        })
+    }
+}
+
+/// One connection's place in its address's count, given back on drop.
+struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    address: std::net::IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open();
+        if let Some(count) = open.get_mut(&self.address) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
     }
 }
 

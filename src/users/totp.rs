@@ -213,7 +213,10 @@ mod tests {
         user.password_hash = Some("$argon2id$v=19$secret-hash".into());
         user.totp = Some(totp.clone());
         let shown = format!("{user:?}");
-        assert!(!shown.contains("secret-hash") && !shown.contains(&totp.secret), "{shown}");
+        assert!(
+            !shown.contains("secret-hash") && !shown.contains(&totp.secret),
+            "{shown}"
+        );
     }
 
     #[test]

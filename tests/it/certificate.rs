@@ -491,7 +491,12 @@ fn quota_per_token_holds_exactly_under_200_concurrent_requests() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(
         &work.path().join("data"),
-        &[("SLCS_CERTIFICATE_QUOTA_PER_TOKEN", "50")],
+        &[
+            ("SLCS_CERTIFICATE_QUOTA_PER_TOKEN", "50"),
+            // 200 requests at once from one address: the quota, not the
+            // rate limit, is what is tested here.
+            ("SLCS_SERVER_RATE_PER_ADDRESS", "0"),
+        ],
     );
     let (_, token) = service_token(&server, "svc");
     let forms: Vec<String> = (0..200)
@@ -1294,7 +1299,13 @@ fn load_harness_smoke_every_workload_without_errors() {
     let data = work.path().join("data");
     let server = Server::start(
         &data,
-        &[("SLCS_CERTIFICATE_QUOTA_PER_SUBJECT_PER_HOUR", "1000000")],
+        &[
+            ("SLCS_CERTIFICATE_QUOTA_PER_SUBJECT_PER_HOUR", "1000000"),
+            // One address sends everything: the rate limits would measure
+            // themselves.
+            ("SLCS_SERVER_RATE_PER_ADDRESS", "0"),
+            ("SLCS_SERVER_RATE_PER_CLIENT", "0"),
+        ],
     );
     let url = format!("https://localhost:{}", server.addr.port());
     let pid = server.child.id().to_string();

@@ -361,6 +361,58 @@ pub fn tls_connect(
     rustls::StreamOwned::new(connection, tcp)
 }
 
+/// A TCP connection to `addr` from the loopback address `source` (any of
+/// 127.0.0.0/8), so that one test can be several client addresses.
+pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(stream)
+    })
+}
+
+/// Sends `raw` over TLS from `source` and reads the answer.
+pub fn request_from(
+    source: std::net::IpAddr,
+    server: &Server,
+    raw: &str,
+) -> std::io::Result<HttpResponse> {
+    use rustls_pki_types::pem::PemObject as _;
+    let tcp = connect_from(source, server.addr)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(server.ca_pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    tls.write_all(raw.as_bytes())?;
+    tls.flush()?;
+    let mut bytes = Vec::new();
+    match tls.read_to_end(&mut bytes) {
+        Ok(_) => {}
+        // The server closed without close_notify after answering.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !bytes.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(parse_response(&bytes))
+}
+
 /// A short random hex tag.
 pub fn rand_tag() -> String {
     let mut bytes = [0u8; 4];

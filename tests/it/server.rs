@@ -600,3 +600,203 @@ fn bench_without_a_data_dir_works_in_a_scratch_directory() {
         "bench wrote into ./slcs-data"
     );
 }
+
+/// A client-credentials token request for `id`, form and Basic header.
+fn token_request(id: &str, secret: &str, extra_headers: &str) -> String {
+    let body = "grant_type=client_credentials&scope=slcs%3Acertificate";
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    format!(
+        "POST /token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Basic {basic}\r\n{extra_headers}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn loopback(last: u8) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// ATTACKS ROB-02, ROB-05, RS-07: while 2 000 idle connections from twenty
+/// addresses hold (more than the server takes at once), a slow client
+/// trickles its headers, and another address floods the certificate
+/// endpoint with bad tokens (claiming another address in
+/// `X-Forwarded-For`), a client on its own address is still served: it
+/// gets a token and a certificate. The flooder gets 429 with
+/// `Retry-After`, keyed on its real address; a client over its own budget
+/// gets 429 while another client is served; and a flood of wrong secrets
+/// in a client's name does not lock that client out.
+#[test]
+fn rob_02_rob_05_rs_07_floods_leave_legitimate_clients_served() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &work.path().join("data"),
+        &[
+            ("SLCS_SERVER_RATE_PER_ADDRESS", "20"),
+            ("SLCS_SERVER_RATE_PER_CLIENT", "5"),
+            ("SLCS_SERVER_MAX_CONNECTIONS", "512"),
+            ("SLCS_SERVER_MAX_CONNECTIONS_PER_ADDRESS", "100"),
+            ("SLCS_SERVER_TLS_HANDSHAKE_TIMEOUT_SECS", "2"),
+            ("SLCS_SERVER_HEADER_READ_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let (created, svc) = crate::token::register(&server, &crate::token::service_client_json("svc"));
+    assert_eq!(created.status, 201);
+    let svc = svc.unwrap();
+    let (created, other) =
+        crate::token::register(&server, &crate::token::service_client_json("other"));
+    assert_eq!(created.status, 201);
+    let other = other.unwrap();
+
+    // 2 000 idle connections (never a TLS byte), 100 from each of twenty
+    // addresses, held by a background thread until the end.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = server.addr;
+    let holder = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for i in 0..2000u32 {
+                let source = loopback(100 + u8::try_from(i % 20).unwrap());
+                if let Ok(tcp) = crate::connect_from(source, addr) {
+                    held.push(tcp);
+                }
+            }
+            let opened = held.len();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            opened
+        })
+    };
+    // A Slowloris client on the side.
+    let mut slow = server.connect();
+    slow.write_all(b"POST /token HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .unwrap();
+
+    // The flood of bad tokens, pretending to come from elsewhere.
+    let flood = "POST /certificate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer not.a.token\r\nX-Forwarded-For: 127.0.0.1\r\nForwarded: for=127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\na=b";
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut retry_after = None;
+    for _ in 0..120 {
+        let Ok(answer) = crate::request_from(loopback(40), &server, flood) else {
+            continue;
+        };
+        *statuses.entry(answer.status).or_insert(0) += 1;
+        if answer.status == 429 {
+            retry_after = answer.header("retry-after").map(str::to_owned);
+        }
+    }
+    // Refused as bad requests while the address has budget, then limited.
+    assert!(
+        statuses.keys().all(|s| [400, 401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.get(&429).copied().unwrap_or(0) > 20,
+        "{statuses:?}"
+    );
+    assert!(retry_after.is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1)));
+
+    // The legitimate client, on its own address: served, though it may
+    // wait for a connection slot while the idle ones time out.
+    let legit = loopback(1);
+    let started = Instant::now();
+    let token = loop {
+        match crate::request_from(legit, &server, &token_request("svc", &svc, "")) {
+            Ok(answer) if answer.status == 200 => {
+                break answer.json()["access_token"].as_str().unwrap().to_owned();
+            }
+            Ok(answer) => panic!("{} {}", answer.status, answer.text()),
+            Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("never served: {e}"),
+        }
+    };
+    let csr = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        format!("certificate_request={}", crate::form_encode(&pem))
+    };
+    let certificate = crate::request_from(
+        legit,
+        &server,
+        &format!(
+            "POST /certificate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{csr}",
+            csr.len()
+        ),
+    )
+    .unwrap();
+    assert_eq!(certificate.status, 200, "{}", certificate.text());
+
+    // A flood of wrong secrets in `other`'s name, from elsewhere, does not
+    // lock `other` out.
+    for _ in 0..30 {
+        let _ = crate::request_from(loopback(50), &server, &token_request("other", "wrong", ""));
+    }
+    let answer = crate::request_from(legit, &server, &token_request("other", &other, "")).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+
+    // `svc` over its own budget (5 a second, bursts of 10): 429, while
+    // `other` is still served from the same address.
+    let mut limited = None;
+    for _ in 0..20 {
+        let answer = crate::request_from(legit, &server, &token_request("svc", &svc, "")).unwrap();
+        if answer.status == 429 {
+            limited = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status, 200);
+    }
+    let limited = limited.expect("svc was never limited");
+    assert_eq!(limited.json()["error"], "too_many_requests");
+    assert!(limited.header("retry-after").is_some());
+    let answer = crate::request_from(legit, &server, &token_request("other", &other, "")).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = holder.join().unwrap();
+    assert!(opened >= 1000, "idle connections opened: {opened}");
+    drop(slow);
+    println!("idle connections held: {opened}; flood statuses: {statuses:?}");
+}
+
+/// ATTACKS ROB-05 (load): with `server.max_in_flight` requests being
+/// handled, one more is shed at once with 503 and `Retry-After`, and the
+/// service answers again once they finish.
+#[test]
+fn rob_05_a_request_over_capacity_is_shed_with_503() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &work.path().join("data"),
+        &[("SLCS_SERVER_MAX_IN_FLIGHT", "2")],
+    );
+    // Two requests whose bodies arrive slowly hold both places.
+    let mut holding = Vec::new();
+    for _ in 0..2 {
+        let mut tls = server.connect();
+        tls.write_all(
+            b"POST /token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\ngrant_type=",
+        )
+        .unwrap();
+        tls.flush().unwrap();
+        holding.push(tls);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let shed = server.get("/healthz");
+    assert_eq!(shed.status, 503, "{}", shed.text());
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert_eq!(shed.json()["error"], "temporarily_unavailable");
+    // The held requests finish; the service answers again.
+    for mut tls in holding {
+        tls.write_all(b"client_credentials&scope=openid12345678")
+            .unwrap();
+        tls.flush().unwrap();
+        let answer = crate::read_response(&mut tls);
+        assert_eq!(answer.status, 401, "{}", answer.text());
+    }
+    assert_eq!(server.get("/healthz").status, 200);
+}
