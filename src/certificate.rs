@@ -176,9 +176,12 @@ impl CertificateService {
             .tokens
             .authorize_bearer(request.token, Resource::Certificate, presenter, now)
             .await?;
-        let person = match authorized.claims.subject_type {
-            SubjectType::User => Some(self.live_person(&authorized, now).await?),
-            SubjectType::Service => None,
+        let (person, approval_ends) = match authorized.claims.subject_type {
+            SubjectType::User => {
+                let (person, ends) = self.live_person(&authorized, now).await?;
+                (Some(person), ends)
+            }
+            SubjectType::Service => (None, None),
         };
         let identity = identity(
             &authorized,
@@ -201,12 +204,18 @@ impl CertificateService {
             .chain(request.presenter.map(|p| &p.client))
             .filter_map(|c| c.max_certificate_lifetime_secs)
             .min();
+        // A certificate never outlives the person's approval it was
+        // issued under (ATTACKS CERT-04).
         let not_after_limits = policy
             .map(|secs| NotAfterLimit {
                 at: now + Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)),
                 reason: "the client's certificate lifetime policy",
             })
             .into_iter()
+            .chain(approval_ends.map(|at| NotAfterLimit {
+                at,
+                reason: "the end of the person's approval",
+            }))
             .collect();
         let issuance = IssuanceRequest {
             identity,
@@ -354,12 +363,13 @@ impl CertificateService {
     /// The person a user token names, if their account is enabled, the
     /// token's client still admits them, and the approval it was issued
     /// under is live (a revoked approval has revoked the grant already;
-    /// this also catches an approval that simply expired).
+    /// this also catches an approval that simply expired), with the end of
+    /// that approval.
     async fn live_person(
         &self,
         authorized: &AuthorizedToken,
         now: OffsetDateTime,
-    ) -> Result<User, CertificateError> {
+    ) -> Result<(User, Option<OffsetDateTime>), CertificateError> {
         let claims = &authorized.claims;
         let user =
             self.tokens
@@ -371,19 +381,19 @@ impl CertificateService {
                 ))?;
         crate::oauth::user_grants::user_may_use(&authorized.client, &user)
             .map_err(CertificateError::Forbidden)?;
+        let mut approval_ends = None;
         if let Some(approval_id) = &claims.approval_id {
-            let live = self
+            let approval = self
                 .store
                 .approval(approval_id)
                 .await?
-                .is_some_and(|a| a.is_live(now) && a.sub == claims.sub);
-            if !live {
-                return Err(CertificateError::Forbidden(
+                .filter(|a| a.is_live(now) && a.sub == claims.sub)
+                .ok_or(CertificateError::Forbidden(
                     "the person's approval this token was issued under has been revoked or has expired",
-                ));
-            }
+                ))?;
+            approval_ends = Some(approval.expires_at);
         }
-        Ok(user)
+        Ok((user, approval_ends))
     }
 }
 

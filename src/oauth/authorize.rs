@@ -200,7 +200,13 @@ impl TokenService {
             })?
             .as_str()
             .to_owned();
-        let state = params.get("state").cloned();
+        // An over-long state is refused below, and never sent back: an
+        // error redirect must not carry an attacker's payload in full
+        // (ATTACKS ROB-12).
+        let state = params
+            .get("state")
+            .filter(|s| s.chars().count() <= MAX_ECHOED_CHARS)
+            .cloned();
         let back = |error: &'static str, description: &str| AuthorizeError::Redirect {
             redirect_uri: redirect_uri.clone(),
             error,
@@ -208,8 +214,8 @@ impl TokenService {
             state: state.clone(),
         };
         // 2. Everything else, answered at the client.
-        if state
-            .as_ref()
+        if params
+            .get("state")
             .is_some_and(|s| s.chars().count() > MAX_ECHOED_CHARS)
         {
             return Err(back("invalid_request", "state is too long"));

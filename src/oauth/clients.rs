@@ -2770,7 +2770,7 @@ fn looks_like_uuid(lower: &str) -> bool {
 
 /// Caller input repeated in a message: at most [`ECHO_CHARS`] characters,
 /// control and deceptive characters replaced.
-fn echo(s: &str) -> String {
+pub(crate) fn echo(s: &str) -> String {
     let mut out: String = s
         .chars()
         .take(ECHO_CHARS)

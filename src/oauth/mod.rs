@@ -432,6 +432,19 @@ impl TokenService {
         if !entitled || self.store.is_revoked(&claims.jti, &claims.grant_id).await? {
             return Ok(Introspection::default());
         }
+        // Active only while the client it was issued to and every client
+        // along its chain are (ATTACKS CA-06).
+        let root_active = match clients::ClientId::parse(&claims.client_id) {
+            Ok(id) => self
+                .store
+                .client(&id)
+                .await?
+                .is_some_and(|c| c.status == clients::ClientStatus::Active),
+            Err(_) => false,
+        };
+        if !root_active || !resource::actors_active(self.store.as_ref(), &claims).await? {
+            return Ok(Introspection::default());
+        }
         // A person's token stops being active with their account
         // (disabled or removed), not only at its expiry.
         if claims.subject_type == SubjectType::User
@@ -800,8 +813,11 @@ pub(crate) fn narrow_scope(
     let mut granted: Vec<&str> = Vec::new();
     for scope in requested.split(' ').filter(|s| !s.is_empty()) {
         if !registered.contains(scope) {
+            // Repeated bounded: a request's text is never reflected in
+            // full (ATTACKS ROB-12).
             return Err(GrantError::InvalidScope(format!(
-                "scope {scope:?} is not registered for this client"
+                "scope {:?} is not registered for this client",
+                clients::echo(scope)
             )));
         }
         if !resource.admits_scope(scope) {

@@ -169,11 +169,45 @@ pub(super) async fn check_bearer(
             .ok_or(BearerError::InvalidToken(
                 "the client this token was issued to is not active",
             ))?;
+    if !actors_active(store, &claims).await? {
+        return Err(BearerError::InvalidToken(
+            "a client along this token's delegation chain is not active",
+        ));
+    }
     Ok(AuthorizedToken {
         claims,
         client,
         presenter_id,
     })
+}
+
+/// Whether every actor of `claims`' delegation chain (RFC 8693 `act`) is
+/// an active client: suspending a delegatee stops the tokens exchanged
+/// through it at once, at the resource server and at introspection
+/// (ATTACKS CA-06), not only at their expiry. A malformed chain is not.
+pub(crate) async fn actors_active(
+    store: &dyn Store,
+    claims: &AccessTokenClaims,
+) -> Result<bool, StoreError> {
+    let Ok(actors) = super::exchange::actors(claims) else {
+        return Ok(false);
+    };
+    for actor in actors {
+        if actor == claims.client_id {
+            continue;
+        }
+        let active = match ClientId::parse(&actor) {
+            Ok(id) => store
+                .client(&id)
+                .await?
+                .is_some_and(|c| c.status == ClientStatus::Active),
+            Err(_) => false,
+        };
+        if !active {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -436,7 +436,7 @@ mod tests {
     }
 
     #[test]
-    fn same_display_name_different_users_differ() {
+    fn cert_02_same_display_name_different_users_differ() {
         let a = policy().subject_for(&person("Bob")).unwrap();
         let b = policy()
             .subject_for(&CertificateIdentity::Person {

@@ -1414,7 +1414,7 @@ mod tests {
     }
 
     #[test]
-    fn ed25519_all_zero_and_identity() {
+    fn csr_07_ed25519_all_zero_and_identity() {
         let err = check_ed(&[0u8; 32]).unwrap_err();
         assert_eq!(err, WeakKey::Ed25519AllZero);
         assert_eq!(err.to_string(), "Ed25519 public key is all zeros");
@@ -1427,7 +1427,7 @@ mod tests {
     }
 
     #[test]
-    fn ed25519_small_order_list() {
+    fn csr_07_ed25519_small_order_list() {
         let set = ed25519_small_order_set();
         assert_eq!(set.len(), ED25519_SMALL_ORDER.len());
         for (i, enc) in set.iter().enumerate() {

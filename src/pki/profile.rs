@@ -472,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn validity_clamps_refuses_and_respects_limits() {
+    fn cert_05_validity_clamps_refuses_and_respects_limits() {
         let p = profile();
         let now = datetime!(2026-11-23 12:00:00 UTC);
         let v = p.validity(now, Some(315_360_000), &[]).unwrap();

@@ -968,7 +968,7 @@ steps (root client first, presenter last):
     }
 
     #[test]
-    fn sixteen_steps_ok_seventeen_refused() {
+    fn cert_07_sixteen_steps_ok_seventeen_refused() {
         let mut p = small();
         p.steps = vec![p.steps[0].clone(); MAX_STEPS];
         let der = p.to_der().unwrap();
@@ -983,7 +983,7 @@ steps (root client first, presenter last):
     }
 
     #[test]
-    fn string_limits() {
+    fn cert_07_string_limits() {
         let mut p = sample();
         p.issuer = "a".repeat(MAX_STRING_BYTES);
         p.steps[1].scope = "s".repeat(MAX_SCOPE_BYTES);

@@ -95,7 +95,13 @@ fn basic(id: &str, secret: &str) -> String {
 }
 
 /// A token exchange by `id`, with extra form parameters.
-fn exchange(server: &Server, id: &str, secret: &str, subject: &str, extra: &str) -> HttpResponse {
+pub fn exchange(
+    server: &Server,
+    id: &str,
+    secret: &str,
+    subject: &str,
+    extra: &str,
+) -> HttpResponse {
     server.post(
         "/token",
         &[("Authorization", &basic(id, secret))],
@@ -109,14 +115,14 @@ fn exchange(server: &Server, id: &str, secret: &str, subject: &str, extra: &str)
     )
 }
 
-fn token_of(response: &HttpResponse) -> String {
+pub fn token_of(response: &HttpResponse) -> String {
     assert_eq!(response.status, 200, "{}", response.text());
     response.json()["access_token"].as_str().unwrap().to_owned()
 }
 
 /// A certificate for `token`, presented by `presenter` with its secret in
 /// the form (client_secret_post); the PEM.
-fn certificate(server: &Server, token: &str, presenter: Option<(&str, &str)>) -> HttpResponse {
+pub fn certificate(server: &Server, token: &str, presenter: Option<(&str, &str)>) -> HttpResponse {
     let key = rcgen::KeyPair::generate().unwrap();
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)
@@ -150,7 +156,7 @@ fn certificate(server: &Server, token: &str, presenter: Option<(&str, &str)>) ->
     response
 }
 
-fn introspect_active(server: &Server, id: &str, secret: &str, token: &str) -> bool {
+pub fn introspect_active(server: &Server, id: &str, secret: &str, token: &str) -> bool {
     let response = server.post(
         "/introspect",
         &[("Authorization", &basic(id, secret))],
@@ -162,7 +168,7 @@ fn introspect_active(server: &Server, id: &str, secret: &str, token: &str) -> bo
 
 /// Alice approves the portal (every delegatee ticked) and the portal
 /// redeems a code: its token.
-fn portal_token(server: &Server, chain: &Chain, browser: &mut Browser<'_>) -> String {
+pub fn portal_token(server: &Server, chain: &Chain, browser: &mut Browser<'_>) -> String {
     let (verifier, challenge) = pkce();
     let code = crate::people::code_for(browser, "openid slcs:certificate", &challenge);
     token_of(&redeem(server, &chain.portal, &code, &verifier))
@@ -170,7 +176,7 @@ fn portal_token(server: &Server, chain: &Chain, browser: &mut Browser<'_>) -> St
 
 /// The portal hands its token `t0` to W (RFC 8693 hand-off): `t1`, still
 /// the portal's, for W only.
-fn hand_off(server: &Server, chain: &Chain, t0: &str) -> String {
+pub fn hand_off(server: &Server, chain: &Chain, t0: &str) -> String {
     token_of(&exchange(
         server,
         "portal",
@@ -183,7 +189,7 @@ fn hand_off(server: &Server, chain: &Chain, t0: &str) -> String {
 /// The chain below the portal's token `t0`: P's hand-off to W (`t1`), W's
 /// own token (`t2`), and W's token shared with `brokers` (`&audience=…`)
 /// (`t3`).
-fn walk_chain(server: &Server, chain: &Chain, t0: &str, brokers: &str) -> [String; 3] {
+pub fn walk_chain(server: &Server, chain: &Chain, t0: &str, brokers: &str) -> [String; 3] {
     let t1 = hand_off(server, chain, t0);
     let t2 = token_of(&exchange(server, "wps", &chain.wps, &t1, ""));
     let t3 = token_of(&exchange(server, "wps", &chain.wps, &t2, brokers));

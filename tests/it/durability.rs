@@ -22,7 +22,7 @@ fn random_below(limit: u32) -> u32 {
 }
 
 #[tokio::test]
-async fn acknowledged_certificates_survive_sigkill() {
+async fn rob_06_acknowledged_certificates_survive_sigkill() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let data_arg = data.to_str().unwrap();

@@ -251,7 +251,7 @@ async fn every_key_type_from_openssl_and_rcgen_verifies_with_openssl() {
 /// certificate signing gets a certificate with the profile's extensions only,
 /// and the CSR's subject is ignored.
 #[tokio::test]
-async fn csr_requested_extensions_and_subject_are_not_honoured() {
+async fn csr_08_csr_09_csr_requested_extensions_and_subject_are_not_honoured() {
     let work = tempfile::tempdir().unwrap();
     let (config, opened) = open_engine(work.path(), "ecdsa-p256");
     let csr = openssl_csr(
@@ -322,7 +322,7 @@ async fn csr_requested_extensions_and_subject_are_not_honoured() {
 /// against OpenSSL's own RFC 2253 rendering — and the same identity always
 /// gives the same DN.
 #[tokio::test]
-async fn distinguished_names_are_escaped_bounded_and_stable() {
+async fn cert_02_distinguished_names_are_escaped_bounded_and_stable() {
     let work = tempfile::tempdir().unwrap();
     let (_config, opened) = open_engine(work.path(), "ecdsa-p256");
     let csr = rcgen_csr(KeyKind::P256);

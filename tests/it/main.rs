@@ -14,6 +14,7 @@
 
 mod audit;
 mod browser;
+mod catalogue;
 mod certificate;
 mod console;
 mod delegation;

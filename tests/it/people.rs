@@ -1351,7 +1351,7 @@ fn authlib_portal_signs_in_and_gets_a_certificate() {
 }
 
 #[test]
-fn web_05_code_11_rt_04_az_08_sessions_codes_and_tokens_stay_bound() {
+fn web_05_code_11_rt_04_az_08_ir_06_sessions_codes_and_tokens_stay_bound() {
     let (_work, server, secret, _) = portal_world(&[]);
 
     // WEB-05: a planted session cookie is replaced at sign-in, and the

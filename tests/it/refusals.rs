@@ -54,7 +54,8 @@ fn corrupt_signature(pem_csr: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_csrs_are_refused_with_a_clear_error_and_no_log_entry() {
+async fn csr_01_csr_02_csr_03_csr_04_csr_06_csr_11_bad_csrs_are_refused_with_a_clear_error_and_no_log_entry()
+ {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let (_config, opened) = open_engine(&dir.join("data"), "ecdsa-p256");

@@ -1,6 +1,6 @@
 //! docs/security.md kept true: its attack table names, for every entry of
 //! the catalogue (`tests/attacks.ids`, the IDs of ATTACKS.md in its order),
-//! the tests whose names carry the entry's ID, and an entry without one is
+//! the tests (integration or unit) whose names carry the entry's ID, and an entry without one is
 //! marked as a gap or a deliberate difference, with the reason.
 //! `UPDATE_SECURITY_TABLE=1 cargo test security_table` rewrites the Tests
 //! column from the test sources.
@@ -14,22 +14,40 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every `#[test]` function of the integration tests.
-fn test_names() -> Vec<String> {
-    let mut names = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(root().join("tests/it"))
+/// The `.rs` files under `dir`, recursively, in a stable order.
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
         .collect();
-    files.sort();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Every test function (`#[test]` or `#[tokio::test…]`) of the
+/// integration tests and of the crate's unit tests.
+fn test_names() -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(&root().join("tests/it"), &mut files);
+    rust_files(&root().join("src"), &mut files);
+    let mut names = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let mut is_test = false;
         for line in text.lines().map(str::trim) {
-            if line.starts_with("#[test]") {
+            if line.starts_with("#[test]") || line.starts_with("#[tokio::test") {
                 is_test = true;
-            } else if let Some(rest) = line.strip_prefix("fn ").filter(|_| is_test) {
+            } else if let Some(rest) = line
+                .strip_prefix("fn ")
+                .or_else(|| line.strip_prefix("async fn "))
+                .filter(|_| is_test)
+            {
                 names.push(rest[..rest.find('(').unwrap()].to_owned());
                 is_test = false;
             } else if !line.starts_with("#[") && !line.starts_with("//") && !line.is_empty() {

@@ -141,7 +141,7 @@ fn errors_are_json_and_carry_the_security_headers() {
 
 /// ATTACKS ROB-01: a body above the limit gets 413 before it is read.
 #[test]
-fn oversized_bodies_get_413() {
+fn rob_01_oversized_bodies_get_413() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(&work.path().join("data"), &[]);
     let response = server.request(
@@ -329,7 +329,7 @@ fn bad_configuration_is_refused_naming_the_key() {
 /// ATTACKS ROB-07: a damaged or missing store is refused with a clear
 /// message and exit code 4 — never a panic, never a silent empty store.
 #[test]
-fn damaged_or_missing_stores_are_refused() {
+fn rob_07_damaged_or_missing_stores_are_refused() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let server = Server::start(&data, &[]);

@@ -315,7 +315,7 @@ fn jwt_01_alg_none_and_forged_tokens_are_inactive_at_introspection() {
 }
 
 #[test]
-fn grants_and_clients_that_may_not_get_tokens_are_refused() {
+fn rob_15_grants_and_clients_that_may_not_get_tokens_are_refused() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(&work.path().join("data"), &[]);
     let (_, secret) = register(&server, &service_client_json("svc"));

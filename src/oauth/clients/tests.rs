@@ -1131,7 +1131,7 @@ fn reg_02_unknown_fields_refused() {
 // --- names, descriptions, attributes --------------------------------------
 
 #[test]
-fn name_rules() {
+fn reg_05_name_rules_refuse_control_and_invisible_characters() {
     let mut v = web();
     v["client"]["name"] = json!("n".repeat(129));
     assert_eq!(
@@ -1385,7 +1385,7 @@ fn keycloak_authenticator_type_maps_and_must_agree() {
 // --- status, ownership, access --------------------------------------------
 
 #[test]
-fn new_client_is_pending_unless_an_admin_registers_it() {
+fn reg_07_new_client_is_pending_unless_an_admin_registers_it() {
     assert_eq!(create(web()).client.status, ClientStatus::Pending);
     let a = allowed();
     let mut c = ctx(&a);
