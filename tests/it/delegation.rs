@@ -582,7 +582,7 @@ fn tx_01_tx_02_tx_03_tx_04_tx_10_tx_12_tx_13_tx_15_tx_17_exchanges_that_must_fai
 /// Signs `user` in on a fresh browser for the authorization request at
 /// `path` and answers its consent page, ticking the delegatees in `tick`
 /// only (none: every declared delegatee declined).
-fn decide_consent(server: &Server, user: &str, path: &str, tick: &[&str]) -> HttpResponse {
+pub fn decide_consent(server: &Server, user: &str, path: &str, tick: &[&str]) -> HttpResponse {
     let mut browser = Browser::new(server);
     let start = browser.get(path);
     let login = browser.follow(&start);

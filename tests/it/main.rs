@@ -411,7 +411,19 @@ pub fn request_from(
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !bytes.is_empty() => {}
         Err(e) => return Err(e),
     }
-    Ok(parse_response(&bytes))
+    // Only a whole answer counts (a server killed mid-answer sent none).
+    let Some(split) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    };
+    let response = parse_response(&bytes);
+    let declared = response
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if bytes.len() - split - 4 < declared {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(response)
 }
 
 /// A short random hex tag.
