@@ -302,3 +302,66 @@ fn secrets_handed_out_never_reach_the_logs() {
         );
     }
 }
+
+/// The dependency review that works without the RustSec database (which
+/// this build machine cannot reach; `scripts/audit` runs `cargo audit`
+/// where it can): every advisory the attack catalogue names for a crate
+/// slcs could link is checked against the versions `Cargo.lock` pins.
+#[test]
+fn dependencies_are_past_the_advisories_the_catalogue_names() {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap();
+    let mut packages: Vec<(String, (u64, u64, u64))> = Vec::new();
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(n) = line.strip_prefix("name = \"") {
+            name = Some(n.trim_end_matches('"').to_owned());
+        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = \""), name.take()) {
+            let mut parts = v
+                .trim_end_matches('"')
+                .split(['.', '-', '+'])
+                .map(|p| p.parse::<u64>().unwrap_or(0));
+            let version = (
+                parts.next().unwrap_or(0),
+                parts.next().unwrap_or(0),
+                parts.next().unwrap_or(0),
+            );
+            packages.push((n, version));
+        }
+    }
+    assert!(packages.iter().any(|(n, _)| n == "slcs"), "parsed Cargo.lock");
+    let versions = |crate_name: &str| -> Vec<(u64, u64, u64)> {
+        packages
+            .iter()
+            .filter(|(n, _)| n == crate_name)
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    // (crate, the first fixed version, the advisories)
+    for (crate_name, fixed, advisories) in [
+        ("rustls", (0, 23, 18), "RUSTSEC-2024-0399, RUSTSEC-2024-0336"),
+        (
+            "rustls-webpki",
+            (0, 103, 12),
+            "RUSTSEC-2026-0098, RUSTSEC-2026-0099, RUSTSEC-2023-0053",
+        ),
+        ("axum-core", (0, 2, 8), "RUSTSEC-2022-0055"),
+        ("ed25519-dalek", (2, 0, 0), "RUSTSEC-2022-0093"),
+    ] {
+        for version in versions(crate_name) {
+            assert!(
+                version >= fixed,
+                "{crate_name} {version:?} is before {fixed:?} ({advisories})"
+            );
+        }
+    }
+    assert!(
+        !versions("rustls").is_empty() && !versions("rustls-webpki").is_empty(),
+        "the TLS stack is where it was"
+    );
+    // Crates that must not be linked at all: the unmaintained `webpki`
+    // (RUSTSEC-2023-0052) and `h2` (slcs offers no HTTP/2: RUSTSEC-2023-0034,
+    // RUSTSEC-2024-0003, RUSTSEC-2024-0332).
+    for absent in ["webpki", "h2"] {
+        assert!(versions(absent).is_empty(), "{absent} is in Cargo.lock");
+    }
+}
