@@ -179,6 +179,12 @@ impl CertificateService {
         let (person, approval_ends) = match authorized.claims.subject_type {
             SubjectType::User => {
                 let (person, ends) = self.live_person(&authorized, now).await?;
+                // A shared token's presenter must admit the person too
+                // (ATTACKS REG-09): its own guest, group and unit rules.
+                if let Some(presenter) = request.presenter {
+                    crate::oauth::user_grants::user_may_use(&presenter.client, &person)
+                        .map_err(CertificateError::Forbidden)?;
+                }
                 (Some(person), ends)
             }
             SubjectType::Service => (None, None),

@@ -285,6 +285,13 @@ impl TokenService {
             .await?
             .filter(|u| !u.disabled)
             .ok_or_else(|| GrantError::InvalidGrant("the person's account is disabled".into()))?;
+        // The caller must admit the person as the client that signed them
+        // in did: a delegatee that refuses guests, or is restricted to
+        // groups or units, is not reached around that through a portal
+        // that admits them (ATTACKS REG-09).
+        super::user_grants::user_may_use(&client.client, &user).map_err(|why| {
+            GrantError::InvalidGrant(format!("{why} (the exchanging client's access rules)"))
+        })?;
 
         // Whose token is it, and what does this exchange make of it?
         let me = client.client.id.as_str();

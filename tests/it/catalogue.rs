@@ -730,3 +730,54 @@ fn ca_03_ir_07_secret_guessing_and_introspection_floods_are_rate_limited() {
     let answer = token_basic(&server, "svc", &secret, "grant_type=client_credentials");
     assert_eq!(answer.status, 200, "{}", answer.text());
 }
+
+/// REG-09: a delegatee's own access rules hold along a chain: a guest
+/// signed in through a portal that admits guests cannot be acted for by a
+/// service that refuses them, neither by exchange nor as the presenter of
+/// a shared token.
+#[test]
+fn reg_09_a_delegatee_that_refuses_guests_is_not_reached_through_a_portal() {
+    use crate::delegation::{certificate, decide_consent, exchange, registered, token_of};
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let wps = registered(
+        &server,
+        &json!({
+            "client": {"clientId": "wps", "name": "Processing service",
+                       "serviceAccountsEnabled": true, "defaultClientScopes": ["slcs:certificate"]},
+            "slcs": {"tokenExchangeEnabled": true}
+        }),
+    );
+    let portal = registered(
+        &server,
+        &json!({
+            "client": {"clientId": "portal", "name": "Open Portal", "standardFlowEnabled": true,
+                       "consentRequired": true, "redirectUris": [PORTAL_CB],
+                       "defaultClientScopes": ["openid", "slcs:certificate"]},
+            "accessDeniedToGuests": false,
+            "slcs": {"delegatees": ["wps"], "tokenExchangeEnabled": true}
+        }),
+    );
+    crate::people::add_user(
+        &server,
+        json!({"username": "gus", "display_name": "Gus", "guest": true, "password": crate::people::PASSWORD}),
+    );
+    let (verifier, challenge) = pkce();
+    let back = decide_consent(
+        &server,
+        "gus",
+        &authorize_path("openid slcs:certificate", &challenge, ""),
+        &["wps"],
+    );
+    let code = query_of(back.header("location").unwrap())["code"].clone();
+    let t0 = token_of(&redeem(&server, &portal, &code, &verifier));
+    // The portal admits guests: its own certificate and hand-off work.
+    assert_eq!(post_csr(&server, &t0, "").status, 200);
+    let t1 = token_of(&exchange(&server, "portal", &portal, &t0, "&audience=wps"));
+    // The service refuses guests: it cannot take over, nor present.
+    let taken = exchange(&server, "wps", &wps, &t1, "");
+    assert_eq!(taken.status, 400, "{}", taken.text());
+    assert_eq!(taken.json()["error"], "invalid_grant");
+    let presented = certificate(&server, &t1, Some(("wps", &wps)));
+    assert_eq!(presented.status, 403, "{}", presented.text());
+}

@@ -328,7 +328,10 @@ fn dependencies_are_past_the_advisories_the_catalogue_names() {
             packages.push((n, version));
         }
     }
-    assert!(packages.iter().any(|(n, _)| n == "slcs"), "parsed Cargo.lock");
+    assert!(
+        packages.iter().any(|(n, _)| n == "slcs"),
+        "parsed Cargo.lock"
+    );
     let versions = |crate_name: &str| -> Vec<(u64, u64, u64)> {
         packages
             .iter()
@@ -338,7 +341,11 @@ fn dependencies_are_past_the_advisories_the_catalogue_names() {
     };
     // (crate, the first fixed version, the advisories)
     for (crate_name, fixed, advisories) in [
-        ("rustls", (0, 23, 18), "RUSTSEC-2024-0399, RUSTSEC-2024-0336"),
+        (
+            "rustls",
+            (0, 23, 18),
+            "RUSTSEC-2024-0399, RUSTSEC-2024-0336",
+        ),
         (
             "rustls-webpki",
             (0, 103, 12),
