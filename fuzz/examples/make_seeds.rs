@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use slcs::clock::SystemClock;
 use slcs::config::CliOverrides;
-use slcs::oauth::jwt::{mint, AccessTokenClaims, Audience, SubjectType};
+use slcs::oauth::jwt::{mint, verify, AccessTokenClaims, Audience, Expectations, SubjectType};
 use slcs::oauth::keys::{KeySet, SigningAlgorithm};
 use slcs::pki::dn::CertificateIdentity;
 use slcs::pki::issuer::{IssuanceEngine, IssuanceRequest};
@@ -371,6 +371,19 @@ fn make_keys_and_tokens(work: &Path, keys_out: &Path, jwt_out: &Path) -> Result<
     for entry in std::fs::read_dir(work)? {
         let entry = entry?;
         std::fs::copy(entry.path(), keys_out.join(entry.file_name()))?;
+    }
+
+    // Every seed token verifies at NOW against the committed key set, as the
+    // `jwt` target will check it.
+    let committed = KeySet::load_or_create(keys_out, SigningAlgorithm::EdDsa, at(NOW))?;
+    let expect = Expectations {
+        issuer: ISSUER,
+        audience: AUDIENCE,
+        now: NOW,
+        leeway_secs: 30,
+    };
+    for (name, token) in &tokens {
+        verify(&committed, token, &expect).map_err(|e| format!("{name}: {e}"))?;
     }
     Ok(())
 }

@@ -11,8 +11,10 @@
 //!   `sign_compact` (as `mint` would sign it, `typ` `at+jwt`) and the token
 //!   verified, so that mutated claims reach the checks after the signature.
 //!
-//! Property: claims accepted by `verify` are minted again by `mint` into a
-//! token that `verify` accepts with the same claims.
+//! Properties: whatever `verify` accepts, `verify_for_any_audience` accepts
+//! with the same claims; accepted claims are minted again by `mint` into a
+//! token that verifies with the same claims (an `act` value holding a
+//! fraction compared by presence only: see `comparable`).
 
 #![no_main]
 
@@ -21,8 +23,10 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
+use serde_json::Value;
 use slcs::oauth::jwt::{
-    mint, sign_compact, verify, verify_for_any_audience, Expectations, JwtError, ACCESS_TOKEN_TYP,
+    mint, sign_compact, verify, verify_for_any_audience, AccessTokenClaims, Expectations, JwtError,
+    ACCESS_TOKEN_TYP,
 };
 use slcs::oauth::keys::{KeySet, SigningAlgorithm};
 
@@ -85,6 +89,30 @@ fn private_copy(source: &Path) -> PathBuf {
     dir
 }
 
+/// Whether a JSON value holds a non-integer number anywhere.
+fn has_float(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(items) => items.iter().any(has_float),
+        Value::Object(members) => members.values().any(has_float),
+        _ => false,
+    }
+}
+
+/// The claims as the round trip can keep them. `act` is carried as an
+/// opaque JSON value, and serde_json (without its `float_roundtrip`
+/// feature, which slcs does not enable) does not parse every long decimal
+/// fraction to the nearest double: `…772.99999999999999999998880` reads
+/// as `…772.9999999`, which prints and reads back as `…773.0`. slcs only
+/// ever writes `act` objects of strings, so an `act` with a fraction in it
+/// is compared by its presence only.
+fn comparable(mut claims: AccessTokenClaims) -> AccessTokenClaims {
+    if claims.act.as_ref().is_some_and(has_float) {
+        claims.act = Some(Value::Null);
+    }
+    claims
+}
+
 fn check(token: &str) {
     let keys = keys();
     let expect = expectations();
@@ -108,7 +136,11 @@ fn check(token: &str) {
         Ok(again) => {
             let reverified = verify_for_any_audience(keys, &again, &expect)
                 .unwrap_or_else(|e| panic!("re-minted accepted claims are refused: {e}"));
-            assert_eq!(reverified, claims, "re-minting changed the claims");
+            assert_eq!(
+                comparable(reverified),
+                comparable(claims),
+                "re-minting changed the claims"
+            );
         }
         // The re-minted token may carry a longer signature than the one
         // accepted; over the size limit is the limit working.
