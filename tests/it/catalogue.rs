@@ -346,23 +346,10 @@ fn ir_03_ir_05_inactive_tokens_look_alike_and_revoking_garbage_is_200() {
 /// cannot negotiate it.
 #[test]
 fn rob_03_http2_is_not_offered() {
-    use rustls_pki_types::pem::PemObject as _;
     use std::io::Write as _;
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(&work.path().join("data"), &[]);
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(server.ca_pem().as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let connection = crate::client_connection(&server.ca_pem(), &[b"h2"]);
     let tcp = std::net::TcpStream::connect(server.addr).unwrap();
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();

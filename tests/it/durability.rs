@@ -15,6 +15,18 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{run_slcs, slcs_bin, wait_timeout};
 
+/// The store of data directory `data`, opened directly (the server is
+/// down).
+fn open_store(data: &std::path::Path) -> SledStore {
+    SledStore::open(&SledOptions {
+        path: data.join("store"),
+        cache_capacity_bytes: 8 << 20,
+        mode: OpenMode::MustExist,
+        ca_key_sha256: None,
+    })
+    .unwrap()
+}
+
 fn random_below(limit: u32) -> u32 {
     let mut bytes = [0u8; 4];
     aws_lc_rs::rand::fill(&mut bytes).unwrap();
@@ -80,13 +92,7 @@ async fn rob_06_acknowledged_certificates_survive_sigkill() {
         "a serial was acknowledged twice"
     );
 
-    let store = SledStore::open(&SledOptions {
-        path: data.join("store"),
-        cache_capacity_bytes: 8 << 20,
-        mode: OpenMode::MustExist,
-        ca_key_sha256: None,
-    })
-    .unwrap();
+    let store = open_store(&data);
     for serial in &serials {
         let record = store
             .issuance(serial)
@@ -278,13 +284,7 @@ async fn rob_06_mixed_load_survives_sigkill_with_every_acknowledged_write() {
 
     // Everything acknowledged is there.
     use slcs::store::{GrantStore as _, RevocationStore as _};
-    let store = SledStore::open(&SledOptions {
-        path: data.join("store"),
-        cache_capacity_bytes: 8 << 20,
-        mode: OpenMode::MustExist,
-        ca_key_sha256: None,
-    })
-    .unwrap();
+    let store = open_store(&data);
     let acknowledged = acknowledged.into_inner().unwrap();
     let mut counts = std::collections::BTreeMap::new();
     for a in &acknowledged {

@@ -344,22 +344,28 @@ pub fn tls_connect(
     addr: SocketAddr,
     ca_pem: &str,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    rustls::StreamOwned::new(client_connection(ca_pem, &[]), tcp)
+}
+
+/// A rustls client for `localhost` trusting `ca_pem` only, offering the
+/// ALPN protocols `alpn`.
+pub fn client_connection(ca_pem: &str, alpn: &[&[u8]]) -> rustls::ClientConnection {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    rustls::StreamOwned::new(connection, tcp)
+    rustls::ClientConnection::new(Arc::new(config), name).unwrap()
 }
 
 /// A TCP connection to `addr` from the loopback address `source` (any of
@@ -387,21 +393,8 @@ pub fn request_from(
     server: &Server,
     raw: &str,
 ) -> std::io::Result<HttpResponse> {
-    use rustls_pki_types::pem::PemObject as _;
     let tcp = connect_from(source, server.addr)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(server.ca_pem().as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let mut tls = rustls::StreamOwned::new(client_connection(&server.ca_pem(), &[]), tcp);
     tls.write_all(raw.as_bytes())?;
     tls.flush()?;
     let mut bytes = Vec::new();
