@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::certificate::{claims_of, forge, post_csr, service_token};
 use crate::people::{
-    Browser, PORTAL_CB, authorize, authorize_path, pkce, portal_world, query_of, redeem, refresh,
+    Browser, PORTAL_CB, authorize_path, pkce, portal_world, query_of, redeem, refresh,
 };
 use crate::token::{register, service_client_json, token_basic};
 use crate::{Server, form_encode};
@@ -81,12 +81,8 @@ fn az_06_az_10_az_11_only_code_no_cors_and_nothing_third_party_on_the_pages() {
 /// A code for the portal, with its verifier.
 fn portal_code(browser: &mut Browser<'_>) -> (String, String) {
     let (verifier, challenge) = pkce();
-    let back = authorize(
-        browser,
-        &authorize_path("openid slcs:certificate", &challenge, ""),
-    );
     (
-        query_of(back.header("location").unwrap())["code"].clone(),
+        crate::people::code_for(browser, "openid slcs:certificate", &challenge),
         verifier,
     )
 }
@@ -137,8 +133,7 @@ fn code_02_code_03_code_07_ca_02_a_code_needs_its_verifier_client_and_redirect_u
     }
     // The challenge itself as the verifier (plain-style).
     let (verifier, challenge) = pkce();
-    let back = authorize(&mut browser, &authorize_path("openid", &challenge, ""));
-    let code = query_of(back.header("location").unwrap())["code"].clone();
+    let code = crate::people::code_for(&mut browser, "openid", &challenge);
     let plain = redeem_with(&code, Some(&challenge), Some(PORTAL_CB), &portal);
     assert_eq!(plain.json()["error"], "invalid_grant", "{}", plain.text());
     let _ = verifier;
@@ -192,11 +187,11 @@ fn rt_03_rt_06_jwt_11_refresh_tokens_never_widen_never_pass_as_access_tokens() {
     let (_work, server, secret, _) = portal_world(&[]);
     let mut browser = Browser::new(&server);
     let (verifier, challenge) = pkce();
-    let back = authorize(
+    let code = crate::people::code_for(
         &mut browser,
-        &authorize_path("openid offline_access slcs:certificate", &challenge, ""),
+        "openid offline_access slcs:certificate",
+        &challenge,
     );
-    let code = query_of(back.header("location").unwrap())["code"].clone();
     let tokens = redeem(&server, &secret, &code, &verifier);
     let refresh_token = tokens.json()["refresh_token"].as_str().unwrap().to_owned();
     let access = tokens.json()["access_token"].as_str().unwrap().to_owned();
@@ -631,11 +626,7 @@ async fn cert_04_a_certificate_never_outlives_its_approval() {
     let data = work.path().join("data");
     let mut browser = Browser::new(&server);
     let (verifier, challenge) = pkce();
-    let back = authorize(
-        &mut browser,
-        &authorize_path("openid slcs:certificate", &challenge, ""),
-    );
-    let code = query_of(back.header("location").unwrap())["code"].clone();
+    let code = crate::people::code_for(&mut browser, "openid slcs:certificate", &challenge);
     let tokens = redeem(&server, &secret, &code, &verifier);
     let access = tokens.json()["access_token"].as_str().unwrap().to_owned();
     drop(browser);

@@ -177,8 +177,7 @@ fn test_names_carry_ids_as_whole_words() {
 #[test]
 fn secrets_handed_out_never_reach_the_logs() {
     use crate::people::{
-        Browser, PASSWORD, authorize, authorize_path, hidden, html_of, pkce, query_of, redeem,
-        refresh, register_portal,
+        Browser, PASSWORD, hidden, html_of, pkce, redeem, refresh, register_portal,
     };
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
@@ -194,11 +193,11 @@ fn secrets_handed_out_never_reach_the_logs() {
     // A person signs in and approves; the portal redeems and refreshes.
     let mut browser = Browser::new(&server);
     let (verifier, challenge) = pkce();
-    let back = authorize(
+    let code = crate::people::code_for(
         &mut browser,
-        &authorize_path("openid offline_access slcs:certificate", &challenge, ""),
+        "openid offline_access slcs:certificate",
+        &challenge,
     );
-    let code = query_of(back.header("location").unwrap())["code"].clone();
     let tokens = redeem(&server, &portal_secret, &code, &verifier);
     assert_eq!(tokens.status, 200, "{}", tokens.text());
     let json = tokens.json();

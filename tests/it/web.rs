@@ -37,11 +37,11 @@ fn web_02_every_account_and_console_form_wants_this_sessions_csrf_token() {
     let totp = make_admin(&server, "olga");
     let mut alice_browser = Browser::new(&server);
     let (verifier, challenge) = pkce();
-    let back = authorize(
+    let code = crate::people::code_for(
         &mut alice_browser,
-        &authorize_path("openid offline_access slcs:certificate", &challenge, ""),
+        "openid offline_access slcs:certificate",
+        &challenge,
     );
-    let code = crate::people::query_of(back.header("location").unwrap())["code"].clone();
     let tokens = redeem(&server, &secret, &code, &verifier);
     assert_eq!(tokens.status, 200, "{}", tokens.text());
     let refresh_token = tokens.json()["refresh_token"].as_str().unwrap().to_owned();

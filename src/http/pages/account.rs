@@ -272,11 +272,7 @@ pub(crate) async fn page(
         return Ok(see_other(&Continue::Account.login_path()));
     };
     let store = &state.inner.store;
-    let Some(user) = state.inner.tokens.users().user(&session.sub).await? else {
-        return Err(PageError::Forbidden(
-            "Your account no longer exists.".into(),
-        ));
-    };
+    let user = super::account_of(&state, &session).await?;
     let client_of = |id: &str| {
         let store = store.clone();
         let id = id.to_owned();

@@ -30,7 +30,6 @@ use crate::http::error::PageError;
 use crate::oauth::authorize::scope_meaning;
 use crate::oauth::clients::ClientId;
 use crate::oauth::user_grants::ApprovalError;
-use crate::users::UserSource as _;
 
 #[derive(Serialize)]
 struct Choice {
@@ -329,12 +328,7 @@ pub(crate) async fn revoke_all(
 ) -> Result<Response, PageError> {
     let now = state.inner.clock.now();
     let (value, session) = session_posting(&state, &headers, &form, "Nothing was revoked.").await?;
-    let user = state
-        .inner
-        .users
-        .user(&session.sub)
-        .await?
-        .ok_or_else(|| PageError::Forbidden("Your account no longer exists.".into()))?;
+    let user = super::account_of(&state, &session).await?;
     let live = live_approvals(&state, &session.sub, now).await?;
     let address = source(&peer);
     let password = form.get("password").unwrap_or_default();

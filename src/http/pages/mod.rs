@@ -324,6 +324,21 @@ pub(crate) async fn session_posting(
     Ok((value, session))
 }
 
+/// The account of a signed-in session's person (gone accounts are
+/// refused: their sessions outlive nothing else).
+pub(crate) async fn account_of(
+    state: &AppState,
+    session: &Session,
+) -> Result<crate::users::User, PageError> {
+    use crate::users::UserSource as _;
+    state
+        .inner
+        .users
+        .user(&session.sub)
+        .await?
+        .ok_or_else(|| PageError::Forbidden("Your account no longer exists.".into()))
+}
+
 /// The browser's live session, with its cookie value.
 pub async fn session_of(
     state: &AppState,

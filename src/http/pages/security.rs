@@ -58,12 +58,7 @@ pub(crate) async fn change_password(
     let now = state.inner.clock.now();
     let (value, session) =
         session_posting(&state, &headers, &form, "Your password was not changed.").await?;
-    let user = state
-        .inner
-        .users
-        .user(&session.sub)
-        .await?
-        .ok_or_else(|| PageError::Forbidden("Your account no longer exists.".into()))?;
+    let user = super::account_of(&state, &session).await?;
     let current = form.get("current_password").unwrap_or_default();
     let new = form.get("new_password").unwrap_or_default();
     if current.len() > MAX_PASSWORD_BYTES || new.len() > MAX_PASSWORD_BYTES {
