@@ -680,7 +680,9 @@ fn ca_03_ir_07_secret_guessing_and_introspection_floods_are_rate_limited() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(
         &work.path().join("data"),
-        &[("SLCS_SERVER_RATE_PER_ADDRESS", "5")],
+        // One a second, bursts of 2: a request would have to take a
+        // second for the budget to refill.
+        &[("SLCS_SERVER_RATE_PER_ADDRESS", "1")],
     );
     let (_, secret) = register(&server, &service_client_json("svc"));
     let secret = secret.unwrap();
