@@ -107,7 +107,7 @@ impl From<IssueError> for CertificateError {
 
 /// A certificate's status, as `GET /certificate/status/{serial}` and
 /// `slcs cert status` report it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct CertificateStatus {
     /// Hex serial.
     pub serial: String,
@@ -229,9 +229,40 @@ impl CertificateService {
             requested_lifetime_secs: request.lifetime_secs,
             not_after_limits,
         };
-        let prepared = self.engine.prepare(request.csr, &issuance, now)?;
+        // The CSR and key checks are CPU work (RSA moduli get small-prime,
+        // ROCA and Fermat checks): on the blocking pool, so that a burst of
+        // large keys cannot stall the runtime's workers and with them every
+        // other request, store commits included.
+        let engine = Arc::clone(&self.engine);
+        let csr = request.csr.to_vec();
+        let prepared = tokio::task::spawn_blocking(move || engine.prepare(&csr, &issuance, now))
+            .await
+            .map_err(|e| {
+                CertificateError::Failed(crate::pki::issuer::IssueError::Signing(format!(
+                    "the key checks did not finish: {e}"
+                )))
+            })??;
         self.take_quotas(&authorized, now).await?;
         let certificate = self.engine.issue_prepared(prepared, now).await?;
+        // ATTACKS ROB-10: the token, its grant and the person's approval
+        // are checked again now that the certificate is durably in the log.
+        // A revocation that answered before this read is seen here, and
+        // the certificate never leaves; one that had not yet written its
+        // mark finds the certificate in the log when it cascades. Either
+        // way nothing good is released after a revocation's 200 (the
+        // cascade skips intents, so the check before issuing is not enough).
+        if let Err(error) = self.still_authorized(request, presenter, now).await {
+            crate::store::revoke_certificate(
+                self.store.as_ref(),
+                &certificate.serial,
+                "its token or approval was revoked while it was being issued",
+                "slcs",
+                None,
+                now,
+            )
+            .await?;
+            return Err(error);
+        }
         metrics::counter!(
             crate::observability::CERTIFICATES_ISSUED,
             "key_type" => certificate.key.label()
@@ -371,6 +402,24 @@ impl CertificateService {
     /// under is live (a revoked approval has revoked the grant already;
     /// this also catches an approval that simply expired), with the end of
     /// that approval.
+    /// The checks of [`issue`](Self::issue) that a revocation can change,
+    /// run again.
+    async fn still_authorized(
+        &self,
+        request: &CertificateRequest<'_>,
+        presenter: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(), CertificateError> {
+        let authorized = self
+            .tokens
+            .authorize_bearer(request.token, Resource::Certificate, presenter, now)
+            .await?;
+        if authorized.claims.subject_type == SubjectType::User {
+            self.live_person(&authorized, now).await?;
+        }
+        Ok(())
+    }
+
     async fn live_person(
         &self,
         authorized: &AuthorizedToken,

@@ -1790,7 +1790,8 @@ async fn cert_get(api: &Remote, request: &CertGet<'_>) -> Result<(), ServiceErro
     {
         certificates.push_str(link);
     }
-    let key_pem = key.serialize_pem();
+    // The new private key, in our buffers, is wiped once written.
+    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
     let written = match request.split {
         Some((cert_path, key_path)) => {
             crate::secure_fs::replace_file(key_path, key_pem.as_bytes(), true)
@@ -1805,7 +1806,10 @@ async fn cert_get(api: &Remote, request: &CertGet<'_>) -> Result<(), ServiceErro
                 None => default_proxy_path()?,
             };
             // The grid convention (MyProxy, Globus): certificate, key, chain.
-            let mut bundle = text("certificate");
+            // Sized up front: growing would leave a copy of the key behind.
+            let mut bundle =
+                zeroize::Zeroizing::new(String::with_capacity(key_pem.len() + certificates.len()));
+            bundle.push_str(&text("certificate"));
             bundle.push_str(&key_pem);
             bundle.push_str(certificates.trim_start_matches(&text("certificate")));
             crate::secure_fs::replace_file(&path, bundle.as_bytes(), true)
@@ -1887,6 +1891,11 @@ fn init_logging(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (the log's disk is full) is
+        // dropped. Left on, tracing-subscriber reports the failure with
+        // `eprintln!`, which panics when stderr cannot be written either,
+        // taking the request down with it (found by ATTACKS ROB-08's test).
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),

@@ -241,6 +241,12 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Minimum seconds between a device's polls (1 to 60); faster polls get slow_down.",
     },
     KeyDoc {
+        path: "oauth.registration_group",
+        kind: KeyKind::Str,
+        default: "service-providers",
+        doc: "Group a person must belong to (and not be a guest) to register clients with an access token for the registration API, as EBRAINS asks of its service providers; empty: only the admin token and service accounts granted `slcs:clients` register.",
+    },
+    KeyDoc {
         path: "users.argon2_memory_kib",
         kind: KeyKind::Int,
         default: "19456",
@@ -477,6 +483,9 @@ pub struct OAuthConfig {
     pub device_code_lifetime: Duration,
     /// Minimum seconds between device polls.
     pub device_poll_interval: Duration,
+    /// The group a person needs to register clients through the API
+    /// (empty: no person may).
+    pub registration_group: String,
 }
 
 /// Validated `[server]` settings.
@@ -861,6 +870,7 @@ struct FileOAuth {
     refresh_reuse_grace_secs: u64,
     device_code_lifetime_secs: u64,
     device_poll_interval_secs: u64,
+    registration_group: String,
 }
 
 impl Default for FileOAuth {
@@ -875,6 +885,7 @@ impl Default for FileOAuth {
             refresh_reuse_grace_secs: 0,
             device_code_lifetime_secs: 600,
             device_poll_interval_secs: 5,
+            registration_group: "service-providers".into(),
         }
     }
 }
@@ -1036,6 +1047,7 @@ impl FileOAuth {
                 1,
                 60,
             )? as u64),
+            registration_group: self.registration_group.trim().to_owned(),
         })
     }
 }

@@ -23,6 +23,9 @@ pub const QUOTA_REJECTIONS: &str = "slcs_quota_rejections_total";
 pub const RATE_LIMITED: &str = "slcs_rate_limited_total";
 /// Requests shed because the service was at capacity.
 pub const LOAD_SHED: &str = "slcs_load_shed_total";
+/// Authorization codes whose PKCE challenge the client used before
+/// (RFC 9700 §2.1.1: constant challenges).
+pub const PKCE_CHALLENGE_REPEATED: &str = "slcs_pkce_challenge_repeated_total";
 /// Time of one group commit (flush + fdatasync), seconds.
 pub const STORE_FLUSH_DURATION: &str = "slcs_store_flush_seconds";
 /// Writes made durable by one group commit.
@@ -82,6 +85,10 @@ fn describe() {
     metrics::describe_counter!(QUOTA_REJECTIONS, "certificate requests refused by a quota");
     metrics::describe_counter!(RATE_LIMITED, "requests refused by a rate limit");
     metrics::describe_counter!(LOAD_SHED, "requests shed at capacity");
+    metrics::describe_counter!(
+        PKCE_CHALLENGE_REPEATED,
+        "authorization codes whose PKCE challenge the client had used before"
+    );
     metrics::describe_histogram!(
         STORE_FLUSH_DURATION,
         metrics::Unit::Seconds,

@@ -267,10 +267,33 @@ pub async fn serve(
         "slcs listening"
     );
     on_ready(local);
-    serve_http(listener, app, tls, &config.server, shutdown_signal()).await;
+    // Stops on a signal, or when the store can no longer make writes
+    // durable: see `store_watchdog`.
+    let failed_store = std::sync::Mutex::new(None);
+    let stop = async {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            detail = store_watchdog(Arc::clone(&opened.store) as Arc<dyn Store>) => {
+                tracing::error!(
+                    %detail,
+                    "the store can no longer make writes durable; stopping so that a supervisor restarts slcs once the disk has space again"
+                );
+                *failed_store.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(detail);
+            }
+        }
+    };
+    serve_http(listener, app, tls, &config.server, stop).await;
     maintenance.abort();
     if let Some(upkeep) = upkeep {
         upkeep.abort();
+    }
+    let failed_store = failed_store
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(detail) = failed_store {
+        return Err(ServiceError::Store(StoreError::Io(format!(
+            "the store can no longer make writes durable ({detail}); free space on the data directory's disk and start slcs again"
+        ))));
     }
 
     // In-flight requests are done (or cut at the grace period): make sure
@@ -308,6 +331,42 @@ fn spawn_maintenance(
             }
         }
     })
+}
+
+/// How often the store is checked while serving, and after how many
+/// failed checks in a row slcs stops.
+const STORE_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+const STORE_CHECK_FAILURES: u32 = 3;
+
+/// Completes, with the store's error, once the store has failed
+/// [`STORE_CHECK_FAILURES`] durable write round trips in a row.
+///
+/// ATTACKS ROB-08: a write that fails (a full disk) is answered 503 and
+/// never acknowledged, but sled then refuses every later write with the
+/// same error, even once space returns. Restarting is the recovery, and it
+/// is safe: whatever was acknowledged is durable already, and a restart
+/// reopens the store from disk. So slcs stops (gracefully: requests in
+/// flight are answered first, with 503) and exits non-zero, for its
+/// supervisor to start it again; until the disk has space, it will not
+/// start. A disk that recovers between checks resets the count.
+async fn store_watchdog(store: Arc<dyn Store>) -> String {
+    let mut failures = 0;
+    let mut tick = tokio::time::interval(STORE_CHECK_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let health = store.health().await;
+        if health.ok {
+            failures = 0;
+            continue;
+        }
+        failures += 1;
+        let detail = health.error.unwrap_or_else(|| "unknown error".into());
+        tracing::warn!(%detail, failures, "store health check failed");
+        if failures >= STORE_CHECK_FAILURES {
+            return detail;
+        }
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

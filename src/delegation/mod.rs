@@ -159,6 +159,8 @@ pub struct OfferedDelegatee {
     pub client_id: String,
     /// Display name.
     pub name: String,
+    /// Who registered it (a person's subject, or `admin`).
+    pub owner: String,
     /// The client that would hand it work (the root client or another
     /// delegatee): its parent in the declared chain.
     pub via: String,
@@ -335,6 +337,7 @@ mod tests {
         OfferedDelegatee {
             client_id: id.into(),
             name: id.into(),
+            owner: "admin".into(),
             via: "portal".into(),
             scopes: set(scopes),
         }

@@ -25,6 +25,13 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
+#[utoipa::path(
+    post, path = "/admin/keys/rotate", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Rotated; the new key signs from now on.", body = super::openapi::RotatedKeys),
+    ),
+)]
 pub(super) async fn rotate_keys(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -37,19 +44,31 @@ pub(super) async fn rotate_keys(
         .rotate_keys(true, "admin", now)
         .await
         .map_err(Problem::internal)?;
-    Ok(
-        Json(serde_json::json!({ "current_kid": state.inner.tokens.current_kid() }))
-            .into_response(),
-    )
+    Ok(Json(super::openapi::RotatedKeys {
+        current_kid: state.inner.tokens.current_kid(),
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+/// Paging through the audit log.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AuditQuery {
+    /// Records after this sequence number (default 0: from the start).
     #[serde(default)]
     after: u64,
+    /// How many at most (1 to 1000 for the log, to 10 000 for the export).
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get, path = "/admin/audit", tag = "admin",
+    params(AuditQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Audit records after `after`, oldest first.", body = Vec<crate::store::AuditRecord>),
+    ),
+)]
 pub(super) async fn audit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -70,6 +89,13 @@ pub(super) async fn audit(
 /// `GET /admin/audit/verify`: checks the audit log's hash chain from the
 /// first record to the last (`slcs audit verify`). Always 200; `intact`
 /// says whether anything was found, `problems` where.
+#[utoipa::path(
+    get, path = "/admin/audit/verify", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The hash chain's check; always 200, `intact` says whether it holds.", body = super::openapi::AuditVerification),
+    ),
+)]
 pub(super) async fn verify_audit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -78,11 +104,11 @@ pub(super) async fn verify_audit(
     let report = crate::store::verify_audit(state.inner.store.as_ref())
         .await
         .map_err(Problem::unavailable)?;
-    let mut body = serde_json::to_value(&report).map_err(Problem::internal)?;
-    if let Some(map) = body.as_object_mut() {
-        map.insert("intact".into(), report.is_intact().into());
-    }
-    Ok(Json(body).into_response())
+    Ok(Json(super::openapi::AuditVerification {
+        intact: report.is_intact(),
+        report,
+    })
+    .into_response())
 }
 
 /// `GET /admin/audit/export?after=&limit=`: the audit log as JSON lines
@@ -90,6 +116,14 @@ pub(super) async fn verify_audit(
 /// `prev` and `hash` (hex; null for records from before the chain), and
 /// `event` exactly as stored, so the export can be verified without slcs
 /// (the hash is over those bytes; docs/security.md).
+#[utoipa::path(
+    get, path = "/admin/audit/export", tag = "admin",
+    params(AuditQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "JSON lines: `seq`, `prev`, `hash`, `event`.", content_type = "application/x-ndjson", body = String),
+    ),
+)]
 pub(super) async fn export_audit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -135,14 +169,25 @@ pub(super) async fn export_audit(
         .into_response())
 }
 
-#[derive(Deserialize)]
+/// Why a certificate is revoked.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RevokeBody {
+    /// At most 256 characters.
     reason: Option<String>,
 }
 
 /// `POST /admin/certificates/{serial}/revoke`: marks an issued certificate
 /// revoked in the issuance log (`slcs cert revoke`).
+#[utoipa::path(
+    post, path = "/admin/certificates/{serial}/revoke", tag = "admin",
+    params(("serial" = String, Path, description = "The serial, hex.")),
+    request_body(content = Option<RevokeBody>, description = "Optional: why."),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Revoked (or already revoked): the certificate's status.", body = crate::certificate::CertificateStatus),
+    ),
+)]
 pub(super) async fn revoke_certificate(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -189,6 +234,14 @@ pub(super) async fn revoke_certificate(
 
 /// `POST /admin/grants/{grant_id}/revoke`: revokes every token of a grant
 /// and the certificates issued from it (`slcs grant revoke`).
+#[utoipa::path(
+    post, path = "/admin/grants/{grant}/revoke", tag = "admin",
+    params(("grant" = String, Path, description = "The grant id.")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every token of the grant revoked, with the certificates issued from them.", body = super::openapi::RevokedGrant),
+    ),
+)]
 pub(super) async fn revoke_grant(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -212,16 +265,16 @@ pub(super) async fn revoke_grant(
         .await
         .map_err(Problem::unavailable)?;
     let serials: Vec<String> = revoked.iter().map(crate::store::Serial::to_hex).collect();
-    Ok(Json(serde_json::json!({
-        "grant_id": grant,
-        "revoked_certificates": serials,
-    }))
+    Ok(Json(super::openapi::RevokedGrant {
+        grant_id: grant,
+        revoked_certificates: serials,
+    })
     .into_response())
 }
 
 /// An account as the admin API shows it (never the password hash).
-#[derive(serde::Serialize)]
-struct UserView {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct UserView {
     sub: String,
     username: String,
     display_name: String,
@@ -234,6 +287,7 @@ struct UserView {
     has_password: bool,
     admin: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: time::OffsetDateTime,
 }
 
@@ -273,6 +327,14 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> 
 }
 
 /// `POST /admin/users`: creates a local account.
+#[utoipa::path(
+    post, path = "/admin/users", tag = "admin",
+    request_body = crate::users::NewUser,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created.", body = UserView),
+    ),
+)]
 pub(super) async fn create_user(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -291,6 +353,13 @@ pub(super) async fn create_user(
 }
 
 /// `GET /admin/users`.
+#[utoipa::path(
+    get, path = "/admin/users", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every local account.", body = Vec<UserView>),
+    ),
+)]
 pub(super) async fn list_users(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -325,6 +394,14 @@ async fn set_disabled(
 
 /// `POST /admin/users/{username}/disable`: the account can no longer sign
 /// in, and every grant it made stops yielding tokens and certificates.
+#[utoipa::path(
+    post, path = "/admin/users/{username}/disable", tag = "admin",
+    params(("username" = String, Path, description = "The login name.")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Disabled: sessions ended, grants stop yielding tokens.", body = UserView),
+    ),
+)]
 pub(super) async fn disable_user(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -334,6 +411,14 @@ pub(super) async fn disable_user(
 }
 
 /// `POST /admin/users/{username}/enable`.
+#[utoipa::path(
+    post, path = "/admin/users/{username}/enable", tag = "admin",
+    params(("username" = String, Path, description = "The login name.")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Enabled.", body = UserView),
+    ),
+)]
 pub(super) async fn enable_user(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -342,13 +427,24 @@ pub(super) async fn enable_user(
     set_disabled(&state, &headers, &username, false).await
 }
 
-#[derive(Deserialize)]
+/// A new password.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordBody {
+pub(super) struct PasswordBody {
+    /// The password (the policy's length and strength apply).
     password: String,
 }
 
 /// `PUT /admin/users/{username}/password`.
+#[utoipa::path(
+    put, path = "/admin/users/{username}/password", tag = "admin",
+    params(("username" = String, Path, description = "The login name.")),
+    request_body = PasswordBody,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Password set.", body = UserView),
+    ),
+)]
 pub(super) async fn set_password(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -367,9 +463,11 @@ pub(super) async fn set_password(
     Ok(Json(UserView::from(user)).into_response())
 }
 
-#[derive(Deserialize)]
+/// The administrator role, given or taken.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AdminRoleBody {
+pub(super) struct AdminRoleBody {
+    /// Whether the account is an administrator.
     admin: bool,
 }
 
@@ -378,6 +476,15 @@ struct AdminRoleBody {
 /// as the secret and an `otpauth://` URI for an authenticator app;
 /// `{"admin": false}` takes the role and the secret away
 /// (`slcs user make-admin`, `slcs user remove-admin`).
+#[utoipa::path(
+    put, path = "/admin/users/{username}/admin", tag = "admin",
+    params(("username" = String, Path, description = "The login name.")),
+    request_body = AdminRoleBody,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Role changed; when granted, `totp` holds the second factor's secret, shown this once.", body = AdminView),
+    ),
+)]
 pub(super) async fn set_admin(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -409,17 +516,20 @@ pub(super) async fn set_admin(
 
 /// An account just made an administrator: its second factor's secret,
 /// shown this once.
-#[derive(serde::Serialize)]
-struct AdminView {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct AdminView {
     #[serde(flatten)]
     user: UserView,
     #[serde(skip_serializing_if = "Option::is_none")]
     totp: Option<TotpView>,
 }
 
-#[derive(serde::Serialize)]
-struct TotpView {
+/// A TOTP secret (RFC 6238), shown once.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct TotpView {
+    /// Base32.
     secret: String,
+    /// The `otpauth://` URI for an authenticator app.
     uri: String,
 }
 

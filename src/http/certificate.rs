@@ -57,6 +57,22 @@ impl Dialect {
 
 type PeerCerts = Option<axum::Extension<PeerCertificates>>;
 
+#[utoipa::path(
+    post, path = "/certificate", tag = "certificates",
+    request_body(content(
+        (super::openapi::CertificateForm = "application/x-www-form-urlencoded"),
+        (Vec<u8> = "application/pkcs10"),
+    )),
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The certificate and its chain: PEM, or JSON with `Accept: application/json`. `Slcs-Serial` names the serial.", content(
+            (String = "application/x-pem-file"),
+            (super::certificate::JsonCertificate = "application/json"),
+        ), headers(("Slcs-Serial" = String, description = "The certificate's serial, hex."))),
+        (status = "4XX", description = "RFC 6750 errors (401 `invalid_token`, 403 `insufficient_scope` or `access_denied`), 400 `invalid_request`, 415, 429 `quota_exceeded` or `too_many_requests` with `Retry-After`.", body = super::error::ErrorBody),
+        (status = "5XX", description = "`server_error`, or 503 `temporarily_unavailable` with `Retry-After`.", body = super::error::ErrorBody),
+    ),
+)]
 pub(super) async fn slcs(
     state: State<AppState>,
     peer: ConnectInfo<SocketAddr>,
@@ -68,6 +84,16 @@ pub(super) async fn slcs(
     endpoint(Dialect::Slcs, state, peer, headers, certs, uri, body).await
 }
 
+#[utoipa::path(
+    post, path = "/oauth2/getcert", tag = "certificates",
+    request_body(content = super::openapi::GetcertForm, content_type = "application/x-www-form-urlencoded"),
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The certificate and its chain, PEM (as OA4MP answers).", content_type = "text/plain", body = String),
+        (status = "4XX", description = "As at `/certificate`.", body = super::error::ErrorBody),
+        (status = "5XX", description = "`server_error`, or 503 `temporarily_unavailable`.", body = super::error::ErrorBody),
+    ),
+)]
 pub(super) async fn oa4mp(
     state: State<AppState>,
     peer: ConnectInfo<SocketAddr>,
@@ -79,6 +105,22 @@ pub(super) async fn oa4mp(
     endpoint(Dialect::Oa4mp, state, peer, headers, certs, uri, body).await
 }
 
+#[utoipa::path(
+    post, path = "/oauth/certificate/", tag = "certificates",
+    request_body(content = super::openapi::CertificateForm, content_type = "application/x-www-form-urlencoded"),
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The certificate and its chain, PEM (as the ESGF SLCS server answers).", content_type = "text/plain", body = String),
+        (status = "4XX", description = "Certificate refusals as plain text (403 for token problems, as the ESGF server); client-authentication and limit errors as OAuth JSON.", content(
+            (String = "text/plain"),
+            (super::error::ErrorBody = "application/json"),
+        )),
+        (status = "5XX", description = "`server_error`, or 503 `temporarily_unavailable`.", content(
+            (String = "text/plain"),
+            (super::error::ErrorBody = "application/json"),
+        )),
+    ),
+)]
 pub(super) async fn esgf(
     state: State<AppState>,
     peer: ConnectInfo<SocketAddr>,
@@ -340,8 +382,9 @@ fn accepts_json(headers: &HeaderMap) -> bool {
         })
 }
 
-#[derive(Serialize)]
-struct JsonCertificate<'a> {
+/// A certificate as JSON (`Accept: application/json`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct JsonCertificate<'a> {
     certificate: &'a str,
     chain: &'a [String],
     serial: String,
@@ -397,6 +440,14 @@ fn answer(dialect: Dialect, wants_json: bool, issued: &Issued) -> Response {
 
 /// `GET /certificate/status/{serial}`: for registered clients (relying
 /// parties authenticate like at `/introspect`) and the admin token.
+#[utoipa::path(
+    get, path = "/certificate/status/{serial}", tag = "certificates",
+    params(("serial" = String, Path, description = "The serial, hex.")),
+    security(("client_basic" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "`good`, `revoked`, `expired` or `unknown`.", body = crate::certificate::CertificateStatus),
+    ),
+)]
 pub(super) async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -63,6 +63,19 @@ async fn caller(
             state.inner.clock.now(),
         )
         .await?;
+    if authorized.claims.subject_type == crate::oauth::jwt::SubjectType::User {
+        let person = state
+            .inner
+            .tokens
+            .users()
+            .user(&authorized.claims.sub)
+            .await
+            .map_err(Problem::unavailable)?;
+        crate::oauth::registry::person_may_register(
+            person.as_ref(),
+            &state.inner.tokens.config().registration_group,
+        )?;
+    }
     Ok(Caller {
         subject: authorized.claims.sub,
         is_admin: false,
@@ -104,6 +117,14 @@ fn view(status: StatusCode, view: ClientView) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    post, path = "/rest/v1/oidc/clients", tag = "registration",
+    request_body = crate::oauth::clients::ClientRepresentation,
+    security(("admin_token" = []), ("access_token" = [])),
+    responses(
+        (status = 201, description = "Registered; `client.secret` holds the generated secret, shown this once.", body = crate::oauth::clients::ClientRepresentation),
+    ),
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -117,6 +138,13 @@ pub(super) async fn create(
     Ok(view(StatusCode::CREATED, created))
 }
 
+#[utoipa::path(
+    get, path = "/rest/v1/oidc/clients", tag = "registration",
+    security(("admin_token" = []), ("access_token" = [])),
+    responses(
+        (status = 200, description = "The clients the caller owns or maintains (all, for the admin token).", body = Vec<super::openapi::ClientSummary>),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -124,21 +152,27 @@ pub(super) async fn list(
 ) -> Result<Response, Problem> {
     let caller = caller(&state, &headers, peer).await?;
     let clients = registry(&state).list(&caller).await?;
-    let summaries: Vec<serde_json::Value> = clients
+    let summaries: Vec<super::openapi::ClientSummary> = clients
         .iter()
-        .map(|c| {
-            serde_json::json!({
-                "clientId": c.id.as_str(),
-                "name": c.name,
-                "kind": c.kind.name(),
-                "status": c.status.name(),
-                "owner": c.owner,
-            })
+        .map(|c| super::openapi::ClientSummary {
+            client_id: c.id.as_str().to_owned(),
+            name: c.name.clone(),
+            kind: c.kind.name().to_owned(),
+            status: c.status.name().to_owned(),
+            owner: c.owner.clone(),
         })
         .collect();
     Ok(Json(summaries).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/rest/v1/oidc/clients/{id}", tag = "registration",
+    params(("id" = String, Path, description = "The client id.")),
+    security(("admin_token" = []), ("access_token" = [])),
+    responses(
+        (status = 200, description = "The registration.", body = crate::oauth::clients::ClientRepresentation),
+    ),
+)]
 pub(super) async fn show(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -157,6 +191,15 @@ pub(super) struct ReplaceQuery {
     rotate_secret: bool,
 }
 
+#[utoipa::path(
+    put, path = "/rest/v1/oidc/clients/{id}", tag = "registration",
+    params(("id" = String, Path, description = "The client id."), ("rotate_secret" = Option<bool>, Query, description = "Generate a new secret.")),
+    request_body = crate::oauth::clients::ClientRepresentation,
+    security(("admin_token" = []), ("access_token" = [])),
+    responses(
+        (status = 200, description = "Updated; with `rotate_secret=true`, `client.secret` holds the new secret.", body = crate::oauth::clients::ClientRepresentation),
+    ),
+)]
 pub(super) async fn replace(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -176,13 +219,25 @@ pub(super) async fn replace(
     Ok(view(StatusCode::OK, updated))
 }
 
-#[derive(Deserialize)]
+/// A status change.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StatusChange {
+    /// `active`, `suspended` or `pending`.
     status: String,
+    /// Why (kept in the audit log).
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    put, path = "/rest/v1/oidc/clients/{id}/status", tag = "registration",
+    params(("id" = String, Path, description = "The client id.")),
+    request_body = StatusChange,
+    security(("admin_token" = []), ("access_token" = [])),
+    responses(
+        (status = 200, description = "The registration with its new status (administrators only).", body = crate::oauth::clients::ClientRepresentation),
+    ),
+)]
 pub(super) async fn set_status(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -228,6 +283,14 @@ async fn access(
     Ok(Json(rep).into_response())
 }
 
+#[utoipa::path(
+    put, path = "/rest/v1/oidc/clients/{id}/groups/{group}", tag = "registration",
+    params(("id" = String, Path, description = "The client id."), ("group" = String, Path, description = "The group.")),
+    security(("admin_token" = []), ("access_token" = [])),
+    responses(
+        (status = 200, description = "The registration with its access list changed.", body = crate::oauth::clients::ClientRepresentation),
+    ),
+)]
 pub(super) async fn grant_group(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -237,6 +300,14 @@ pub(super) async fn grant_group(
     access(state, headers, peer, path, AccessChange::GrantGroup).await
 }
 
+#[utoipa::path(
+    delete, path = "/rest/v1/oidc/clients/{id}/groups/{group}", tag = "registration",
+    params(("id" = String, Path, description = "The client id."), ("group" = String, Path, description = "The group.")),
+    security(("admin_token" = []), ("access_token" = [])),
+    responses(
+        (status = 200, description = "The registration with its access list changed.", body = crate::oauth::clients::ClientRepresentation),
+    ),
+)]
 pub(super) async fn revoke_group(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -246,6 +317,14 @@ pub(super) async fn revoke_group(
     access(state, headers, peer, path, AccessChange::RevokeGroup).await
 }
 
+#[utoipa::path(
+    put, path = "/rest/v1/oidc/clients/{id}/units/{unit}", tag = "registration",
+    params(("id" = String, Path, description = "The client id."), ("unit" = String, Path, description = "The unit.")),
+    security(("admin_token" = []), ("access_token" = [])),
+    responses(
+        (status = 200, description = "The registration with its access list changed.", body = crate::oauth::clients::ClientRepresentation),
+    ),
+)]
 pub(super) async fn grant_unit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -255,6 +334,14 @@ pub(super) async fn grant_unit(
     access(state, headers, peer, path, AccessChange::GrantUnit).await
 }
 
+#[utoipa::path(
+    delete, path = "/rest/v1/oidc/clients/{id}/units/{unit}", tag = "registration",
+    params(("id" = String, Path, description = "The client id."), ("unit" = String, Path, description = "The unit.")),
+    security(("admin_token" = []), ("access_token" = [])),
+    responses(
+        (status = 200, description = "The registration with its access list changed.", body = crate::oauth::clients::ClientRepresentation),
+    ),
+)]
 pub(super) async fn revoke_unit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -24,9 +24,16 @@ pub enum ApiError {
     StoreUnavailable(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// An OAuth error (RFC 6749 §5.2), also the shape of the certificate
+/// endpoints' RFC 6750 errors and of the limit layers' answers (408, 413,
+/// 429, 503).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OAuthError)]
+pub(super) struct ErrorBody<'a> {
+    /// The RFC's code: `invalid_request`, `invalid_client`, `invalid_grant`,
+    /// `invalid_scope`, `invalid_token`, `too_many_requests`, …
     error: &'a str,
+    /// What went wrong, for a person.
     error_description: &'a str,
 }
 
@@ -310,13 +317,22 @@ pub struct Problem {
     detail: String,
 }
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// An RFC 9457 problem document.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ProblemDocument)]
+pub(super) struct ProblemBody<'a> {
+    /// `urn:slcs:problem:<error>`.
     #[serde(rename = "type")]
     kind: String,
+    /// The HTTP reason phrase.
     title: &'a str,
+    /// The HTTP status.
     status: u16,
+    /// What went wrong, for a person.
     detail: &'a str,
+    /// The code: RFC 7591 §3.2.2 (`invalid_redirect_uri`,
+    /// `invalid_client_metadata`), RFC 6750 (`invalid_token`,
+    /// `insufficient_scope`), or `not_found`, `conflict`, `access_denied`.
     error: &'a str,
 }
 

@@ -11,8 +11,9 @@ use serde::Serialize;
 use super::AppState;
 use crate::store::StoreHealth;
 
-#[derive(Serialize)]
-struct Health {
+/// The health answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Health {
     status: &'static str,
     version: &'static str,
     uptime_secs: u64,
@@ -20,13 +21,22 @@ struct Health {
     ca: CaHealth,
 }
 
-#[derive(Serialize)]
-struct CaHealth {
+/// The CA's expiry.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct CaHealth {
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     not_after: time::OffsetDateTime,
     expires_in_days: i64,
 }
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "The store completed a durable write.", body = Health),
+        (status = 503, description = "The store cannot make writes durable.", body = Health),
+    ),
+)]
 pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     let app = &state.inner;
     let mut store = app.store.health().await;
@@ -61,6 +71,13 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
 /// agent or `curl` on the host); from anywhere else the admin token is
 /// required, since counts of tokens, certificates and refusals describe the
 /// service's use.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format; open to loopback peers, elsewhere the admin token.", content_type = "text/plain", body = String),
+    ),
+)]
 pub(super) async fn metrics(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,

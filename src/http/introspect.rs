@@ -14,6 +14,14 @@ use super::extract::authenticated_client;
 use super::form::OAuthForm;
 use super::server::PeerCertificates;
 
+#[utoipa::path(
+    post, path = "/introspect", tag = "oauth",
+    request_body(content = super::openapi::TokenReference, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = [])),
+    responses(
+        (status = 200, description = "RFC 7662 §2.2: `{\"active\": false}` for anything the caller may not see.", body = crate::oauth::Introspection),
+    ),
+)]
 pub(super) async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -16,6 +16,10 @@ use crate::oauth::metadata::{WebFingerError, server_metadata, webfinger as answe
 /// next key long before use, so a cached set is never stale for a verifier.
 const CACHEABLE: &str = "public, max-age=300";
 
+#[utoipa::path(
+    get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
+    responses((status = 200, description = "RFC 8414 metadata.", body = crate::oauth::metadata::ServerMetadata)),
+)]
 pub(super) async fn authorization_server(State(state): State<AppState>) -> Response {
     (
         [(header::CACHE_CONTROL, CACHEABLE)],
@@ -24,6 +28,19 @@ pub(super) async fn authorization_server(State(state): State<AppState>) -> Respo
         .into_response()
 }
 
+/// The same metadata under the OIDC Discovery name.
+#[utoipa::path(
+    get, path = "/.well-known/openid-configuration", tag = "discovery",
+    responses((status = 200, description = "OpenID Connect Discovery 1.0 §3 metadata (the RFC 8414 document).", body = crate::oauth::metadata::ServerMetadata)),
+)]
+pub(super) async fn openid_configuration(state: State<AppState>) -> Response {
+    authorization_server(state).await
+}
+
+#[utoipa::path(
+    get, path = "/jwks", tag = "discovery",
+    responses((status = 200, description = "The token-signing public keys (RFC 7517 §5), the next key included ahead of use.", content_type = "application/jwk-set+json", body = Object)),
+)]
 pub(super) async fn jwks(State(state): State<AppState>) -> Response {
     let now = state.inner.clock.now();
     (
@@ -41,6 +58,14 @@ pub(super) struct WebFingerQuery {
     resource: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/.well-known/webfinger", tag = "discovery",
+    params(("resource" = Option<String>, Query, description = "An `acct:` or `https:` URI of this issuer.")),
+    responses(
+        (status = 200, description = "RFC 7033 JRD naming this issuer (OIDC Discovery §2).", content_type = "application/jrd+json", body = Object),
+        (status = "4XX", description = "400 for a missing or malformed resource, 404 for one not served here.", body = super::error::ErrorBody),
+    ),
+)]
 pub(super) async fn webfinger(
     State(state): State<AppState>,
     query: Result<Query<WebFingerQuery>, axum::extract::rejection::QueryRejection>,

@@ -39,6 +39,7 @@ mod health;
 mod introspect;
 pub mod limits;
 mod metadata;
+pub mod openapi;
 pub mod pages;
 mod revoke;
 pub mod server;
@@ -256,13 +257,14 @@ pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
         .route("/introspect", post(introspect::introspect))
         .route("/revoke", post(revoke::revoke))
         .route("/jwks", get(metadata::jwks))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route(
             "/.well-known/oauth-authorization-server",
             get(metadata::authorization_server),
         )
         .route(
             "/.well-known/openid-configuration",
-            get(metadata::authorization_server),
+            get(metadata::openid_configuration),
         )
         .route("/.well-known/webfinger", get(metadata::webfinger))
         .route(

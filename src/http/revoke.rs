@@ -14,6 +14,14 @@ use super::extract::authenticated_client;
 use super::form::OAuthForm;
 use super::server::PeerCertificates;
 
+#[utoipa::path(
+    post, path = "/revoke", tag = "oauth",
+    request_body(content = super::openapi::TokenReference, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = [])),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke (RFC 7009 §2.2)."),
+    ),
+)]
 pub(super) async fn revoke(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -19,6 +19,14 @@ use super::server::PeerCertificates;
 use crate::oauth::exchange::ExchangeRequest;
 use crate::oauth::user_grants::CodeRequest;
 
+#[utoipa::path(
+    post, path = "/token", tag = "oauth",
+    request_body(content = super::openapi::TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = []), ()),
+    responses(
+        (status = 200, description = "A token response (RFC 6749 §5.1), `Cache-Control: no-store`.", body = crate::oauth::TokenResponse),
+    ),
+)]
 pub(super) async fn token(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -133,6 +141,14 @@ pub(super) async fn token(
 
 /// `POST /device_authorization` (RFC 8628 §3.1–3.2). Public clients send
 /// their `client_id` only; confidential ones authenticate as at `/token`.
+#[utoipa::path(
+    post, path = "/device_authorization", tag = "oauth",
+    request_body(content = super::openapi::DeviceAuthorizationForm, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = []), ()),
+    responses(
+        (status = 200, description = "The device and user codes (RFC 8628 §3.2).", body = crate::oauth::device::DeviceAuthorization),
+    ),
+)]
 pub(super) async fn device_authorization(
     State(state): State<AppState>,
     headers: HeaderMap,

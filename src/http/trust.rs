@@ -11,6 +11,10 @@ use super::AppState;
 /// rotation, which publishes the new root ahead of use).
 const CACHEABLE: &str = "public, max-age=3600";
 
+#[utoipa::path(
+    get, path = "/ca.pem", tag = "discovery",
+    responses((status = 200, description = "The issuing CA certificate.", content_type = "application/x-pem-file", body = String)),
+)]
 pub(super) async fn ca_pem(State(state): State<AppState>) -> impl IntoResponse {
     (
         [
@@ -21,6 +25,10 @@ pub(super) async fn ca_pem(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(
+    get, path = "/trustroots/", tag = "discovery",
+    responses((status = 200, description = "The CA in the ESGF Online-CA trustroots format.", content_type = "text/plain", body = String)),
+)]
 pub(super) async fn trustroots(State(state): State<AppState>) -> impl IntoResponse {
     (
         [

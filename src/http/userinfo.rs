@@ -11,6 +11,13 @@ use super::AppState;
 use super::error::Problem;
 use super::extract::bearer_token;
 
+#[utoipa::path(
+    get, path = "/userinfo", tag = "oauth",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The claims the token's scope releases (OIDC Core §5.3).", body = Object),
+    ),
+)]
 pub(super) async fn userinfo(
     State(state): State<AppState>,
     headers: HeaderMap,

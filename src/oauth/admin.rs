@@ -33,7 +33,9 @@ impl AdminToken {
             message,
         };
         crate::pki::ca::check_private_mode(path).map_err(|e| error(e.to_string()))?;
-        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?,
+        );
         let token = text.trim();
         if token.len() < 32 {
             return Err(error("shorter than 32 characters".into()));

@@ -88,6 +88,10 @@ pub struct ConsentView {
     pub client_home: Option<String>,
     /// Where the answer will be sent.
     pub redirect_uri: String,
+    /// The resource (RFC 8707) the tokens will be for.
+    pub resource: String,
+    /// That resource in plain words.
+    pub resource_name: &'static str,
     /// Scopes to decide on, with their meaning.
     pub new_scopes: Vec<ScopeView>,
     /// Scopes approved before (not asked again).
@@ -120,8 +124,12 @@ pub struct DelegateeView {
     pub client_id: String,
     /// Name.
     pub name: String,
+    /// Who registered it.
+    pub owner: String,
     /// The client that hands it work (its parent in the chain).
     pub via: String,
+    /// Whether it hands work on to delegatees of its own (listed with it).
+    pub passes_on: bool,
     /// What it would receive.
     pub scopes: Vec<ScopeView>,
 }
@@ -408,6 +416,7 @@ impl TokenService {
             pending.id.clone(),
             client,
             pending.redirect_uri.clone(),
+            &pending.resource,
             &need,
             user.display_name,
         ))))
@@ -419,10 +428,17 @@ impl TokenService {
         request: String,
         client: &Client,
         redirect_uri: String,
+        resource: &str,
         need: &ConsentNeed,
         user_display_name: String,
     ) -> ConsentView {
         let delegation = self.delegation();
+        let resource_name =
+            if resource == self.indicator(super::resource::Resource::ClientRegistration) {
+                "the client registration API: registering and managing clients as you"
+            } else {
+                "the certificate service: short-lived certificates that name you"
+            };
         ConsentView {
             request,
             client_id: client.id.as_str().to_owned(),
@@ -431,6 +447,8 @@ impl TokenService {
             client_owner: client.owner.clone(),
             client_home: client.base_url.clone().or(client.root_url.clone()),
             redirect_uri,
+            resource: resource.to_owned(),
+            resource_name,
             new_scopes: scope_views(&need.new_scopes),
             approved_scopes: scope_views(&need.approved_scopes),
             delegatees: need
@@ -439,7 +457,9 @@ impl TokenService {
                 .map(|d| DelegateeView {
                     client_id: d.client_id.clone(),
                     name: d.name.clone(),
+                    owner: d.owner.clone(),
                     via: d.via.clone(),
+                    passes_on: need.new_delegatees.iter().any(|o| o.via == d.client_id),
                     scopes: scope_views(&d.scopes),
                 })
                 .collect(),
@@ -696,6 +716,7 @@ impl TokenService {
                     offered.push(OfferedDelegatee {
                         client_id: delegatee.id.as_str().to_owned(),
                         name: delegatee.name.clone(),
+                        owner: delegatee.owner.clone(),
                         via: parent.id.as_str().to_owned(),
                         scopes: receives.clone(),
                     });

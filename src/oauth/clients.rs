@@ -379,7 +379,7 @@ impl GrantType {
 
 /// How a client authenticates at the token endpoint (RFC 7591 §2
 /// `token_endpoint_auth_method` names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenEndpointAuthMethod {
     /// Secret in HTTP Basic (RFC 6749 §2.3.1). The default for confidential
@@ -733,7 +733,7 @@ fn default_true() -> bool {
 /// response-only members of `slcs`) are ignored on input, as the seed says
 /// of the first four (ATTACKS REG-02); a caller-chosen `client.secret` is
 /// refused.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientRepresentation {
     /// The Keycloak client object (required).
@@ -767,7 +767,7 @@ pub struct ClientRepresentation {
 /// Keycloak's `ClientRepresentation`, as far as seed 003 and slcs use it.
 /// Absent booleans are false (Keycloak itself defaults `standardFlowEnabled`
 /// and `directAccessGrantsEnabled` to true; slcs makes every flow explicit).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeycloakClient {
     /// The client id (required on POST; on PUT, absent or equal to the path's).
@@ -909,7 +909,7 @@ pub struct KeycloakClient {
 /// slcs extensions, under the envelope's `slcs` member (next to the seed's
 /// own extensions `maintainers`, `featureAuthenticate`, …) so that they can
 /// never collide with a Keycloak field.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlcsExtensions {
     /// Client ids this client will hand tokens to (delegation).

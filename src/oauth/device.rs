@@ -32,7 +32,7 @@ const USER_CODE_LEN: usize = 8;
 pub const DEVICE_PAGE_PATH: &str = "/device";
 
 /// The device authorization response (RFC 8628 §3.2).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeviceAuthorization {
     /// The device's secret.
     pub device_code: String,
@@ -206,6 +206,7 @@ impl TokenService {
             display_user_code(&record.user_code),
             &client,
             String::new(),
+            &record.resource,
             &need,
             name,
         );

@@ -443,6 +443,26 @@ impl TokenService {
                 },
             )
             .await?;
+        // ATTACKS ROB-10: a revocation of the grant or the approval that
+        // answered while this exchange was in progress is seen here, and
+        // the token never leaves (one that had not yet written its mark
+        // answers after this token was made, and the token is dead with
+        // its grant).
+        let approval_live = self
+            .store()
+            .approval(&approval.id)
+            .await?
+            .is_some_and(|a| a.is_live(now));
+        if !approval_live
+            || self
+                .store()
+                .is_revoked(&claims.jti, &claims.grant_id)
+                .await?
+        {
+            return Err(GrantError::InvalidGrant(
+                "subject_token or the approval behind it was revoked during the exchange".into(),
+            ));
+        }
         metrics::counter!(crate::observability::TOKENS_ISSUED, "grant_type" => "token-exchange")
             .increment(1);
         Ok(TokenResponse {

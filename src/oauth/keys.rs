@@ -24,6 +24,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::SystemRandom;
@@ -609,7 +610,9 @@ fn generate(
     now: OffsetDateTime,
 ) -> Result<SigningKey, KeyError> {
     let failed = |_| KeyError::Generate(alg);
-    let pkcs8: Vec<u8> = match alg {
+    // Key material in our own buffers is wiped when dropped; aws-lc
+    // cleanses its key objects itself.
+    let pkcs8: Zeroizing<Vec<u8>> = Zeroizing::new(match alg {
         SigningAlgorithm::Es256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
             .and_then(|pair| pair.to_pkcs8v1())
             .map_err(failed)?
@@ -625,7 +628,7 @@ fn generate(
             let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> = pair.as_der().map_err(failed)?;
             der.as_ref().to_vec()
         }
-    };
+    });
     // Parse back through the same path as a load, so a generated key is
     // exactly what a restart will see.
     let record = KeyRecord {
@@ -638,7 +641,10 @@ fn generate(
         verify_until: None,
     };
     let key = from_pkcs8(&pkcs8, record).map_err(|_| KeyError::Generate(alg))?;
-    write_new_file(&key_path(dir, &key.kid), &encode_pem(&pkcs8))?;
+    write_new_file(
+        &key_path(dir, &key.kid),
+        &Zeroizing::new(encode_pem(&pkcs8)),
+    )?;
     Ok(key)
 }
 
@@ -648,8 +654,10 @@ fn load_key(dir: &Path, record: KeyRecord) -> Result<SigningKey, KeyError> {
         path: path.clone(),
         message,
     };
-    let text = read_private(&path)?;
-    let der = decode_pem(&text).ok_or_else(|| invalid("not a PKCS#8 PEM private key".into()))?;
+    let text = Zeroizing::new(read_private(&path)?);
+    let der = Zeroizing::new(
+        decode_pem(&text).ok_or_else(|| invalid("not a PKCS#8 PEM private key".into()))?,
+    );
     let expected_kid = record.kid.clone();
     let alg = record.alg;
     let key = from_pkcs8(&der, record)
@@ -767,7 +775,7 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 }
 
 fn encode_pem(der: &[u8]) -> Vec<u8> {
-    let b64 = STANDARD.encode(der);
+    let b64 = Zeroizing::new(STANDARD.encode(der));
     let mut out = Vec::with_capacity(b64.len() + b64.len() / 64 + 64);
     out.extend_from_slice(PEM_BEGIN.as_bytes());
     out.push(b'\n');
@@ -783,8 +791,8 @@ fn encode_pem(der: &[u8]) -> Vec<u8> {
 /// Strict: one `PRIVATE KEY` block, nothing around it but whitespace.
 fn decode_pem(text: &str) -> Option<Vec<u8>> {
     let body = text.trim().strip_prefix(PEM_BEGIN)?.strip_suffix(PEM_END)?;
-    let b64: String = body.split_ascii_whitespace().collect();
-    STANDARD.decode(b64).ok()
+    let b64: Zeroizing<String> = Zeroizing::new(body.split_ascii_whitespace().collect());
+    STANDARD.decode(b64.as_bytes()).ok()
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {

@@ -21,7 +21,7 @@ pub const SCOPES: &[&str] = &[
 ];
 
 /// RFC 8414 §2 authorization server metadata.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerMetadata {
     issuer: String,
     authorization_endpoint: String,
@@ -209,6 +209,7 @@ mod tests {
             refresh_reuse_grace: Duration::ZERO,
             device_code_lifetime: Duration::from_secs(600),
             device_poll_interval: Duration::from_secs(5),
+            registration_group: "service-providers".into(),
         }
     }
 

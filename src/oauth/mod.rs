@@ -92,7 +92,7 @@ pub enum TokenServiceError {
 }
 
 /// A successful token response (RFC 6749 §5.1).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     /// The access token (an RFC 9068 JWT).
     pub access_token: String,
@@ -166,8 +166,57 @@ pub struct Introspection {
     pub claims: Option<IntrospectedClaims>,
 }
 
+// The schema by hand: derived, the flattened `Option` would read "the claims
+// or null" where the wire has either `{"active": false}` alone or `active`
+// with every claim (RFC 7662 §2.2), which is what this says.
+impl utoipa::PartialSchema for Introspection {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let active = |value: bool| {
+            ObjectBuilder::new()
+                .property(
+                    "active",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Boolean)
+                        .enum_values(Some([value])),
+                )
+                .required("active")
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "RFC 7662 §2.2: `{\"active\": false}` alone, or `active` with the token's claims.",
+            ))
+            .item(active(false))
+            .item(
+                AllOfBuilder::new()
+                    .item(active(true))
+                    .item(Ref::from_schema_name(
+                        <IntrospectedClaims as utoipa::ToSchema>::name(),
+                    )),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Introspection {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema as _;
+        schemas.push((
+            IntrospectedClaims::name().into(),
+            IntrospectedClaims::schema(),
+        ));
+        IntrospectedClaims::schemas(schemas);
+    }
+}
+
 /// The members of an active introspection response.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct IntrospectedClaims {
     scope: String,
     client_id: String,
@@ -175,6 +224,8 @@ pub struct IntrospectedClaims {
     exp: i64,
     iat: i64,
     sub: String,
+    /// One audience, or several (RFC 7519 §4.1.3).
+    #[schema(value_type = Object)]
     aud: Audience,
     iss: String,
     jti: String,

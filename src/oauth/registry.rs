@@ -15,6 +15,40 @@ use super::metadata::SCOPES;
 use super::secrets::{ClientSecret, SecretError, SecretPepper};
 use crate::store::{AuditEvent, Store, StoreError};
 
+/// ATTACKS REG-03 (the EBRAINS rule that "users need to be in the 'service
+/// providers' group"): whether a person holding an access token for the
+/// registration API may use it. The person must have an active account,
+/// not be a guest, and belong to `group` (`oauth.registration_group`); with
+/// no group configured, no person may. Service accounts are not asked:
+/// they reach the API only through the `slcs:clients` scope, which an
+/// administrator grants them.
+pub fn person_may_register(
+    person: Option<&crate::users::User>,
+    group: &str,
+) -> Result<(), RegistryError> {
+    let Some(person) = person.filter(|p| !p.disabled) else {
+        return Err(RegistryError::Forbidden(
+            "the person this token names has no active account here".into(),
+        ));
+    };
+    if group.is_empty() {
+        return Err(RegistryError::Forbidden(
+            "people do not register clients here; ask an administrator".into(),
+        ));
+    }
+    if person.guest {
+        return Err(RegistryError::Forbidden(
+            "guest accounts cannot register clients".into(),
+        ));
+    }
+    if !person.groups.contains(group) {
+        return Err(RegistryError::Forbidden(format!(
+            "registering clients needs membership of the group {group:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Who is calling the registration API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {

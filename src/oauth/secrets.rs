@@ -54,6 +54,12 @@ pub enum SecretError {
 /// generation and the response that shows it once.
 pub struct ClientSecret(String);
 
+impl Drop for ClientSecret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl ClientSecret {
     /// Generates `slcs_cs_` + base64url(32 CSPRNG bytes).
     pub fn generate() -> Result<Self, SecretError> {
@@ -209,8 +215,9 @@ impl SecretPepper {
         match fs::metadata(path) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let bytes = Self::random_bytes()?;
-                match write_new_private_file(path, format!("{}\n", hex::encode(bytes)).as_bytes()) {
+                let bytes = zeroize::Zeroizing::new(Self::random_bytes()?);
+                let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(*bytes)));
+                match write_new_private_file(path, text.as_bytes()) {
                     Ok(()) => {}
                     // Another process created it first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -220,7 +227,7 @@ impl SecretPepper {
             Err(e) => return Err(io(e)),
         }
         check_private_mode(path)?;
-        let mut text = String::new();
+        let mut text = zeroize::Zeroizing::new(String::new());
         std::io::Read::read_to_string(
             &mut std::io::Read::take(File::open(path).map_err(io)?, MAX_PEPPER_FILE_BYTES),
             &mut text,
@@ -229,9 +236,10 @@ impl SecretPepper {
         let malformed = || PepperError::Malformed {
             path: path.to_path_buf(),
         };
-        let mut bytes = [0u8; PEPPER_BYTES];
-        hex::decode_to_slice(text.trim_end().as_bytes(), &mut bytes).map_err(|_| malformed())?;
-        Self::from_bytes(&bytes).map_err(|_| malformed())
+        let mut bytes = zeroize::Zeroizing::new([0u8; PEPPER_BYTES]);
+        hex::decode_to_slice(text.trim_end().as_bytes(), bytes.as_mut())
+            .map_err(|_| malformed())?;
+        Self::from_bytes(bytes.as_ref()).map_err(|_| malformed())
     }
 }
 

@@ -94,6 +94,9 @@ pub enum ApprovalError {
     Store(#[from] StoreError),
 }
 
+/// How long a PKCE challenge is remembered to notice a repeat.
+const PKCE_REPEAT_WINDOW: time::Duration = time::Duration::hours(24);
+
 impl TokenService {
     /// Issues an authorization code for `grant` (RFC 6749 §4.1.2): records
     /// the grant under its approval first, so revoking the approval reaches
@@ -108,6 +111,7 @@ impl TokenService {
     ) -> Result<String, GrantError> {
         let code = random_secret(CODE_PREFIX)
             .ok_or_else(|| GrantError::Signing("random generator failed".into()))?;
+        let (grant_client, grant_sub) = (grant.client_id.clone(), grant.sub.clone());
         self.store()
             .add_grant(&grant.approval_id, &grant.grant_id)
             .await?;
@@ -123,7 +127,49 @@ impl TokenService {
                 redeemed_at: None,
             })
             .await?;
+        self.note_repeated_challenge(&grant_client, &grant_sub, code_challenge, now)
+            .await?;
         Ok(code)
+    }
+
+    /// RFC 9700 §2.1.1 (ATTACKS CODE-05): a client whose PKCE challenges
+    /// repeat is not making a fresh verifier per request, so its codes are
+    /// only as safe as that one verifier. The code is still issued (a
+    /// reloaded authorization page repeats a challenge legitimately), but a
+    /// repeat within a day is logged, audited as `authorize.pkce_repeated`
+    /// for the operator to follow up, and counted. The record is the
+    /// store's single-use cache, so replicas see each other's challenges.
+    async fn note_repeated_challenge(
+        &self,
+        client_id: &str,
+        sub: &str,
+        code_challenge: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), GrantError> {
+        let key = format!("pkce/{client_id}/{code_challenge}");
+        if self
+            .store()
+            .use_once(&key, now + PKCE_REPEAT_WINDOW)
+            .await?
+        {
+            return Ok(());
+        }
+        tracing::warn!(
+            client = %client_id,
+            "PKCE challenge repeated: the client reuses its code_verifier (RFC 9700 §2.1.1)"
+        );
+        metrics::counter!(crate::observability::PKCE_CHALLENGE_REPEATED).increment(1);
+        self.store()
+            .append_audit(&AuditEvent {
+                at: now,
+                actor: format!("client:{client_id}"),
+                action: "authorize.pkce_repeated".into(),
+                target: client_id.to_owned(),
+                source: None,
+                detail: serde_json::json!({ "sub": sub, "code_challenge": code_challenge }),
+            })
+            .await?;
+        Ok(())
     }
 
     /// The authorization code grant (RFC 6749 §4.1.3 with RFC 7636 §4.6).

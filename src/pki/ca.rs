@@ -286,7 +286,7 @@ pub fn load_ca_certificate(config: &Config) -> Result<CaCertificate, CaError> {
 
 fn load_private_key(path: &Path) -> Result<KeyPair, CaError> {
     check_private_mode(path)?;
-    let text = read_to_string(path)?;
+    let text = zeroize::Zeroizing::new(read_to_string(path)?);
     KeyPair::from_pem(&text).map_err(|e| CaError::Invalid {
         path: path.to_path_buf(),
         message: format!("not a usable PKCS#8 private key: {e}"),
@@ -343,7 +343,11 @@ fn create_dev_ca(config: &Config, now: OffsetDateTime) -> Result<(), CaError> {
     if let Some(dir) = config.ca.cert.parent() {
         create_dir_private(dir)?;
     }
-    write_new_file(&config.ca.key, key.serialize_pem().as_bytes(), true)?;
+    write_new_file(
+        &config.ca.key,
+        zeroize::Zeroizing::new(key.serialize_pem()).as_bytes(),
+        true,
+    )?;
     write_new_file(&config.ca.cert, certificate.pem().as_bytes(), false)?;
     write_new_file(
         &development_marker(config),
@@ -406,7 +410,11 @@ fn create_tls_certificate(
             create_dir_private(dir)?;
         }
     }
-    write_new_file(&config.server.tls_key, key.serialize_pem().as_bytes(), true)?;
+    write_new_file(
+        &config.server.tls_key,
+        zeroize::Zeroizing::new(key.serialize_pem()).as_bytes(),
+        true,
+    )?;
     // The chain the server presents: leaf, then the CA.
     let chain = format!("{}{}", certificate.pem(), ca.pem);
     write_new_file(&config.server.tls_cert, chain.as_bytes(), false)?;

@@ -97,8 +97,9 @@ impl Entry {
 }
 
 /// What is wrong at one record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "problem", rename_all = "snake_case")]
+#[schema(as = AuditProblem)]
 pub enum Problem {
     /// Its stored hash is not the hash of its contents: the record (or its
     /// hash) was changed.
@@ -125,7 +126,8 @@ pub enum Problem {
 }
 
 /// The result of checking the chain.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = AuditReport)]
 pub struct Report {
     /// Records read.
     pub records: u64,

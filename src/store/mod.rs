@@ -455,7 +455,7 @@ pub struct AuditPage {
 pub const AUDIT_SCAN_LIMIT: usize = 20_000;
 
 /// Health as reported by `/healthz`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StoreHealth {
     /// Backend name.
     pub backend: &'static str,
@@ -525,10 +525,11 @@ pub fn newest_issuances(
 }
 
 /// One entry of the audit log: who did what to what, when, from where.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: OffsetDateTime,
     /// Who: `admin`, `client:<id>`, `user:<sub>`.
     pub actor: String,
@@ -545,7 +546,7 @@ pub struct AuditEvent {
 }
 
 /// An audit event with its position in the log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Position: strictly increasing, never reused.
     pub seq: u64,

@@ -677,7 +677,7 @@ impl UserSource for LocalUsers {
 }
 
 /// Input for a new account.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// Login name.

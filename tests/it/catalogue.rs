@@ -761,3 +761,129 @@ fn reg_09_a_delegatee_that_refuses_guests_is_not_reached_through_a_portal() {
     let presented = certificate(&server, &t1, Some(("wps", &wps)));
     assert_eq!(presented.status, 403, "{}", presented.text());
 }
+
+/// ATTACKS REG-03: people register clients with an access token for the
+/// registration API only as members of `oauth.registration_group` (here
+/// the default, `service-providers`) and not as guests. A member's
+/// registration is accepted (and waits, `pending`, for an administrator);
+/// a person outside the group and a guest in it get 403 `access_denied`,
+/// an anonymous caller 401, and nothing is created for them.
+#[test]
+fn reg_03_only_service_providers_register_clients() {
+    use crate::delegation::{decide_consent, registered, token_of};
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let portal = registered(
+        &server,
+        &json!({
+            "client": {"clientId": "portal", "name": "Developer Portal", "standardFlowEnabled": true,
+                       "consentRequired": true, "redirectUris": [PORTAL_CB],
+                       "defaultClientScopes": ["openid"], "optionalClientScopes": ["slcs:clients"]},
+            "accessDeniedToGuests": false
+        }),
+    );
+    let people = [
+        ("paula", json!(["service-providers"]), false),
+        ("otto", json!(["climate"]), false),
+        ("gus", json!(["service-providers"]), true),
+    ];
+    for (username, groups, guest) in &people {
+        crate::people::add_user(
+            &server,
+            json!({"username": username, "display_name": username, "groups": groups,
+                   "guest": guest, "password": crate::people::PASSWORD}),
+        );
+    }
+    let issuer = server.get("/.well-known/oauth-authorization-server").json()["issuer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resource = format!(
+        "&resource={}",
+        form_encode(&format!("{issuer}/rest/v1/oidc/clients"))
+    );
+    let register_as = |username: &str| {
+        let (verifier, challenge) = pkce();
+        let back = decide_consent(
+            &server,
+            username,
+            &authorize_path("slcs:clients", &challenge, &resource),
+            &[],
+        );
+        let code = query_of(back.header("location").unwrap())["code"].clone();
+        let token = token_of(&redeem(&server, &portal, &code, &verifier));
+        let mut body = service_client_json(&format!("svc-{username}"));
+        body["client"]["name"] = json!(format!("Service of {username}"));
+        server.post(
+            "/rest/v1/oidc/clients",
+            &[("Authorization", &format!("Bearer {token}"))],
+            "application/json",
+            &body.to_string(),
+        )
+    };
+    let accepted = register_as("paula");
+    assert_eq!(accepted.status, 201, "{}", accepted.text());
+    assert_eq!(accepted.json()["slcs"]["status"], "pending");
+    for (username, why) in [("otto", "service-providers"), ("gus", "guest")] {
+        let refused = register_as(username);
+        assert_eq!(refused.status, 403, "{username}: {}", refused.text());
+        assert_eq!(refused.json()["error"], "access_denied");
+        assert!(refused.text().contains(why), "{}", refused.text());
+    }
+    let anonymous = server.post(
+        "/rest/v1/oidc/clients",
+        &[],
+        "application/json",
+        &service_client_json("svc-anon").to_string(),
+    );
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+    // Only Paula's client exists.
+    let listed = server.send(
+        "GET",
+        "/rest/v1/oidc/clients",
+        &[("Authorization", &crate::token::admin(&server))],
+        None,
+    );
+    let ids: Vec<String> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["clientId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["portal", "svc-paula"]);
+}
+
+/// ATTACKS CODE-05: a portal that sends the same PKCE challenge in every
+/// authorization request still gets its codes (each redeemed with the
+/// verifier), but from the second one on each repeat is in the audit log
+/// as `authorize.pkce_repeated` (and in the server's log), naming the
+/// client; a fresh challenge adds nothing.
+#[test]
+fn code_05_repeated_pkce_challenges_are_accepted_and_logged() {
+    let (_work, server, secret, sub) = portal_world(&[]);
+    let mut browser = Browser::new(&server);
+    let repeated = |server: &Server| {
+        crate::people::audit_events(server)
+            .into_iter()
+            .filter(|e| e["action"] == "authorize.pkce_repeated")
+            .collect::<Vec<_>>()
+    };
+    let (verifier, challenge) = pkce();
+    for round in 0..3 {
+        let code = crate::people::code_for(&mut browser, "openid slcs:certificate", &challenge);
+        let tokens = redeem(&server, &secret, &code, &verifier);
+        assert_eq!(tokens.status, 200, "round {round}: {}", tokens.text());
+        assert_eq!(repeated(&server).len(), round, "round {round}");
+    }
+    let events = repeated(&server);
+    assert!(events.iter().all(|e| e["actor"] == "client:portal"
+        && e["target"] == "portal"
+        && e["detail"]["sub"] == sub.as_str()
+        && e["detail"]["code_challenge"] == challenge.as_str()));
+    let (code, fresh_verifier) = portal_code(&mut browser);
+    assert_eq!(redeem(&server, &secret, &code, &fresh_verifier).status, 200);
+    assert_eq!(repeated(&server).len(), 2, "a fresh challenge is no repeat");
+    let log = std::fs::read_to_string(&server.stderr_path).unwrap();
+    assert!(log.contains("PKCE challenge repeated"), "{log}");
+}

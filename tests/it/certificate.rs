@@ -1242,13 +1242,8 @@ fn revoking_a_grant_revokes_its_tokens_and_certificates() {
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(answer["revoked_certificates"], json!([serial]));
 
-    let status = server.send(
-        "GET",
-        &format!("/certificate/status/{serial}"),
-        &[("Authorization", &admin(&server))],
-        None,
-    );
-    assert_eq!(status.json()["status"], "revoked");
+    let (status, answer) = crate::people::certificate_status(&server, &serial);
+    assert_eq!(status, "revoked", "{answer}");
     assert_eq!(
         post_csr(&server, &token, "").status,
         401,

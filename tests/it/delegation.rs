@@ -315,6 +315,7 @@ fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain()
             let client = crate::relying_party::ClientCert {
                 der: block.contents.clone(),
                 key_pem: bundle[key_start..].to_owned(),
+                intermediates: Vec::new(),
             };
             let answer = rp
                 .whoami(Some(&client), &rustls::version::TLS13)
@@ -384,13 +385,8 @@ fn mashmydata_chain_portal_wps_brokers_each_get_a_certificate_naming_the_chain()
     assert!(introspect_active(&server, "portal", &chain.portal, &t0));
     for (_, bundle) in &issued {
         let serial = inspect_json(bundle)["serial"].as_str().unwrap().to_owned();
-        let status = server.send(
-            "GET",
-            &format!("/certificate/status/{serial}"),
-            &[("Authorization", &admin(&server))],
-            None,
-        );
-        assert_eq!(status.json()["status"], "revoked", "{}", status.text());
+        let (status, answer) = crate::people::certificate_status(&server, &serial);
+        assert_eq!(status, "revoked", "{answer}");
     }
     let p_serial = inspect_json(&p_certificate.text())["serial"]
         .as_str()
@@ -851,13 +847,8 @@ fn tx_05_tx_06_tx_08_unapproved_revoked_and_too_deep_chains_get_nothing() {
         401
     );
     assert!(!introspect_active(&server, "wps", &chain.wps, &t2));
-    let status = server.send(
-        "GET",
-        &format!("/certificate/status/{serial}"),
-        &[("Authorization", &admin(&server))],
-        None,
-    );
-    assert_eq!(status.json()["status"], "revoked");
+    let (status, answer) = crate::people::certificate_status(&server, &serial);
+    assert_eq!(status, "revoked", "{answer}");
 }
 
 /// Suspending a client revokes what it had a hand in, downstream: its
@@ -1066,4 +1057,227 @@ fn an_approval_is_narrowed_and_extended_on_the_account_page_and_all_revoked_with
     let dead = crate::people::refresh(&server, &chain.portal, &refresh_token);
     assert_eq!(dead.json()["error"], "invalid_grant", "{}", dead.text());
     assert_eq!(browser.get(&edit_path).status, 404);
+}
+
+/// ATTACKS ROB-10: a hundred times, Alice revokes her approval of the
+/// portal on her account page while W keeps exchanging the portal's
+/// hand-off and keeps asking for certificates, and broker B keeps asking
+/// for certificates with W's shared token. Once the revocation has
+/// answered 200, no certificate of that approval is good (each one either
+/// was never released or is revoked: slcs checks the token and approval
+/// again after the certificate is durably recorded, and refuses to hand
+/// out one whose grant was revoked meanwhile), no request made after the
+/// 200 gets a token or a certificate, and every token obtained during the
+/// race is inactive.
+#[test]
+fn rob_10_revocation_racing_exchanges_and_certificates_leaves_nothing_live() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    let work = tempfile::tempdir().unwrap();
+    // Hundreds of requests a second from one address and client.
+    let server = Server::start(
+        &work.path().join("data"),
+        &[
+            ("SLCS_SERVER_RATE_PER_ADDRESS", "0"),
+            ("SLCS_SERVER_RATE_PER_CLIENT", "0"),
+        ],
+    );
+    let chain = register_chain(&server);
+    alice(&server);
+    let mut browser = Browser::new(&server);
+    let (mut certificates, mut tokens, mut after_revocation) = (0, 0, 0);
+    for iteration in 0..100 {
+        let t0 = portal_token(&server, &chain, &mut browser);
+        let [t1, t2, t3] = walk_chain(&server, &chain, &t0, "&audience=broker-b");
+        let account = html_of(&browser.get("/account"));
+        let revoke_path = crate::people::approval_link(&account, "revoke");
+        let confirm = html_of(&browser.get(&revoke_path));
+        let csrf = crate::people::hidden(&confirm, "csrf_token");
+
+        let revoked_at: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+        let done = AtomicBool::new(false);
+        // Each racer: (started, status, serial or token) per request.
+        type Outcome = (Instant, u16, Option<String>);
+        let race = |work: &dyn Fn() -> Outcome| {
+            let mut outcomes = Vec::new();
+            // Throughout the revocation, and once more after its 200.
+            for _ in 0..5000 {
+                let after = done.load(Ordering::SeqCst);
+                outcomes.push(work());
+                if after {
+                    break;
+                }
+            }
+            outcomes
+        };
+        let certificate_of = |token: &str, presenter: Option<(&str, &str)>| {
+            let started = Instant::now();
+            let answer = certificate(&server, token, presenter);
+            let serial = answer.header("slcs-serial").map(str::to_owned);
+            (started, answer.status, serial)
+        };
+        let (race, certificate_of) = (&race, &certificate_of);
+        let (server, chain, t1, t2, t3) = (&server, &chain, &t1, &t2, &t3);
+        let (exchanged, certified) = std::thread::scope(|scope| {
+            let exchanges = scope.spawn(move || {
+                race(&|| {
+                    let started = Instant::now();
+                    let answer = exchange(server, "wps", &chain.wps, t1, "");
+                    let token = (answer.status == 200).then(|| token_of(&answer));
+                    (started, answer.status, token)
+                })
+            });
+            // Three certificate requests at a time from each of W and B.
+            let certifiers: Vec<_> = (0..6)
+                .map(|i| {
+                    scope.spawn(move || {
+                        if i % 2 == 0 {
+                            race(&|| certificate_of(t2, None))
+                        } else {
+                            race(&|| certificate_of(t3, Some(("broker-b", &chain.broker_b))))
+                        }
+                    })
+                })
+                .collect();
+            // Let the racers get going, then revoke.
+            std::thread::sleep(std::time::Duration::from_millis(5 * (iteration % 4)));
+            let answer = browser.post(&revoke_path, &[("csrf_token", &csrf)]);
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            *revoked_at.lock().unwrap() = Some(Instant::now());
+            done.store(true, Ordering::SeqCst);
+            (
+                exchanges.join().unwrap(),
+                certifiers
+                    .into_iter()
+                    .flat_map(|c| c.join().unwrap())
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let revoked_at = revoked_at.lock().unwrap().unwrap();
+        for (started, status, token) in &exchanged {
+            if *started > revoked_at {
+                after_revocation += 1;
+                assert_ne!(*status, 200, "an exchange after the revocation succeeded");
+            }
+            if let Some(token) = token {
+                tokens += 1;
+                assert!(
+                    !introspect_active(server, "wps", &chain.wps, token),
+                    "a token of the revoked approval is active"
+                );
+            }
+        }
+        for (started, status, serial) in &certified {
+            if *started > revoked_at {
+                after_revocation += 1;
+                assert_ne!(
+                    *status, 200,
+                    "a certificate request after the revocation succeeded"
+                );
+            }
+            if let Some(serial) = serial {
+                certificates += 1;
+                let (status, answer) = crate::people::certificate_status(server, serial);
+                assert_eq!(
+                    status, "revoked",
+                    "iteration {iteration}: certificate {serial} of the revoked approval is {answer}"
+                );
+            }
+        }
+    }
+    println!(
+        "{certificates} certificates and {tokens} tokens obtained during the races, all dead; {after_revocation} requests after a revocation, all refused"
+    );
+}
+
+/// ATTACKS ROB-10, with the race held open: a certificate request for an
+/// RSA-4096 key passes its token and approval checks, then spends about a
+/// second in the key checks (the profile asks for 100 000 Fermat rounds);
+/// meanwhile Alice revokes her approval and gets her 200, before the
+/// request's intent is in the issuance log for the cascade to find. The
+/// request must not come back with a good certificate: slcs checks the
+/// token and the approval again once the certificate is durably recorded,
+/// revokes it, and answers 401 `invalid_token`. (Before that re-check this
+/// request got a certificate whose status stayed `good`.) A loaded machine
+/// can fail to set the race up (the revocation slower than the key
+/// checks); the scenario is then repeated with a fresh approval.
+#[test]
+fn rob_10_a_certificate_signed_while_its_approval_is_revoked_is_not_released() {
+    use std::time::{Duration, Instant};
+    let work = tempfile::tempdir().unwrap();
+    let profile = slcs::pki::profile::BUILTIN_PROFILE
+        .replace("fermat_rounds = 100\n", "fermat_rounds = 100000\n");
+    assert!(profile.contains("fermat_rounds = 100000"));
+    let profile_path = work.path().join("profile.toml");
+    std::fs::write(&profile_path, profile).unwrap();
+    let server = Server::start(
+        &work.path().join("data"),
+        &[("SLCS_CA_PROFILE", profile_path.to_str().unwrap())],
+    );
+    let chain = register_chain(&server);
+    alice(&server);
+    let mut browser = Browser::new(&server);
+    let csr = crate::openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:4096",
+        "-nodes",
+        "-keyout",
+        "/dev/null",
+        "-subj",
+        "/CN=ignored",
+    ]);
+    for attempt in 1..=3 {
+        let t0 = portal_token(&server, &chain, &mut browser);
+        let [_, t2, _] = walk_chain(&server, &chain, &t0, "&audience=broker-b");
+        let account = html_of(&browser.get("/account"));
+        let revoke_path = crate::people::approval_link(&account, "revoke");
+        let confirm = html_of(&browser.get(&revoke_path));
+        let csrf = crate::people::hidden(&confirm, "csrf_token");
+
+        let started = Instant::now();
+        let ((answer, answered), revoked) = std::thread::scope(|scope| {
+            let request = scope.spawn(|| {
+                let answer = server.post(
+                    "/certificate",
+                    &[("Authorization", &format!("Bearer {t2}"))],
+                    FORM,
+                    &format!("certificate_request={}", form_encode(&csr)),
+                );
+                (answer, started.elapsed())
+            });
+            // The request is past its checks and in the key checks.
+            std::thread::sleep(Duration::from_millis(100));
+            let revoked = browser.post(&revoke_path, &[("csrf_token", &csrf)]);
+            assert_eq!(revoked.status, 200, "{}", revoked.text());
+            let revoked_at = started.elapsed();
+            (request.join().unwrap(), revoked_at)
+        });
+        if answered < revoked {
+            println!(
+                "attempt {attempt}: the key checks ended at {answered:?}, before the revocation's 200 at {revoked:?}; again"
+            );
+            continue;
+        }
+        assert_eq!(answer.status, 401, "{}", answer.text());
+        assert_eq!(answer.json()["error"], "invalid_token");
+        // Signed and recorded, never released, and revoked in the log.
+        let serial = crate::people::audit_events(&server)
+            .iter()
+            .rev()
+            .find(|e| {
+                e["action"] == "certificate.revoke"
+                    && e["detail"]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("while it was being issued"))
+            })
+            .map(|e| e["target"].as_str().unwrap().to_owned())
+            .expect("the certificate was recorded, then revoked");
+        let (status, answer) = crate::people::certificate_status(&server, &serial);
+        assert_eq!(status, "revoked", "{answer}");
+        println!("attempt {attempt}: revoked at {revoked:?}, refused at {answered:?}");
+        return;
+    }
+    panic!("the race could not be set up in three attempts");
 }

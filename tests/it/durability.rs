@@ -343,3 +343,199 @@ async fn rob_06_mixed_load_survives_sigkill_with_every_acknowledged_write() {
         report.verified
     );
 }
+
+/// A tmpfs mounted for one test, unmounted (lazily) when dropped, also when
+/// the test fails.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` when this machine does not let the test mount (not root, or a
+    /// container without the capability), unless `TMPFS_REQUIRED` is
+    /// set (`.ci/run` sets it when it runs as root), which makes it a failure.
+    fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            return Some(Self(at.to_path_buf()));
+        }
+        assert!(
+            std::env::var_os("TMPFS_REQUIRED").is_none(),
+            "mounting a tmpfs failed, and TMPFS_REQUIRED is set"
+        );
+        println!("cannot mount a tmpfs here (not root?); skipping");
+        None
+    }
+
+    fn available_kib(&self) -> u64 {
+        let output = Command::new("df")
+            .args(["-k", "--output=avail"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// ATTACKS ROB-08: the data directory's disk fills up while certificates
+/// are being requested. Requests are answered 503 `temporarily_unavailable`
+/// with `Retry-After`, and none of them gets a certificate; slcs, whose
+/// store refuses every write from then on, stops by itself and exits
+/// non-zero (for its supervisor to restart it). With space back it starts
+/// again: every certificate acknowledged before is in the log and good,
+/// every record is whole (an issued record has its certificate; the
+/// refused requests left at most intents or abandoned records), and
+/// issuance works again.
+#[test]
+fn rob_08_a_full_disk_is_refused_with_503_and_slcs_recovers_when_space_returns() {
+    let work = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&work.path().join("disk"), "64m") else {
+        return;
+    };
+    // The store on the small disk; the rest of the data directory, and the
+    // server's log, elsewhere.
+    let data = work.path().join("data");
+    let store_path = disk.0.join("store");
+    let limits = [
+        ("SLCS_SERVER_RATE_PER_ADDRESS", "0"),
+        ("SLCS_SERVER_RATE_PER_CLIENT", "0"),
+        ("SLCS_STORE_PATH", store_path.to_str().unwrap()),
+    ];
+    let mut server = crate::Server::start(&data, &limits);
+    let (secret, token) = crate::certificate::service_token(&server, "svc");
+    let mut acknowledged = Vec::new();
+    let first = crate::certificate::post_csr(&server, &token, "");
+    assert_eq!(first.status, 200, "{}", first.text());
+    acknowledged.push(first.header("slcs-serial").unwrap().to_owned());
+
+    // Fill the disk, leaving a few KiB.
+    let filler = disk.0.join("filler");
+    let keep_kib = 4;
+    let fill_kib = disk.available_kib().saturating_sub(keep_kib);
+    let status = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1k", &format!("count={fill_kib}")])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let mut refused = 0;
+    for _ in 0..20 {
+        let answer = crate::certificate::post_csr(&server, &token, "");
+        match answer.status {
+            // The last KiB may still take a record or two.
+            200 => acknowledged.push(answer.header("slcs-serial").unwrap().to_owned()),
+            503 => {
+                refused += 1;
+                assert_eq!(answer.json()["error"], "temporarily_unavailable");
+                assert!(answer.header("retry-after").is_some());
+                assert!(!answer.text().contains("BEGIN CERTIFICATE"));
+            }
+            other => panic!("{other}: {}", answer.text()),
+        }
+    }
+    assert!(refused >= 15, "only {refused} of 20 refused on a full disk");
+
+    // slcs stops by itself, non-zero, saying why.
+    let exited = wait_timeout(&mut server.child, Duration::from_secs(60));
+    assert!(!exited.success(), "{exited:?}");
+    let log = std::fs::read_to_string(&server.stderr_path).unwrap();
+    assert!(log.contains("can no longer make writes durable"), "{log}");
+    drop(server);
+
+    // Space returns: the store is whole, and slcs serves again.
+    std::fs::remove_file(&filler).unwrap();
+    {
+        let store = SledStore::open(&SledOptions {
+            path: store_path.clone(),
+            cache_capacity_bytes: 8 << 20,
+            mode: OpenMode::MustExist,
+            ca_key_sha256: None,
+        })
+        .unwrap();
+        let records = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(store.search_issuances(&slcs::store::IssuanceQuery::default(), 10_000));
+        for record in records.unwrap() {
+            match record.state {
+                IssuanceState::Issued => assert!(record.certificate.is_some()),
+                IssuanceState::Intent | IssuanceState::Abandoned => {
+                    assert!(record.certificate.is_none());
+                    assert!(
+                        !acknowledged.contains(&record.intent.serial.to_hex()),
+                        "an acknowledged certificate is not issued"
+                    );
+                }
+            }
+        }
+    }
+    let server = crate::Server::start(&data, &limits);
+    assert_eq!(server.get("/healthz").status, 200);
+    for serial in &acknowledged {
+        let (status, answer) = crate::people::certificate_status(&server, serial);
+        assert_eq!(status, "good", "{serial}: {answer}");
+    }
+    let token = crate::token::token_basic(
+        &server,
+        "svc",
+        &secret,
+        "grant_type=client_credentials&scope=slcs%3Acertificate",
+    );
+    let token = token.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        crate::certificate::post_csr(&server, &token, "").status,
+        200
+    );
+    println!(
+        "{} certificates acknowledged, {refused} requests refused with 503 on the full disk",
+        acknowledged.len()
+    );
+}
+
+/// ATTACKS ROB-08, the log's side: with standard error on a device that is
+/// always full (`/dev/full`), every request is still answered, the
+/// failures included. (tracing-subscriber reported a log line it could not
+/// write with `eprintln!`, which panicked in the request's task and cut
+/// the connection without an answer; slcs now drops such lines.)
+#[test]
+fn rob_08_a_log_that_cannot_be_written_drops_lines_not_requests() {
+    let work = tempfile::tempdir().unwrap();
+    let server = crate::Server::start_logging_to(
+        &work.path().join("data"),
+        "127.0.0.1:0",
+        &[("SLCS_LOG_LEVEL", "debug")],
+        std::path::PathBuf::from("/dev/full"),
+    );
+    let (_, token) = crate::certificate::service_token(&server, "svc");
+    for _ in 0..5 {
+        assert_eq!(
+            crate::certificate::post_csr(&server, &token, "").status,
+            200
+        );
+        let refused = crate::certificate::post_csr(&server, "not-a-token", "");
+        assert_eq!(refused.status, 401, "{}", refused.text());
+        assert_eq!(server.get("/no/such/page").status, 404);
+    }
+}

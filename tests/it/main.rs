@@ -24,6 +24,7 @@ mod people;
 mod pkilint;
 mod refusals;
 mod relying_party;
+mod schema;
 mod security;
 mod server;
 mod token;
@@ -115,6 +116,17 @@ impl Server {
     /// Starts `slcs serve` on `listen`.
     pub fn start_on(data_dir: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
         let stderr_path = data_dir.with_extension(format!("stderr-{}", rand_tag()));
+        Self::start_logging_to(data_dir, listen, env, stderr_path)
+    }
+
+    /// [`start_on`](Self::start_on), with the server's standard error
+    /// written to `stderr_path`.
+    pub fn start_logging_to(
+        data_dir: &Path,
+        listen: &str,
+        env: &[(&str, &str)],
+        stderr_path: PathBuf,
+    ) -> Server {
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut command = Command::new(slcs_bin());
         command

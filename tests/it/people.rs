@@ -412,6 +412,14 @@ fn concurrently(n: usize, request: impl Fn() -> HttpResponse + Sync) -> Vec<Http
 }
 
 pub fn audit_actions(server: &Server) -> Vec<String> {
+    audit_events(server)
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The audit log's first 1000 events, oldest first (admin API).
+pub fn audit_events(server: &Server) -> Vec<Value> {
     let audit = server.send(
         "GET",
         "/admin/audit?limit=1000",
@@ -422,9 +430,23 @@ pub fn audit_actions(server: &Server) -> Vec<String> {
         .json()
         .as_array()
         .unwrap_or_else(|| panic!("{}", audit.text()))
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_owned())
-        .collect()
+        .clone()
+}
+
+/// `GET /certificate/status/{serial}` with the admin token: the status
+/// (`good`, `revoked`, `expired`, `unknown`) and the whole answer.
+pub fn certificate_status(server: &Server, serial: &str) -> (String, String) {
+    let answer = server.send(
+        "GET",
+        &format!("/certificate/status/{serial}"),
+        &[("Authorization", &admin(server))],
+        None,
+    );
+    let status = answer.json()["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (status, answer.text())
 }
 
 #[test]
@@ -670,13 +692,8 @@ fn web_09_code_flow_signs_in_approves_once_and_revocation_ends_everything() {
     assert_eq!(after.status, 400);
     assert_eq!(after.json()["error"], "invalid_grant");
     assert!(!introspect_active(&server, &secret, &access));
-    let status = server.send(
-        "GET",
-        &format!("/certificate/status/{serial}"),
-        &[("Authorization", &admin(&server))],
-        None,
-    );
-    assert_eq!(status.json()["status"], "revoked", "{}", status.text());
+    let (status, answer) = certificate_status(&server, &serial);
+    assert_eq!(status, "revoked", "{answer}");
     let refused = post_csr(&server, &access, "");
     assert_eq!(refused.status, 401, "{}", refused.text());
     // The session is still the one signed in (the browser kept it).

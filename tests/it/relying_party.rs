@@ -94,7 +94,10 @@ impl RelyingParty {
         let config = match client {
             Some(client) => builder
                 .with_client_auth_cert(
-                    vec![CertificateDer::from(client.der.clone())],
+                    std::iter::once(&client.der)
+                        .chain(&client.intermediates)
+                        .map(|der| CertificateDer::from(der.clone()))
+                        .collect(),
                     PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
                 )
                 .unwrap(),
@@ -234,6 +237,9 @@ fn server_identity() -> (String, String, String) {
 pub(crate) struct ClientCert {
     pub(crate) der: Vec<u8>,
     pub(crate) key_pem: String,
+    /// Sent after the end-entity certificate in the TLS `Certificate`
+    /// message (RFC 8446 §4.4.2).
+    pub(crate) intermediates: Vec<Vec<u8>>,
 }
 
 /// Issues a certificate with the engine, for a fresh P-256 key, as if at
@@ -259,6 +265,7 @@ async fn issue(
         ClientCert {
             der: issued.der.clone(),
             key_pem: key.serialize_pem(),
+            intermediates: Vec::new(),
         },
         issued,
     )
@@ -330,6 +337,7 @@ fn forge(params: &CertificateParams, issuer: &Issuer<'_, KeyPair>) -> ClientCert
     ClientCert {
         der: params.signed_by(&key, issuer).unwrap().der().to_vec(),
         key_pem: key.serialize_pem(),
+        intermediates: Vec::new(),
     }
 }
 
@@ -530,6 +538,7 @@ async fn rp_01_impostors_with_the_slcs_ca_name_are_refused() {
     let self_signed = ClientCert {
         der: self_signed.self_signed(&key).unwrap().der().to_vec(),
         key_pem: key.serialize_pem(),
+        intermediates: Vec::new(),
     };
     let (_, parsed) = x509_parser::parse_x509_certificate(&self_signed.der).unwrap();
     assert_eq!(parsed.issuer().as_raw(), ca.subject().as_raw());
@@ -663,6 +672,7 @@ async fn service_account_cert_get_then_mtls_to_a_relying_party() {
     let client = ClientCert {
         der: CertificateDer::from_pem_file(&cert_path).unwrap().to_vec(),
         key_pem: std::fs::read_to_string(&key_path).unwrap(),
+        intermediates: Vec::new(),
     };
     let rp = RelyingParty::start(&server.ca_pem()).await;
     let response = rp.whoami(Some(&client), &TLS13).await.unwrap();
@@ -685,5 +695,178 @@ async fn service_account_cert_get_then_mtls_to_a_relying_party() {
         let body: serde_json::Value =
             serde_json::from_str(&outcome.expect("curl is accepted")).unwrap();
         assert_eq!(body, whoami);
+    }
+}
+
+/// A CA certificate named `cn` for `key`, to be signed by someone.
+fn intermediate_params(cn: &str, extensions: Vec<CustomExtension>) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    params.not_before = now() - time::Duration::minutes(5);
+    params.not_after = now() + time::Duration::hours(1);
+    params.custom_extensions = extensions;
+    params
+}
+
+/// ATTACKS RP-02: a client sends fifty intermediates that all carry the
+/// same name (subject and issuer alike) under different keys, the
+/// end-entity certificate issued under that name: every candidate path is
+/// a dead end, and a path builder without a budget tries exponentially
+/// many. The relying party (rustls-webpki's verifier, which bounds the
+/// signature checks of one verification) refuses the handshake, in both
+/// TLS versions, well within the exchange's 20 s deadline; and then
+/// serves a genuine client on the next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rp_02_fifty_same_name_intermediates_are_refused_promptly() {
+    let work = tempfile::tempdir().unwrap();
+    let (config, opened) = open_engine(&work.path().join("data"), "ecdsa-p256");
+    let rp = RelyingParty::start(opened.engine.ca_certificate().pem()).await;
+
+    let keys: Vec<KeyPair> = (0..50)
+        .map(|_| KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap())
+        .collect();
+    // Each is signed by the next one's key, under the shared name.
+    let intermediates: Vec<Vec<u8>> = (0..keys.len())
+        .map(|i| {
+            let signer = Issuer::new(
+                intermediate_params("slcs pathological", Vec::new()),
+                &keys[(i + 1) % keys.len()],
+            );
+            intermediate_params("slcs pathological", Vec::new())
+                .signed_by(&keys[i], &signer)
+                .unwrap()
+                .der()
+                .to_vec()
+        })
+        .collect();
+    let (_, provenance) = harvester();
+    let extension = CustomExtension::from_oid_content(OID, provenance.to_der().unwrap());
+    let mut client = forge(
+        &forged_params(vec![extension]),
+        &Issuer::new(
+            intermediate_params("slcs pathological", Vec::new()),
+            KeyPair::from_pem(&keys[0].serialize_pem()).unwrap(),
+        ),
+    );
+    client.intermediates = intermediates;
+    for version in [&TLS12, &TLS13] {
+        let error = rp
+            .whoami(Some(&client), version)
+            .await
+            .expect_err("a chain to nowhere was accepted");
+        let received = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        assert!(
+            matches!(received, Some(rustls::Error::AlertReceived(_))),
+            "{:?}: {error}",
+            version.version
+        );
+    }
+
+    let genuine = forge(
+        &forged_params(vec![CustomExtension::from_oid_content(
+            OID,
+            provenance.to_der().unwrap(),
+        )]),
+        &issuer_named_like_the_ca(&opened.engine, real_ca_key(&config)),
+    );
+    assert_eq!(rp.whoami(Some(&genuine), &TLS13).await.unwrap().status, 200);
+}
+
+/// The DER of a critical nameConstraints extension (RFC 5280 §4.2.1.10)
+/// permitting one subtree: `tag` is the GeneralName's context tag (2 for
+/// dNSName, 6 for uniformResourceIdentifier), `base` its value.
+fn name_constraints(tag: u8, base: &str) -> CustomExtension {
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let length = u8::try_from(content.len()).unwrap();
+        assert!(length < 0x80, "short-form lengths only");
+        [&[tag, length][..], content].concat()
+    }
+    let name = tlv(0x80 | tag, base.as_bytes());
+    let subtree = tlv(0x30, &name);
+    let permitted = tlv(0xA0, &subtree);
+    let mut extension = CustomExtension::from_oid_content(&[2, 5, 29, 30], tlv(0x30, &permitted));
+    extension.set_criticality(true);
+    extension
+}
+
+/// ATTACKS RP-04: an intermediate under the slcs CA constrains names to
+/// one subtree. DNS names under `example.org`: a client certificate it
+/// issued for a wildcard name outside is refused at the handshake, one
+/// inside is accepted (the control: the refusal is the constraint's).
+/// URIs with host `example.org`: rustls-webpki does not evaluate URI
+/// constraints and fails closed, so a URI outside is refused and so is
+/// one inside; this pins that a URI constraint is never ignored (the bug
+/// of RUSTSEC-2026-0098).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rp_04_names_outside_an_intermediates_constraints_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let (config, opened) = open_engine(&work.path().join("data"), "ecdsa-p256");
+    let rp = RelyingParty::start(opened.engine.ca_certificate().pem()).await;
+    let root = issuer_named_like_the_ca(&opened.engine, real_ca_key(&config));
+    let (_, provenance) = harvester();
+
+    let cases = [
+        (2, "example.org", "portal.example.org", "*.evil.example.com"),
+        (
+            6,
+            "example.org",
+            "https://example.org/portal",
+            "https://evil.example.com/",
+        ),
+    ];
+    for (tag, subtree, inside, outside) in cases {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = intermediate_params("slcs constrained", vec![name_constraints(tag, subtree)]);
+        let intermediate = params.signed_by(&key, &root).unwrap().der().to_vec();
+        let issuer = Issuer::new(params, key);
+        let with_name = |name: &str| {
+            let mut params = forged_params(vec![CustomExtension::from_oid_content(
+                OID,
+                provenance.to_der().unwrap(),
+            )]);
+            params.subject_alt_names = vec![if tag == 6 {
+                rcgen::SanType::URI(name.try_into().unwrap())
+            } else {
+                rcgen::SanType::DnsName(name.try_into().unwrap())
+            }];
+            let mut client = forge(&params, &issuer);
+            client.intermediates = vec![intermediate.clone()];
+            client
+        };
+        let inside_answer = rp.whoami(Some(&with_name(inside)), &TLS13).await;
+        let refused = if tag == 2 {
+            assert_eq!(
+                inside_answer.as_ref().map(|r| r.status).ok(),
+                Some(200),
+                "{inside} under {subtree}: {:?}",
+                inside_answer.err()
+            );
+            vec![outside]
+        } else {
+            assert!(inside_answer.is_err(), "URI constraints are evaluated now");
+            vec![outside, inside]
+        };
+        for (version, name) in [&TLS12, &TLS13]
+            .into_iter()
+            .flat_map(|v| refused.iter().map(move |n| (v, *n)))
+        {
+            let outside = name;
+            let error = rp
+                .whoami(Some(&with_name(outside)), version)
+                .await
+                .expect_err(outside);
+            let received = error
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+            assert!(
+                matches!(received, Some(rustls::Error::AlertReceived(_))),
+                "{outside}: {error}"
+            );
+        }
     }
 }

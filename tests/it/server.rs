@@ -611,6 +611,21 @@ fn token_request(id: &str, secret: &str, extra_headers: &str) -> String {
     )
 }
 
+/// A certificate request for a fresh P-256 key with `token`.
+fn certificate_request(token: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let csr = format!("certificate_request={}", crate::form_encode(&pem));
+    format!(
+        "POST /certificate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{csr}",
+        csr.len()
+    )
+}
+
 fn loopback(last: u8) -> std::net::IpAddr {
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last))
 }
@@ -714,24 +729,7 @@ fn rob_02_rob_05_rs_07_floods_leave_legitimate_clients_served() {
             Err(e) => panic!("never served: {e}"),
         }
     };
-    let csr = {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let pem = rcgen::CertificateParams::default()
-            .serialize_request(&key)
-            .unwrap()
-            .pem()
-            .unwrap();
-        format!("certificate_request={}", crate::form_encode(&pem))
-    };
-    let certificate = crate::request_from(
-        legit,
-        &server,
-        &format!(
-            "POST /certificate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{csr}",
-            csr.len()
-        ),
-    )
-    .unwrap();
+    let certificate = crate::request_from(legit, &server, &certificate_request(&token)).unwrap();
     assert_eq!(certificate.status, 200, "{}", certificate.text());
 
     // A flood of wrong secrets in `other`'s name, from elsewhere, does not
@@ -810,4 +808,80 @@ fn rob_05_a_request_over_capacity_is_shed_with_503() {
         assert_eq!(answer.status, 401, "{}", answer.text());
     }
     assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// ATTACKS ROB-02: 5 000 idle connections (TCP open, never a TLS byte),
+/// 100 from each of fifty addresses and all held open by the server at
+/// once (its handshake deadline is longer than the test), do not stop a
+/// client on another address from getting a token and a certificate. The
+/// connections are still open afterwards: the client was served beside
+/// them, not after they were dropped.
+#[test]
+fn rob_02_five_thousand_idle_connections_do_not_stop_service() {
+    const HELD: u32 = 5000;
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &work.path().join("data"),
+        &[
+            ("SLCS_SERVER_MAX_CONNECTIONS", "6000"),
+            ("SLCS_SERVER_MAX_CONNECTIONS_PER_ADDRESS", "100"),
+            ("SLCS_SERVER_TLS_HANDSHAKE_TIMEOUT_SECS", "300"),
+            ("SLCS_SERVER_RATE_PER_ADDRESS", "0"),
+        ],
+    );
+    let (created, secret) =
+        crate::token::register(&server, &crate::token::service_client_json("svc"));
+    assert_eq!(created.status, 201);
+    let secret = secret.unwrap();
+
+    // Five threads open a thousand connections each, ten addresses apiece.
+    let addr = server.addr;
+    let openers: Vec<_> = (0..5u8)
+        .map(|thread| {
+            std::thread::spawn(move || {
+                (0..HELD / 5)
+                    .filter_map(|i| {
+                        let last = 100 + thread * 10 + u8::try_from(i % 10).unwrap();
+                        crate::connect_from(loopback(last), addr).ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut held: Vec<TcpStream> = openers
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(held.len(), HELD as usize, "connections opened");
+
+    // The client, on its own address, is served while they are held.
+    let legit = loopback(1);
+    let token = crate::request_from(legit, &server, &token_request("svc", &secret, "")).unwrap();
+    assert_eq!(token.status, 200, "{}", token.text());
+    let token = token.json()["access_token"].as_str().unwrap().to_owned();
+    let certificate = crate::request_from(legit, &server, &certificate_request(&token)).unwrap();
+    assert_eq!(certificate.status, 200, "{}", certificate.text());
+
+    // Every held connection is still open: a read finds no data and no
+    // end of stream.
+    let mut still_open = 0;
+    for stream in &mut held {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                still_open += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(still_open, HELD, "held connections closed by the server");
+    println!("idle connections held while serving: {still_open}");
 }

@@ -1,8 +1,9 @@
 //! The WEB entries of ATTACKS.md not already named elsewhere (WEB-01, 03,
-//! 05, 08, 09 and 13 are in people.rs; WEB-04 and 11 in browser.rs): CSRF
-//! on every form of the account pages and the admin console (WEB-02), the
-//! security headers of every page and error (WEB-07), and a stored approval
-//! covering exactly what it approved (WEB-12).
+//! 05, 08, 09 and 13 are in people.rs; WEB-04 in browser.rs): CSRF on every
+//! form of the account pages and the admin console (WEB-02), the security
+//! headers of every page and error (WEB-07), what the consent page says
+//! (WEB-11), and a stored approval covering exactly what it approved
+//! (WEB-12).
 
 use serde_json::json;
 
@@ -331,4 +332,72 @@ fn web_12_a_stored_approval_covers_its_scopes_delegatees_and_redirect_uris_only(
         !html.contains("name=\"delegatee.wps\""),
         "wps was approved: {html}"
     );
+}
+
+/// ATTACKS WEB-11: the consent page for a portal with a declared chain
+/// (P hands work to W, W to brokers A and B) names, for each delegatee, its
+/// name, client id, owner, the client it receives from, the scopes it would
+/// get and whether it passes them on (W does, the brokers do not); and for
+/// the request, the resource the tokens are for, the scopes, and how long
+/// the approval is kept.
+#[test]
+fn web_11_consent_names_each_delegatee_its_owner_onward_delegation_and_the_resource() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    crate::delegation::register_chain(&server);
+    alice(&server);
+    let mut browser = Browser::new(&server);
+    let (_, challenge) = pkce();
+    let consent = crate::people::sign_in_for(
+        &mut browser,
+        &authorize_path("openid slcs:certificate", &challenge, ""),
+    );
+    assert_eq!(consent.status, 200, "{}", consent.text());
+    let html = html_of(&consent);
+    let issuer = server.get("/.well-known/oauth-authorization-server").json()["issuer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        html.contains(&format!(
+            "the certificate service: short-lived certificates that name you <code>{issuer}/certificate</code>"
+        )),
+        "{html}"
+    );
+    assert!(html.contains("<code>slcs:certificate</code>"), "{html}");
+    assert!(html.contains("kept for 90 days"), "{html}");
+    // Each delegatee's entry, in the tree's order.
+    let entry = |id: &str| {
+        let start = html
+            .find(&format!("name=\"delegatee.{id}\""))
+            .unwrap_or_else(|| panic!("{id} not offered: {html}"));
+        let end = html[start..]
+            .find("</li>\n")
+            .map_or(html.len(), |e| start + e);
+        html[start..end].to_owned()
+    };
+    let wps = entry("wps");
+    assert!(
+        wps.contains("<strong>Processing service</strong> <code>wps</code>"),
+        "{wps}"
+    );
+    assert!(wps.contains("Registered by <code>admin</code>"), "{wps}");
+    assert!(wps.contains("It may pass these rights on"), "{wps}");
+    for (id, name) in [("broker-a", "Job broker A"), ("broker-b", "Job broker B")] {
+        let broker = entry(id);
+        assert!(
+            broker.contains(&format!("<strong>{name}</strong> <code>{id}</code>")),
+            "{broker}"
+        );
+        assert!(
+            broker.contains("receives from <code>wps</code>"),
+            "{broker}"
+        );
+        assert!(
+            broker.contains("Registered by <code>admin</code>"),
+            "{broker}"
+        );
+        assert!(broker.contains("It does not pass them on."), "{broker}");
+        assert!(broker.contains("<code>slcs:certificate</code>"), "{broker}");
+    }
 }
