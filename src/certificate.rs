@@ -255,7 +255,7 @@ impl CertificateService {
             crate::store::revoke_certificate(
                 self.store.as_ref(),
                 &certificate.serial,
-                "its token or approval was revoked while it was being issued",
+                "its token, grant or approval stopped being valid while it was being issued",
                 "slcs",
                 None,
                 now,
@@ -397,11 +397,6 @@ impl CertificateService {
         Ok(hops)
     }
 
-    /// The person a user token names, if their account is enabled, the
-    /// token's client still admits them, and the approval it was issued
-    /// under is live (a revoked approval has revoked the grant already;
-    /// this also catches an approval that simply expired), with the end of
-    /// that approval.
     /// The checks of [`issue`](Self::issue) that a revocation can change,
     /// run again.
     async fn still_authorized(
@@ -420,6 +415,11 @@ impl CertificateService {
         Ok(())
     }
 
+    /// The person a user token names, if their account is enabled, the
+    /// token's client still admits them, and the approval it was issued
+    /// under is live (a revoked approval has revoked the grant already;
+    /// this also catches an approval that simply expired), with the end of
+    /// that approval.
     async fn live_person(
         &self,
         authorized: &AuthorizedToken,

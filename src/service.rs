@@ -292,7 +292,7 @@ pub async fn serve(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(detail) = failed_store {
         return Err(ServiceError::Store(StoreError::Io(format!(
-            "the store can no longer make writes durable ({detail}); free space on the data directory's disk and start slcs again"
+            "the store can no longer make writes durable ({detail}); free space on the store's disk and start slcs again"
         ))));
     }
 
