@@ -465,6 +465,26 @@ impl TokenService {
         .await
     }
 
+    /// The checks of [`authorize_bearer`](Self::authorize_bearer) that
+    /// depend on the store (revocation, the clients along the chain, the
+    /// presenter), again, for a token already verified: what a revocation
+    /// can change in the meantime, without verifying the signature twice.
+    pub async fn recheck_bearer(
+        &self,
+        claims: AccessTokenClaims,
+        resource: Resource,
+        presenter: Option<&str>,
+    ) -> Result<resource::AuthorizedToken, BearerError> {
+        resource::check_bearer(
+            self.store.as_ref(),
+            Some(claims),
+            &self.indicator(resource),
+            resource,
+            presenter,
+        )
+        .await
+    }
+
     /// RFC 7662 introspection for an authenticated `caller`. Anything
     /// unknown, expired, revoked, malformed, or not the caller's business
     /// (neither issued to it nor naming it in `aud`) is the same

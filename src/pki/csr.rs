@@ -110,6 +110,22 @@ impl VerifiedCsr {
     }
 }
 
+/// Whether `input` (PEM or DER) looks like a request for an RSA key, to
+/// schedule its costly checks; anything unreadable is `false` and left to
+/// [`verify_csr`] to refuse.
+pub fn has_rsa_key(input: &[u8]) -> bool {
+    input.len() <= MAX_CSR_BYTES
+        && der_from_pem_or_der(input).is_ok_and(|der| {
+            X509CertificationRequest::from_der(&der).is_ok_and(|(_, csr)| {
+                csr.certification_request_info
+                    .subject_pki
+                    .algorithm
+                    .algorithm
+                    == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION
+            })
+        })
+}
+
 /// Parses a CSR given as PEM or DER, checks its key against `policy`, and
 /// verifies its signature. The key check comes first: it bounds the cost of
 /// the signature verification (no RSA-16384 verify, ATTACKS CSR-11).
@@ -384,6 +400,25 @@ mod tests {
         let mut params = rcgen::CertificateParams::new(vec!["evil.test".into()]).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.serialize_request(key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn rsa_requests_are_told_apart_for_scheduling() {
+        use aws_lc_rs::encoding::AsDer as _;
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8: aws_lc_rs::encoding::Pkcs8V1Der<'_> = rsa.as_der().unwrap();
+        let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec()),
+            &rcgen::PKCS_RSA_SHA256,
+        )
+        .unwrap();
+        let der = csr_for(&key);
+        assert!(has_rsa_key(&der));
+        let pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
+        assert!(has_rsa_key(pem.as_bytes()));
+        let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        assert!(!has_rsa_key(&csr_for(&ec)));
+        assert!(!has_rsa_key(b"not a request"));
     }
 
     #[test]
