@@ -6,8 +6,9 @@
 //! The HTML pages (`/authorize`, `/login`, `/account`, `/admin`, …) are for
 //! browsers and are not described here.
 //!
-//! `.ci/run` points schemathesis at a live server with this description
-//! (docs/security.md, "API schema testing").
+//! The test suite points schemathesis at a live server with this
+//! description (`tests/it/schema.rs`; docs/security.md, "API schema
+//! testing").
 //!
 //! The form bodies are parsed by [`super::form::OAuthForm`], which takes any
 //! field; the structs below exist only to describe which fields each
