@@ -186,13 +186,7 @@ fn code_02_code_03_code_07_ca_02_a_code_needs_its_verifier_client_and_redirect_u
 fn rt_03_rt_06_jwt_11_refresh_tokens_never_widen_never_pass_as_access_tokens() {
     let (_work, server, secret, _) = portal_world(&[]);
     let mut browser = Browser::new(&server);
-    let (verifier, challenge) = pkce();
-    let code = crate::people::code_for(
-        &mut browser,
-        "openid offline_access slcs:certificate",
-        &challenge,
-    );
-    let tokens = redeem(&server, &secret, &code, &verifier);
+    let tokens = crate::people::offline_tokens(&server, &secret, &mut browser);
     let refresh_token = tokens.json()["refresh_token"].as_str().unwrap().to_owned();
     let access = tokens.json()["access_token"].as_str().unwrap().to_owned();
     let portal = basic("portal", &secret);

@@ -931,13 +931,7 @@ fn edit_choices(html: &str) -> Vec<(String, String, String)> {
 fn an_approval_is_narrowed_and_extended_on_the_account_page_and_all_revoked_with_the_password() {
     let (_work, server, chain) = chain_world();
     let mut browser = Browser::new(&server);
-    let (verifier, challenge) = pkce();
-    let code = crate::people::code_for(
-        &mut browser,
-        "openid offline_access slcs:certificate",
-        &challenge,
-    );
-    let tokens = redeem(&server, &chain.portal, &code, &verifier);
+    let tokens = crate::people::offline_tokens(&server, &chain.portal, &mut browser);
     assert_eq!(tokens.status, 200, "{}", tokens.text());
     let refresh_token = tokens.json()["refresh_token"].as_str().unwrap().to_owned();
     let t0 = token_of(&tokens);

@@ -293,6 +293,18 @@ pub fn code_for(browser: &mut Browser<'_>, scope: &str, challenge: &str) -> Stri
     query_of(back.header("location").unwrap())["code"].clone()
 }
 
+/// Alice approves the portal for `openid offline_access slcs:certificate`
+/// and the portal (secret `secret`) redeems the code: the token response.
+pub fn offline_tokens(server: &Server, secret: &str, browser: &mut Browser<'_>) -> HttpResponse {
+    let (verifier, challenge) = pkce();
+    let code = code_for(
+        browser,
+        "openid offline_access slcs:certificate",
+        &challenge,
+    );
+    redeem(server, secret, &code, &verifier)
+}
+
 /// Approves a consent page, ticking every delegatee shown.
 pub fn approve_all(browser: &mut Browser<'_>, consent: &HttpResponse) -> HttpResponse {
     let html = consent.text();
