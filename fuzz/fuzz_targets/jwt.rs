@@ -21,6 +21,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+#[path = "common/json.rs"]
+mod json;
+
+use json::has_float;
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -87,16 +91,6 @@ fn private_copy(source: &Path) -> PathBuf {
         std::io::Write::write_all(&mut file, &bytes).expect("write a fixture key file");
     }
     dir
-}
-
-/// Whether a JSON value holds a non-integer number anywhere.
-fn has_float(value: &Value) -> bool {
-    match value {
-        Value::Number(n) => n.is_f64(),
-        Value::Array(items) => items.iter().any(has_float),
-        Value::Object(members) => members.values().any(has_float),
-        _ => false,
-    }
 }
 
 /// The claims as the round trip can keep them. `act` is carried as an

@@ -19,14 +19,18 @@
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
+#[path = "common/json.rs"]
+mod json;
+
+use json::has_float;
 use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
 use slcs::oauth::clients::{
     apply_update, create_client, needs_review, to_representation, validate_registration, Client,
     ClientRepresentation, RegistrationContext,
 };
 use slcs::oauth::metadata::SCOPES;
 use slcs::oauth::secrets::{SecretPepper, PEPPER_BYTES};
-use serde_json::Value;
 use time::OffsetDateTime;
 
 const CALLER: &str = "messines";
@@ -56,16 +60,6 @@ fn context(development: bool, caller_is_admin: bool) -> RegistrationContext<'sta
         existing: None,
         allowed_scopes: allowed_scopes(),
         client_id_names_a_user: false,
-    }
-}
-
-/// Whether a JSON value holds a non-integer number anywhere.
-fn has_float(value: &Value) -> bool {
-    match value {
-        Value::Number(n) => n.is_f64(),
-        Value::Array(items) => items.iter().any(has_float),
-        Value::Object(members) => members.values().any(has_float),
-        _ => false,
     }
 }
 
@@ -122,7 +116,10 @@ fn round_trip(rep: &ClientRepresentation, ctx: &RegistrationContext<'_>) {
         .client;
     let (before, after) = (comparable(&client), comparable(&updated));
     assert_eq!(after, before, "GET then PUT changed the client\n{body}");
-    assert!(!needs_review(&before, &after), "an unchanged client needs review");
+    assert!(
+        !needs_review(&before, &after),
+        "an unchanged client needs review"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
