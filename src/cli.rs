@@ -66,7 +66,15 @@ enum Command {
         /// Listen address, e.g. 127.0.0.1:8443.
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// PostgreSQL backend: apply the schema migrations the database
+        /// lacks before serving (safe with several replicas starting at once).
+        #[arg(long)]
+        migrate: bool,
     },
+    /// Bring the PostgreSQL database to this build's schema (versioned
+    /// migrations carried in the binary); safe to run while replicas serve
+    /// the previous schema only where docs/operations.md says so.
+    Migrate,
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -482,7 +490,12 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
                 },
             )?;
             init_logging(&config);
-            let opened = service::open(&config, &SystemClock, StartMode::Init)?;
+            let opened = runtime(Some(1))?.block_on(service::open(
+                &config,
+                &SystemClock,
+                StartMode::Init,
+                true,
+            ))?;
             print_report(&opened.report);
             if opened.report.created.is_empty() {
                 say!(
@@ -492,7 +505,25 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
             }
             Ok(())
         }
-        Command::Serve { listen } => {
+        Command::Migrate => {
+            let config = load_config(&cli, CliOverrides::default())?;
+            init_logging(&config);
+            let report = runtime(Some(1))?.block_on(service::migrate(&config))?;
+            if report.from == report.to {
+                say!(
+                    "slcs: the database is at schema version {}; nothing to do",
+                    report.to
+                );
+            } else {
+                say!(
+                    "slcs: migrated the database from schema version {} to {}",
+                    report.from,
+                    report.to
+                );
+            }
+            Ok(())
+        }
+        Command::Serve { listen, migrate } => {
             let config = load_config(
                 &cli,
                 CliOverrides {
@@ -503,6 +534,7 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
             init_logging(&config);
             runtime(None)?.block_on(service::serve(
                 &config,
+                *migrate,
                 Arc::new(SystemClock),
                 print_report,
                 |addr| {
@@ -1955,7 +1987,13 @@ fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), ServiceError> {
     )?;
     let csrs = bench_csrs(&args.csr_key_type).map_err(invalid)?;
     let clock = SystemClock;
-    let opened = service::open(
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    // One runtime for opening and for the run: a PostgreSQL pool belongs
+    // to the runtime that made it.
+    let bench_runtime = runtime(Some(threads))?;
+    let opened = bench_runtime.block_on(service::open(
         &config,
         &clock,
         if scratch.is_some() {
@@ -1963,7 +2001,8 @@ fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), ServiceError> {
         } else {
             StartMode::Run
         },
-    )?;
+        false,
+    ))?;
     let engine = if durable {
         Arc::clone(&opened.engine)
     } else {
@@ -1973,11 +2012,8 @@ fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), ServiceError> {
             clock.now(),
         )?)
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let request = bench_request(clock.now());
-    let result = runtime(Some(threads))?.block_on(run_bench(
+    let result = bench_runtime.block_on(run_bench(
         engine,
         Arc::new(csrs),
         request,
@@ -1985,9 +2021,13 @@ fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), ServiceError> {
         args.concurrency.max(1),
         args.print_serials,
     ));
-    let stats = opened.store.commit_stats();
-    let flushes = stats.flushes.load(Ordering::Relaxed);
-    let writes = stats.writes.load(Ordering::Relaxed);
+    let (flushes, writes) = opened.sled.as_ref().map_or((0, 0), |sled| {
+        let stats = sled.commit_stats();
+        (
+            stats.flushes.load(Ordering::Relaxed),
+            stats.writes.load(Ordering::Relaxed),
+        )
+    });
     drop(opened);
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(dir);

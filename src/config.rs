@@ -316,7 +316,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "store.backend",
         kind: KeyKind::Str,
         default: "sled",
-        doc: "Storage backend. `sled` (embedded) is the only one in this release.",
+        doc: "Storage backend: `sled` (embedded, one process) or `postgres` (several replicas sharing one PostgreSQL database).",
     },
     KeyDoc {
         path: "store.path",
@@ -329,6 +329,42 @@ pub const KEYS: &[KeyDoc] = &[
         kind: KeyKind::Int,
         default: "64",
         doc: "sled page cache size in MiB; the largest part of the server's memory.",
+    },
+    KeyDoc {
+        path: "store.url",
+        kind: KeyKind::Str,
+        default: "(none)",
+        doc: "PostgreSQL connection URL, required with `backend = \"postgres\"`: `postgres://slcs@db.example.org:5432/slcs?sslmode=verify-full&sslrootcert=/etc/slcs/db-ca.pem`. Keep the password out of it: use `store.password_file`.",
+    },
+    KeyDoc {
+        path: "store.password_file",
+        kind: KeyKind::Str,
+        default: "(none)",
+        doc: "File holding the PostgreSQL password (one line; readable by slcs only).",
+    },
+    KeyDoc {
+        path: "store.max_connections",
+        kind: KeyKind::Int,
+        default: "16",
+        doc: "Most PostgreSQL connections one replica opens (1 to 1000); replicas times this must stay below the server's max_connections.",
+    },
+    KeyDoc {
+        path: "store.min_connections",
+        kind: KeyKind::Int,
+        default: "2",
+        doc: "PostgreSQL connections kept open while idle (0 to store.max_connections).",
+    },
+    KeyDoc {
+        path: "store.acquire_timeout_ms",
+        kind: KeyKind::Int,
+        default: "2000",
+        doc: "How long a request waits for a PostgreSQL connection before it is answered 503 (100 to 60000).",
+    },
+    KeyDoc {
+        path: "store.statement_timeout_ms",
+        kind: KeyKind::Int,
+        default: "5000",
+        doc: "Longest one PostgreSQL statement may run before the server cancels it and the request is answered 503 (100 to 600000).",
     },
     KeyDoc {
         path: "log.format",
@@ -543,10 +579,38 @@ pub struct CaConfig {
 /// Validated `[store]` settings.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
+    /// Which backend, and how to reach it.
+    pub backend: StoreBackend,
     /// sled directory.
     pub path: PathBuf,
     /// sled cache size in bytes.
     pub cache_capacity_bytes: u64,
+}
+
+/// The storage backend.
+#[derive(Clone, Debug)]
+pub enum StoreBackend {
+    /// The embedded sled database at `StoreConfig::path`.
+    Sled,
+    /// A PostgreSQL database shared by several replicas.
+    Postgres(PostgresConfig),
+}
+
+/// Validated PostgreSQL settings.
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// Connection URL (without its password, which is in `password_file`).
+    pub url: String,
+    /// Where the password is.
+    pub password_file: Option<PathBuf>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Idle connections kept.
+    pub min_connections: u32,
+    /// Wait for a connection.
+    pub acquire_timeout: Duration,
+    /// Server-side statement timeout.
+    pub statement_timeout: Duration,
 }
 
 /// Log output format.
@@ -960,6 +1024,12 @@ struct FileStore {
     backend: String,
     path: Option<PathBuf>,
     cache_capacity_mb: u64,
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    max_connections: u64,
+    min_connections: u64,
+    acquire_timeout_ms: u64,
+    statement_timeout_ms: u64,
 }
 
 impl Default for FileStore {
@@ -968,6 +1038,12 @@ impl Default for FileStore {
             backend: "sled".into(),
             path: None,
             cache_capacity_mb: 64,
+            url: None,
+            password_file: None,
+            max_connections: 16,
+            min_connections: 2,
+            acquire_timeout_ms: 2000,
+            statement_timeout_ms: 5000,
         }
     }
 }
@@ -1098,6 +1174,48 @@ fn rate(key: &'static str, value: u64) -> Result<u32, ConfigError> {
     })
 }
 
+/// The `[store]` settings of the PostgreSQL backend.
+fn postgres_config(store: &FileStore) -> Result<PostgresConfig, ConfigError> {
+    let url = store.url.clone().ok_or(ConfigError::Invalid {
+        key: "store.url",
+        message: "backend \"postgres\" needs the database's URL".into(),
+    })?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError::Invalid {
+            key: "store.url",
+            message: "must start with postgres:// or postgresql://".into(),
+        });
+    }
+    let max_connections = bounded("store.max_connections", store.max_connections, 1, 1000)?;
+    let min_connections = bounded(
+        "store.min_connections",
+        store.min_connections,
+        0,
+        store.max_connections,
+    )?;
+    let millis = |key, value, min, max| {
+        bounded(key, value, min, max).map(|ms| Duration::from_millis(ms as u64))
+    };
+    Ok(PostgresConfig {
+        url,
+        password_file: store.password_file.clone(),
+        max_connections: u32::try_from(max_connections).unwrap_or(16),
+        min_connections: u32::try_from(min_connections).unwrap_or(2),
+        acquire_timeout: millis(
+            "store.acquire_timeout_ms",
+            store.acquire_timeout_ms,
+            100,
+            60_000,
+        )?,
+        statement_timeout: millis(
+            "store.statement_timeout_ms",
+            store.statement_timeout_ms,
+            100,
+            600_000,
+        )?,
+    })
+}
+
 fn bounded(key: &'static str, value: u64, min: u64, max: u64) -> Result<usize, ConfigError> {
     if value < min || value > max {
         return Err(ConfigError::Invalid {
@@ -1215,16 +1333,20 @@ impl FileConfig {
             serial_prefix,
         };
 
-        if self.store.backend != "sled" {
-            return Err(ConfigError::Invalid {
-                key: "store.backend",
-                message: format!(
-                    "unknown backend {:?}; this release supports \"sled\"",
-                    self.store.backend
-                ),
-            });
-        }
+        let backend = match self.store.backend.as_str() {
+            "sled" => StoreBackend::Sled,
+            "postgres" => StoreBackend::Postgres(postgres_config(&self.store)?),
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "store.backend",
+                    message: format!(
+                        "unknown backend {other:?}; this release supports \"sled\" and \"postgres\""
+                    ),
+                });
+            }
+        };
         let store = StoreConfig {
+            backend,
             path: self.store.path.unwrap_or_else(|| data_dir.join("store")),
             cache_capacity_bytes: u64::try_from(bounded(
                 "store.cache_capacity_mb",
@@ -1409,6 +1531,15 @@ mod tests {
             ("[ca]\nserial_prefix = 128\n", "ca.serial_prefix"),
             ("[ca]\nkey_type = \"dsa\"\n", "ca.key_type"),
             ("[store]\nbackend = \"redis\"\n", "store.backend"),
+            ("[store]\nbackend = \"postgres\"\n", "store.url"),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"mysql://db\"\n",
+                "store.url",
+            ),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/slcs\"\nmin_connections = 20\n",
+                "store.min_connections",
+            ),
             ("[oauth]\nissuer = \"http://as.example\"\n", "oauth.issuer"),
             (
                 "[oauth]\nissuer = \"https://as.example/?x\"\n",
@@ -1468,6 +1599,7 @@ mod tests {
                 ("server.listen", _) => toml::Value::String("127.0.0.1:9".into()),
                 ("ca.key_type", _) => toml::Value::String("ecdsa-p384".into()),
                 ("store.backend", _) => toml::Value::String("sled".into()),
+                ("store.url", _) => toml::Value::String("postgres://slcs@db/slcs".into()),
                 ("oauth.issuer", _) => toml::Value::String("https://as.example".into()),
                 ("oauth.certificate_audience", _) => {
                     toml::Value::String("https://as.example/certificate".into())

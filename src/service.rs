@@ -11,6 +11,7 @@ use fs2::FileExt as _;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
+use crate::config::{PostgresConfig, StoreBackend};
 use crate::http::server::{TlsSetupError, serve as serve_http, tls_config};
 use crate::http::{AppState, RequestLimits, build_app};
 use crate::oauth::admin::{AdminToken, AdminTokenError};
@@ -18,6 +19,7 @@ use crate::oauth::{TokenService, TokenServiceError};
 use crate::pki::ca::{CaError, InitReport, create_dir_private, init_data_dir};
 use crate::pki::issuer::{EngineError, IssuanceEngine};
 use crate::pki::trustroots::{TrustRootError, render_trustroots, trust_root_files};
+use crate::store::postgres::{MigrationReport, PgOptions, PgStore};
 use crate::store::sled::{OpenMode, SledOptions, SledStore};
 use crate::store::{Store, StoreError};
 
@@ -124,7 +126,9 @@ pub struct Opened {
     /// What was created on this start.
     pub report: InitReport,
     /// The store.
-    pub store: Arc<SledStore>,
+    pub store: Arc<dyn Store>,
+    /// The same store when it is sled (its commit counters, for `slcs bench`).
+    pub sled: Option<Arc<SledStore>>,
     /// The issuance engine.
     pub engine: Arc<IssuanceEngine>,
 }
@@ -132,7 +136,7 @@ pub struct Opened {
 impl std::fmt::Debug for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Opened")
-            .field("store", &self.store)
+            .field("store", &self.store.backend())
             .finish_non_exhaustive()
     }
 }
@@ -148,28 +152,55 @@ pub enum StartMode {
 }
 
 /// Locks the data directory, creates missing material, opens the store and
-/// starts the engine.
-pub fn open(config: &Config, clock: &dyn Clock, mode: StartMode) -> Result<Opened, ServiceError> {
+/// starts the engine. On PostgreSQL, `slcs init` (and `serve --migrate`)
+/// also applies the schema migrations the database lacks.
+pub async fn open(
+    config: &Config,
+    clock: &dyn Clock,
+    mode: StartMode,
+    migrate: bool,
+) -> Result<Opened, ServiceError> {
     let lock = lock_data_dir(config)?;
     let mut report = init_data_dir(config, clock.now())?;
     let ca = crate::pki::ca::load_ca_certificate(config)?;
-    let store_mode = if mode == StartMode::Init || report.created_dev_ca {
-        OpenMode::CreateIfMissing
-    } else {
-        OpenMode::MustExist
+    let (store, sled): (Arc<dyn Store>, _) = match &config.store.backend {
+        StoreBackend::Sled => {
+            let store_mode = if mode == StartMode::Init || report.created_dev_ca {
+                OpenMode::CreateIfMissing
+            } else {
+                OpenMode::MustExist
+            };
+            let store_existed = config.store.path.exists();
+            let store = Arc::new(SledStore::open(&SledOptions {
+                path: config.store.path.clone(),
+                cache_capacity_bytes: config.store.cache_capacity_bytes,
+                mode: store_mode,
+                ca_key_sha256: Some(ca.key_sha256_hex()),
+            })?);
+            if !store_existed {
+                report
+                    .created
+                    .push(("issuance store (empty)", config.store.path.clone()));
+            }
+            (Arc::clone(&store) as Arc<dyn Store>, Some(store))
+        }
+        StoreBackend::Postgres(postgres) => {
+            let options = postgres_options(postgres, Some(ca.key_sha256_hex()))?;
+            if migrate || mode == StartMode::Init {
+                let migrated = PgStore::migrate(&options).await?;
+                if migrated.from != migrated.to {
+                    tracing::info!(
+                        from = migrated.from,
+                        to = migrated.to,
+                        "PostgreSQL schema migrated"
+                    );
+                }
+            }
+            let store = PgStore::open(&options).await?;
+            tracing::info!(database = %store.display(), "PostgreSQL store opened");
+            (Arc::new(store) as Arc<dyn Store>, None)
+        }
     };
-    let store_existed = config.store.path.exists();
-    let store = Arc::new(SledStore::open(&SledOptions {
-        path: config.store.path.clone(),
-        cache_capacity_bytes: config.store.cache_capacity_bytes,
-        mode: store_mode,
-        ca_key_sha256: Some(ca.key_sha256_hex()),
-    })?);
-    if !store_existed {
-        report
-            .created
-            .push(("issuance store (empty)", config.store.path.clone()));
-    }
     let engine = Arc::new(IssuanceEngine::start(
         config,
         Arc::clone(&store) as Arc<dyn crate::store::IssuanceLog>,
@@ -179,19 +210,64 @@ pub fn open(config: &Config, clock: &dyn Clock, mode: StartMode) -> Result<Opene
         lock,
         report,
         store,
+        sled,
         engine,
     })
+}
+
+/// The PostgreSQL options of `config`, the password read from its file.
+pub fn postgres_options(
+    config: &PostgresConfig,
+    ca_key_sha256: Option<String>,
+) -> Result<PgOptions, ServiceError> {
+    let password = match &config.password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ServiceError::Io {
+                context: format!(
+                    "cannot read the PostgreSQL password file {}",
+                    path.display()
+                ),
+                source,
+            })?;
+            let password = zeroize::Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned());
+            drop(zeroize::Zeroizing::new(text));
+            Some(password)
+        }
+        None => None,
+    };
+    Ok(PgOptions {
+        url: config.url.clone(),
+        password,
+        max_connections: config.max_connections,
+        min_connections: config.min_connections,
+        acquire_timeout: config.acquire_timeout,
+        statement_timeout: config.statement_timeout,
+        ca_key_sha256,
+    })
+}
+
+/// `slcs migrate`: brings the configured PostgreSQL database to this
+/// build's schema.
+pub async fn migrate(config: &Config) -> Result<MigrationReport, ServiceError> {
+    let StoreBackend::Postgres(postgres) = &config.store.backend else {
+        return Err(ServiceError::Config(ConfigError::Invalid {
+            key: "store.backend",
+            message: "`slcs migrate` is for the postgres backend; sled stores migrate themselves when opened".into(),
+        }));
+    };
+    Ok(PgStore::migrate(&postgres_options(postgres, None)?).await?)
 }
 
 /// Runs the HTTPS service until SIGTERM or SIGINT. `on_ready` is called with
 /// the bound address once the listener accepts connections.
 pub async fn serve(
     config: &Config,
+    migrate: bool,
     clock: Arc<dyn Clock>,
     on_start: impl FnOnce(&InitReport),
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServiceError> {
-    let opened = open(config, clock.as_ref(), StartMode::Run)?;
+    let opened = open(config, clock.as_ref(), StartMode::Run, migrate).await?;
     on_start(&opened.report);
     crate::pki::ca::check_private_mode(&config.server.tls_key)?;
     let client_roots = [rustls_pki_types::CertificateDer::from(
@@ -203,7 +279,7 @@ pub async fn serve(
         &client_roots,
     )?;
     let files = trust_root_files(opened.engine.ca_certificate(), &config.ca.profile.subject)?;
-    let store: Arc<dyn Store> = Arc::clone(&opened.store) as Arc<dyn Store>;
+    let store: Arc<dyn Store> = Arc::clone(&opened.store);
     let users = Arc::new(
         crate::users::LocalUsers::new(Arc::clone(&store), config.users.password)
             .map_err(|e| ServiceError::Users(e.to_string()))?,
@@ -273,7 +349,7 @@ pub async fn serve(
     let stop = async {
         tokio::select! {
             () = shutdown_signal() => {}
-            detail = store_watchdog(Arc::clone(&opened.store) as Arc<dyn Store>) => {
+            detail = store_watchdog(Arc::clone(&opened.store)) => {
                 tracing::error!(
                     %detail,
                     "the store can no longer make writes durable; stopping so that a supervisor restarts slcs once the disk has space again"
@@ -349,6 +425,10 @@ const STORE_CHECK_FAILURES: u32 = 3;
 /// flight are answered first, with 503) and exits non-zero, for its
 /// supervisor to start it again; until the disk has space, it will not
 /// start. A disk that recovers between checks resets the count.
+///
+/// A store that recovers by itself (PostgreSQL: the pool reconnects once
+/// the database is back) is only watched: requests meanwhile fail closed
+/// with 503, and the replica serves again without a restart.
 async fn store_watchdog(store: Arc<dyn Store>) -> String {
     let mut failures = 0;
     let mut tick = tokio::time::interval(STORE_CHECK_PERIOD);
@@ -357,13 +437,16 @@ async fn store_watchdog(store: Arc<dyn Store>) -> String {
         tick.tick().await;
         let health = store.health().await;
         if health.ok {
+            if failures > 0 {
+                tracing::info!(failures, "store reachable again");
+            }
             failures = 0;
             continue;
         }
         failures += 1;
         let detail = health.error.unwrap_or_else(|| "unknown error".into());
         tracing::warn!(%detail, failures, "store health check failed");
-        if failures >= STORE_CHECK_FAILURES {
+        if failures >= STORE_CHECK_FAILURES && !store.recovers_by_itself() {
             return detail;
         }
     }

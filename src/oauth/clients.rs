@@ -2789,4 +2789,4 @@ pub(crate) fn echo(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,8 +1,9 @@
 //! Durable state behind one trait, [`Store`], so the domain never knows which
-//! database it talks to. Only this module knows sled (and, later, SQL).
+//! database it talks to. Only this module knows sled and PostgreSQL.
 //!
 //! Contract for every backend: a method that returns `Ok` has made its write
-//! durable (on disk, fsynced) — "nothing acknowledged is lost". Methods speak
+//! durable (on disk, fsynced; for PostgreSQL, committed) — "nothing
+//! acknowledged is lost". Methods speak
 //! the domain (`record_intent` refuses a serial that exists, atomically), not
 //! key-value operations. Later issues add clients, users, approvals, grants,
 //! tokens and audit as further supertraits of [`Store`].
@@ -24,7 +25,10 @@ use crate::users::User;
 use crate::users::session::Session;
 
 pub mod audit_chain;
+#[cfg(test)]
+mod conformance;
 pub mod memory;
+pub mod postgres;
 pub mod sled;
 
 /// The schema version this build writes and understands.
@@ -856,6 +860,14 @@ pub trait Store:
 
     /// Checks the store end to end (a durable write round trip).
     async fn health(&self) -> StoreHealth;
+
+    /// Whether the store comes back by itself after failing (a database
+    /// server that returns, reached again by a fresh connection), or keeps
+    /// failing until the process reopens it (sled after an I/O error).
+    /// The service stops for a restart only in the second case.
+    fn recovers_by_itself(&self) -> bool {
+        false
+    }
 
     /// Forces everything written so far to disk; used at shutdown.
     async fn flush(&self) -> Result<(), StoreError>;

@@ -90,8 +90,32 @@ pub fn config_for(dir: &Path, env: &[(&str, &str)]) -> Config {
 /// Opens an engine on a fresh data directory with a CA of `ca_key_type`.
 pub fn open_engine(dir: &Path, ca_key_type: &str) -> (Config, Opened) {
     let config = config_for(dir, &[("SLCS_CA_KEY_TYPE", ca_key_type)]);
-    let opened = slcs::service::open(&config, &SystemClock, StartMode::Init).unwrap();
+    let opened = open_blocking(&config);
     (config, opened)
+}
+
+/// `service::open` (sled, `slcs init`) from sync or async test code alike:
+/// on a thread of its own with a runtime of its own (a sled store does not
+/// belong to a runtime).
+pub fn open_blocking(config: &Config) -> Opened {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(slcs::service::open(
+                        config,
+                        &SystemClock,
+                        StartMode::Init,
+                        false,
+                    ))
+                    .unwrap()
+            })
+            .join()
+            .unwrap()
+    })
 }
 
 /// Now, from the system clock.

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use slcs::pki::issuer::IssueError;
-use slcs::store::IssuanceLog as _;
 
 use crate::issuance::{KeyKind, openssl_csr, person_request, rcgen_csr};
 use crate::{now, open_engine, openssl};
@@ -221,12 +220,7 @@ async fn blocklisted_keys_are_refused() {
         &data,
         &[("SLCS_CA_PROFILE", profile_path.to_str().unwrap())],
     );
-    let opened = slcs::service::open(
-        &config,
-        &slcs::clock::SystemClock,
-        slcs::service::StartMode::Init,
-    )
-    .unwrap();
+    let opened = crate::open_blocking(&config);
     let err = opened
         .engine
         .issue(&csr, &person_request("A", now()), now())

@@ -173,6 +173,13 @@ fn seed_server_to_server() -> serde_json::Value {
     })
 }
 
+/// A registered service account `id` (for the store's tests).
+pub(crate) fn service_account(id: &str) -> Client {
+    let mut registration = seed_server_to_server();
+    registration["client"]["clientId"] = json!(id);
+    create(registration).client
+}
+
 /// Seed 003 "SPA" bullets as JSON.
 fn seed_spa() -> serde_json::Value {
     json!({

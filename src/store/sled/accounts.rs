@@ -607,35 +607,16 @@ pub(super) fn purge_expired_json(
 }
 
 #[cfg(test)]
+// What every backend must do is shown by the conformance suite
+// (src/store/conformance.rs); here, what only sled's separate index trees
+// need: that purging leaves no index entry naming a gone record.
 mod tests {
-    use std::collections::BTreeSet;
-    use std::sync::Arc;
-
     use time::macros::datetime;
 
     use super::*;
-    use crate::oauth::grants::UserGrant;
 
     fn store(dir: &std::path::Path) -> SledStore {
         super::super::open_for_tests(dir)
-    }
-
-    fn user(sub: &str, username: &str) -> User {
-        User::example(sub, username, datetime!(2026-11-29 12:00 UTC))
-    }
-
-    fn grant() -> UserGrant {
-        UserGrant {
-            grant_id: "ag_1".into(),
-            sub: "u-1".into(),
-            client_id: "portal".into(),
-            scope: "openid".into(),
-            resource: "https://as/certificate".into(),
-            approval_id: "ap_1".into(),
-            auth_time: datetime!(2026-11-29 12:00 UTC),
-            amr: vec!["pwd".into()],
-            root_grant_type: "authorization_code".into(),
-        }
     }
 
     #[tokio::test]
@@ -678,172 +659,5 @@ mod tests {
                 .next()
                 .is_none()
         );
-    }
-
-    #[tokio::test]
-    async fn usernames_are_unique_regardless_of_case_and_never_renamed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        store.create_user(&user("u-1", "Alice")).await.unwrap();
-        assert!(matches!(
-            store.create_user(&user("u-2", "alice")).await,
-            Err(StoreError::UserExists(_))
-        ));
-        // The refused second user left nothing behind.
-        assert!(store.user("u-2").await.unwrap().is_none());
-        assert_eq!(
-            store.user_by_name("ALICE").await.unwrap().unwrap().sub,
-            "u-1"
-        );
-        let current = store.user("u-1").await.unwrap().unwrap();
-        let mut renamed = current.clone();
-        renamed.username = "bob".into();
-        assert!(store.update_user(&current, &renamed).await.is_err());
-        let mut disabled = current.clone();
-        disabled.disabled = true;
-        store.update_user(&current, &disabled).await.unwrap();
-        // A stale expected value is a conflict, not a silent overwrite.
-        assert!(matches!(
-            store.update_user(&current, &disabled).await,
-            Err(StoreError::Conflict(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_code_is_redeemed_fresh_exactly_once_under_concurrency() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(store(dir.path()));
-        let at = datetime!(2026-11-29 12:00 UTC);
-        store
-            .put_code(&AuthorizationCode {
-                hash: "h1".into(),
-                grant: grant(),
-                redirect_uri: "https://p/cb".into(),
-                code_challenge: "c".into(),
-                nonce: None,
-                created_at: at,
-                expires_at: at + time::Duration::seconds(60),
-                redeemed_at: None,
-            })
-            .await
-            .unwrap();
-        let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let store = Arc::clone(&store);
-            tasks.push(tokio::spawn(
-                async move { store.redeem_code("h1", at).await },
-            ));
-        }
-        let mut fresh = 0;
-        let mut replayed = 0;
-        for task in tasks {
-            match task.await.unwrap().unwrap() {
-                CodeRedemption::Fresh(_) => fresh += 1,
-                CodeRedemption::Replayed(_) => replayed += 1,
-                CodeRedemption::Unknown => panic!("the code exists"),
-            }
-        }
-        assert_eq!((fresh, replayed), (1, 15));
-        assert_eq!(
-            store.redeem_code("nope", at).await.unwrap(),
-            CodeRedemption::Unknown
-        );
-    }
-
-    #[tokio::test]
-    async fn approvals_are_replaced_only_from_what_was_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let at = datetime!(2026-11-29 12:00 UTC);
-        let first = Approval {
-            id: "ap_1".into(),
-            sub: "u-1".into(),
-            client_id: "portal".into(),
-            scopes: ["openid".to_owned()].into(),
-            redirect_uris: BTreeSet::new(),
-            delegatees: Default::default(),
-            declined_delegatees: BTreeSet::new(),
-            max_depth: 2,
-            created_at: at,
-            updated_at: at,
-            expires_at: at + time::Duration::days(1),
-            last_used: None,
-            revoked: None,
-        };
-        store.save_approval(None, &first).await.unwrap();
-        // A second "first" approval for the same pair is a conflict.
-        let rival = Approval {
-            id: "ap_2".into(),
-            ..first.clone()
-        };
-        assert!(store.save_approval(None, &rival).await.is_err());
-        assert!(store.approval("ap_2").await.unwrap().is_none(), "no orphan");
-        // Replacing by a new id moves the current pointer; the old stays.
-        store.save_approval(Some(&first), &rival).await.unwrap();
-        assert_eq!(
-            store
-                .current_approval("u-1", "portal")
-                .await
-                .unwrap()
-                .unwrap()
-                .id,
-            "ap_2"
-        );
-        assert!(store.approval("ap_1").await.unwrap().is_some());
-        assert_eq!(store.approvals_of("u-1").await.unwrap().len(), 1);
-        store.add_grant("ap_2", "ag_1").await.unwrap();
-        store.add_grant("ap_2", "ag_2").await.unwrap();
-        assert_eq!(store.grants_of("ap_2").await.unwrap(), vec!["ag_1", "ag_2"]);
-        assert!(store.grants_of("ap_1").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn expired_records_are_purged_and_user_codes_freed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let at = datetime!(2026-11-29 12:00 UTC);
-        let device = DeviceRecord {
-            hash: "d1".into(),
-            user_code: "BCDFGHJK".into(),
-            client_id: "cli".into(),
-            scopes: BTreeSet::new(),
-            resource: "r".into(),
-            created_at: at,
-            expires_at: at + time::Duration::minutes(10),
-            interval_secs: 5,
-            last_poll: None,
-            status: crate::oauth::grants::DeviceStatus::Pending,
-        };
-        store.put_device(&device).await.unwrap();
-        let clash = DeviceRecord {
-            hash: "d2".into(),
-            ..device.clone()
-        };
-        assert!(matches!(
-            store.put_device(&clash).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(store.device("d2").await.unwrap().is_none(), "no orphan");
-        use crate::store::Store as _;
-        assert_eq!(
-            store.purge_expired(at, time::Duration::ZERO).await.unwrap(),
-            0
-        );
-        let later = at + time::Duration::minutes(11);
-        assert_eq!(
-            store
-                .purge_expired(later, time::Duration::ZERO)
-                .await
-                .unwrap(),
-            2
-        );
-        assert!(
-            store
-                .device_by_user_code("BCDFGHJK")
-                .await
-                .unwrap()
-                .is_none()
-        );
-        store.put_device(&clash).await.unwrap();
     }
 }
