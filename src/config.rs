@@ -217,6 +217,12 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Age at which the current signing key is replaced by the pre-published next one.",
     },
     KeyDoc {
+        path: "oauth.shared_keys_refresh_secs",
+        kind: KeyKind::Int,
+        default: "30",
+        doc: "With the postgres backend: how often each replica re-reads the signing keys the replicas share, so a rotation on one reaches all within this time (1 to 3600).",
+    },
+    KeyDoc {
         path: "oauth.refresh_token_lifetime_secs",
         kind: KeyKind::Int,
         default: "2592000",
@@ -511,6 +517,8 @@ pub struct OAuthConfig {
     pub signing_alg: String,
     /// Signing-key rotation period.
     pub key_rotation: Duration,
+    /// How often replicas re-read shared signing keys.
+    pub shared_keys_refresh: Duration,
     /// Absolute lifetime of a grant's refresh tokens.
     pub refresh_token_lifetime: Duration,
     /// Grace for presenting a just-rotated refresh token again (0: none).
@@ -930,6 +938,7 @@ struct FileOAuth {
     access_token_lifetime_secs: u64,
     signing_alg: String,
     key_rotation_days: u64,
+    shared_keys_refresh_secs: u64,
     refresh_token_lifetime_secs: u64,
     refresh_reuse_grace_secs: u64,
     device_code_lifetime_secs: u64,
@@ -945,6 +954,7 @@ impl Default for FileOAuth {
             access_token_lifetime_secs: 900,
             signing_alg: "ES256".into(),
             key_rotation_days: 30,
+            shared_keys_refresh_secs: 30,
             refresh_token_lifetime_secs: 30 * 86_400,
             refresh_reuse_grace_secs: 0,
             device_code_lifetime_secs: 600,
@@ -1099,6 +1109,12 @@ impl FileOAuth {
             access_token_lifetime: Duration::from_secs(lifetime),
             signing_alg: self.signing_alg,
             key_rotation: Duration::from_secs(self.key_rotation_days * 86_400),
+            shared_keys_refresh: Duration::from_secs(bounded(
+                "oauth.shared_keys_refresh_secs",
+                self.shared_keys_refresh_secs,
+                1,
+                3600,
+            )? as u64),
             refresh_token_lifetime: Duration::from_secs(bounded(
                 "oauth.refresh_token_lifetime_secs",
                 self.refresh_token_lifetime_secs,

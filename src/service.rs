@@ -284,16 +284,22 @@ pub async fn serve(
         crate::users::LocalUsers::new(Arc::clone(&store), config.users.password)
             .map_err(|e| ServiceError::Users(e.to_string()))?,
     );
-    let tokens = Arc::new(TokenService::start(
-        config,
-        Arc::clone(&store),
-        Arc::clone(&users) as Arc<dyn crate::users::UserSource>,
-        clock.now(),
-    )?);
+    let tokens = Arc::new(
+        TokenService::start(
+            config,
+            Arc::clone(&store),
+            Arc::clone(&users) as Arc<dyn crate::users::UserSource>,
+            clock.now(),
+        )
+        .await?,
+    );
     let metrics = crate::observability::install();
     let upkeep = metrics.clone().map(crate::observability::spawn_upkeep);
     let maintenance =
         spawn_maintenance(Arc::clone(&tokens), Arc::clone(&store), Arc::clone(&clock));
+    let key_refresh = store
+        .shares_signing_keys()
+        .then(|| spawn_key_refresh(Arc::clone(&tokens)));
     let admin = AdminToken::load(&config.admin_token_path())?;
     let development = crate::pki::ca::is_development_ca(config);
     if development {
@@ -360,6 +366,9 @@ pub async fn serve(
     };
     serve_http(listener, app, tls, &config.server, stop).await;
     maintenance.abort();
+    if let Some(key_refresh) = key_refresh {
+        key_refresh.abort();
+    }
     if let Some(upkeep) = upkeep {
         upkeep.abort();
     }
@@ -404,6 +413,22 @@ fn spawn_maintenance(
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "expired store entries purged"),
                 Err(error) => tracing::error!(%error, "purging expired store entries failed"),
+            }
+        }
+    })
+}
+
+/// Replicas sharing a store re-read its signing keys every
+/// `oauth.shared_keys_refresh_secs`, so a rotation made by one reaches
+/// every replica's signing and JWK set within that time.
+fn spawn_key_refresh(tokens: Arc<TokenService>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(tokens.config().shared_keys_refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = tokens.refresh_shared_keys().await {
+                tracing::warn!(%error, "reading the shared signing keys failed");
             }
         }
     })

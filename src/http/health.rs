@@ -1,6 +1,9 @@
-//! `GET /healthz`: liveness and readiness in one answer. 200 when the store
-//! completes a durable write round trip, 503 otherwise (load balancers take
-//! the instance out of rotation).
+//! Health: `GET /livez` says the process is up and answering (no store
+//! access: a supervisor restarts a process that fails it, and restarting
+//! does not help a database that is away); `GET /readyz` (also served as
+//! `/healthz`) says the store completes a durable write round trip, 200 or
+//! 503, so a load balancer takes a replica that lost its database out of
+//! rotation until it is back.
 
 use axum::Json;
 use axum::extract::State;
@@ -28,6 +31,39 @@ pub(super) struct CaHealth {
     #[schema(value_type = String, format = DateTime)]
     not_after: time::OffsetDateTime,
     expires_in_days: i64,
+}
+
+/// The liveness answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Liveness {
+    status: &'static str,
+    version: &'static str,
+    uptime_secs: u64,
+}
+
+#[utoipa::path(
+    get, path = "/livez", tag = "operations",
+    responses(
+        (status = 200, description = "The process is up and serving requests; the store is not consulted.", body = Liveness),
+    ),
+)]
+pub(super) async fn livez(State(state): State<AppState>) -> Json<Liveness> {
+    Json(Liveness {
+        status: "alive",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: state.inner.started.elapsed().as_secs(),
+    })
+}
+
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The store completed a durable write.", body = Health),
+        (status = 503, description = "The store cannot make writes durable.", body = Health),
+    ),
+)]
+pub(super) async fn readyz(state: State<AppState>) -> Response {
+    healthz(state).await
 }
 
 #[utoipa::path(

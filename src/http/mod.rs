@@ -167,6 +167,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn build_app(state: AppState, limits: RequestLimits) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/livez", get(health::livez))
         .route("/metrics", get(health::metrics))
         .route("/ca.pem", get(trust::ca_pem))
         .route("/trustroots/", get(trust::trustroots))

@@ -44,6 +44,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::trust::ca_pem,
         super::trust::trustroots,
         super::health::healthz,
+        super::health::readyz,
+        super::health::livez,
         super::health::metrics,
         super::clients::create,
         super::clients::list,

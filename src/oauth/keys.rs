@@ -170,6 +170,9 @@ pub enum KeyError {
     /// The configured algorithm name is not one slcs signs with.
     #[error(transparent)]
     Config(UnknownAlgorithm),
+    /// The key set shared through the store cannot be sealed or opened.
+    #[error("shared signing keys: {0}")]
+    Sealed(String),
 }
 
 /// One signing key with its metadata. Debug output names the key only;
@@ -183,6 +186,9 @@ pub struct SigningKey {
     retired_at: Option<OffsetDateTime>,
     verify_until: Option<OffsetDateTime>,
     material: KeyMaterial,
+    /// The private key as PKCS#8 DER, kept to seal it for a shared store
+    /// (see [`KeySet::seal`]); wiped on drop.
+    pkcs8: Zeroizing<Vec<u8>>,
     spki_der: Vec<u8>,
     jwk: serde_json::Value,
     decoding_key: DecodingKey,
@@ -355,6 +361,26 @@ impl KeySet {
         now: OffsetDateTime,
         keep_retired_for: Duration,
     ) -> Result<(), KeyError> {
+        self.rotate_in(Some(dir), now, keep_retired_for)
+    }
+
+    /// [`KeySet::rotate`] for a set kept in a shared store rather than a
+    /// directory: the same state changes, no files; the caller stores the
+    /// result ([`KeySet::seal`]) and adopts it only once stored.
+    pub fn rotate_detached(
+        &mut self,
+        now: OffsetDateTime,
+        keep_retired_for: Duration,
+    ) -> Result<(), KeyError> {
+        self.rotate_in(None, now, keep_retired_for)
+    }
+
+    fn rotate_in(
+        &mut self,
+        dir: Option<&Path>,
+        now: OffsetDateTime,
+        keep_retired_for: Duration,
+    ) -> Result<(), KeyError> {
         let verify_until = add(now, keep_retired_for, "keep_retired_for")?;
         let mut new_next = generate(dir, self.alg, now)?;
         new_next.state = KeyState::Next;
@@ -373,22 +399,14 @@ impl KeySet {
                 .filter(|k| k.is_published_at(now))
                 .map(SigningKey::record),
         );
+        let Some(dir) = dir else {
+            self.adopt_rotation(new_next, now, verify_until);
+            return Ok(());
+        };
         write_metadata(dir, &records)?;
 
         // Persisted: now mirror it in memory.
-        let mut promoted = std::mem::replace(&mut self.next, new_next);
-        promoted.state = KeyState::Current;
-        promoted.activated_at = Some(now);
-        let mut demoted = std::mem::replace(&mut self.current, promoted);
-        demoted.state = KeyState::Retired;
-        demoted.retired_at = Some(now);
-        demoted.verify_until = Some(verify_until);
-        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
-            .into_iter()
-            .partition(|k| k.is_published_at(now));
-        self.retired = kept;
-        self.retired.insert(0, demoted);
-
+        let dropped = self.adopt_rotation(new_next, now, verify_until);
         for key in &dropped {
             let path = key_path(dir, &key.kid);
             match fs::remove_file(&path) {
@@ -401,6 +419,136 @@ impl KeySet {
             sync_dir(dir)?;
         }
         Ok(())
+    }
+
+    /// The in-memory half of a rotation; returns the retired keys that
+    /// left the set.
+    fn adopt_rotation(
+        &mut self,
+        new_next: SigningKey,
+        now: OffsetDateTime,
+        verify_until: OffsetDateTime,
+    ) -> Vec<SigningKey> {
+        let mut promoted = std::mem::replace(&mut self.next, new_next);
+        promoted.state = KeyState::Current;
+        promoted.activated_at = Some(now);
+        let mut demoted = std::mem::replace(&mut self.current, promoted);
+        demoted.state = KeyState::Retired;
+        demoted.retired_at = Some(now);
+        demoted.verify_until = Some(verify_until);
+        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|k| k.is_published_at(now));
+        self.retired = kept;
+        self.retired.insert(0, demoted);
+        dropped
+    }
+
+    /// A new set (a current and a pre-published next key) that lives in a
+    /// shared store, not a directory.
+    pub fn generate_detached(alg: SigningAlgorithm, now: OffsetDateTime) -> Result<Self, KeyError> {
+        Self::generate_set(None, alg, now)
+    }
+
+    fn generate_set(
+        dir: Option<&Path>,
+        alg: SigningAlgorithm,
+        now: OffsetDateTime,
+    ) -> Result<Self, KeyError> {
+        let mut current = generate(dir, alg, now)?;
+        current.state = KeyState::Current;
+        current.activated_at = Some(now);
+        let mut next = generate(dir, alg, now)?;
+        next.state = KeyState::Next;
+        Ok(Self {
+            alg,
+            current,
+            next,
+            retired: Vec::new(),
+        })
+    }
+
+    /// The set as a shared store keeps it: the metadata in the clear, each
+    /// private key sealed (AES-256-GCM, random nonce, the key's metadata as
+    /// associated data) under `kek`, so a database dump alone does not give
+    /// away the keys that sign access tokens.
+    pub fn seal(&self, kek: &KeySealingKey) -> Result<Vec<u8>, KeyError> {
+        let keys = self
+            .keys()
+            .map(|key| {
+                let record = key.record();
+                let aad = sealing_aad(&record)?;
+                Ok(SealedKey {
+                    sealed: STANDARD.encode(kek.seal(&aad, &key.pkcs8)?),
+                    record,
+                })
+            })
+            .collect::<Result<Vec<_>, KeyError>>()?;
+        serde_json::to_vec(&SealedKeySet {
+            version: METADATA_VERSION,
+            keys,
+        })
+        .map_err(|e| KeyError::Sealed(e.to_string()))
+    }
+
+    /// Opens a set sealed by [`KeySet::seal`] under the same `kek`; keys
+    /// generated by later rotations use `alg`.
+    pub fn unseal(
+        sealed: &[u8],
+        kek: &KeySealingKey,
+        alg: SigningAlgorithm,
+    ) -> Result<Self, KeyError> {
+        let set: SealedKeySet =
+            serde_json::from_slice(sealed).map_err(|e| KeyError::Sealed(e.to_string()))?;
+        if set.version != METADATA_VERSION {
+            return Err(KeyError::Sealed(format!(
+                "unsupported version {}",
+                set.version
+            )));
+        }
+        let records: Vec<KeyRecord> = set.keys.iter().map(|k| k.record.clone()).collect();
+        validate_records(&records).map_err(KeyError::Sealed)?;
+        let (mut current, mut next, mut retired) = (None, None, Vec::new());
+        for sealed_key in set.keys {
+            let record = sealed_key.record;
+            let aad = sealing_aad(&record)?;
+            let ciphertext = STANDARD
+                .decode(&sealed_key.sealed)
+                .map_err(|e| KeyError::Sealed(format!("key {}: {e}", record.kid)))?;
+            let der = kek.open(&aad, &ciphertext).ok_or_else(|| {
+                KeyError::Sealed(format!(
+                    "key {} cannot be opened: this replica's secret-pepper is not the one the shared keys were sealed with (every replica needs the same one), or the record was altered",
+                    record.kid
+                ))
+            })?;
+            let expected_kid = record.kid.clone();
+            let state = record.state;
+            let key = from_pkcs8(&der, record)
+                .map_err(|message| KeyError::Sealed(format!("key {expected_kid}: {message}")))?;
+            if key.kid != expected_kid {
+                return Err(KeyError::Sealed(format!(
+                    "the key sealed as {expected_kid} is {}",
+                    key.kid
+                )));
+            }
+            match state {
+                KeyState::Current => current = Some(key),
+                KeyState::Next => next = Some(key),
+                KeyState::Retired => retired.push(key),
+            }
+        }
+        let (Some(current), Some(next)) = (current, next) else {
+            return Err(KeyError::Sealed(
+                "expected exactly one current and one next key".into(),
+            ));
+        };
+        retired.sort_by_key(|k: &SigningKey| std::cmp::Reverse(k.retired_at));
+        Ok(Self {
+            alg,
+            current,
+            next,
+            retired,
+        })
     }
 
     /// Whether the current key has been current for `rotate_every` or more.
@@ -467,18 +615,9 @@ impl KeySet {
                 return Err(KeyError::Incomplete(dir.to_path_buf()));
             }
         }
-        let mut current = generate(dir, alg, now)?;
-        current.state = KeyState::Current;
-        current.activated_at = Some(now);
-        let mut next = generate(dir, alg, now)?;
-        next.state = KeyState::Next;
-        write_metadata(dir, &[current.record(), next.record()])?;
-        Ok(Self {
-            alg,
-            current,
-            next,
-            retired: Vec::new(),
-        })
+        let set = Self::generate_set(Some(dir), alg, now)?;
+        write_metadata(dir, &[set.current.record(), set.next.record()])?;
+        Ok(set)
     }
 
     fn load(dir: &Path, alg: SigningAlgorithm) -> Result<Self, KeyError> {
@@ -551,6 +690,89 @@ struct KeyRecord {
     verify_until: Option<OffsetDateTime>,
 }
 
+/// A key set as a shared store holds it ([`KeySet::seal`]).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedKeySet {
+    version: u32,
+    keys: Vec<SealedKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedKey {
+    record: KeyRecord,
+    /// base64(nonce ‖ AES-256-GCM ciphertext ‖ tag) of the PKCS#8 DER.
+    sealed: String,
+}
+
+/// What a sealed key is bound to: its metadata, so that a sealed key
+/// cannot be moved to another record (another kid, state or algorithm).
+fn sealing_aad(record: &KeyRecord) -> Result<Vec<u8>, KeyError> {
+    let mut aad = b"slcs-signing-key-v1\0".to_vec();
+    aad.extend(
+        serde_json::to_vec(&(&record.kid, record.alg))
+            .map_err(|e| KeyError::Sealed(e.to_string()))?,
+    );
+    Ok(aad)
+}
+
+/// The key-encryption key of a shared key set: AES-256-GCM, derived from
+/// the deployment's secret pepper (which every replica holds a copy of
+/// anyway, since client secrets are keyed with it).
+pub struct KeySealingKey {
+    key: aws_lc_rs::aead::LessSafeKey,
+}
+
+impl std::fmt::Debug for KeySealingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeySealingKey")
+    }
+}
+
+impl KeySealingKey {
+    /// A sealing key from 32 secret bytes.
+    pub fn new(bytes: &[u8; 32]) -> Result<Self, KeyError> {
+        let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, bytes)
+            .map_err(|_| KeyError::Sealed("cannot make the sealing key".into()))?;
+        Ok(Self {
+            key: aws_lc_rs::aead::LessSafeKey::new(unbound),
+        })
+    }
+
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+        use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
+        // A random 96-bit nonce per seal: the set is resealed only at
+        // rotations, far below the 2^32 messages per key that random
+        // nonces allow (NIST SP 800-38D §8.3).
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| KeyError::Sealed("no randomness".into()))?;
+        let mut out = Zeroizing::new(plaintext.to_vec());
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut *out,
+            )
+            .map_err(|_| KeyError::Sealed("sealing failed".into()))?;
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&out);
+        Ok(sealed)
+    }
+
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
+        let (nonce, ciphertext) = sealed.split_at_checked(NONCE_LEN)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buffer = Zeroizing::new(ciphertext.to_vec());
+        let plaintext = self
+            .key
+            .open_in_place(nonce, Aad::from(aad), &mut buffer)
+            .ok()?;
+        Some(Zeroizing::new(plaintext.to_vec()))
+    }
+}
+
 fn validate_records(records: &[KeyRecord]) -> Result<(), String> {
     let count = |state| records.iter().filter(|r| r.state == state).count();
     if count(KeyState::Current) != 1 || count(KeyState::Next) != 1 {
@@ -602,10 +824,11 @@ fn add(
         .ok_or(KeyError::DurationOutOfRange(what))
 }
 
-/// Generates a key, writes its PEM file, and returns it (state `Next`,
-/// which the caller adjusts).
+/// Generates a key, writes its PEM file into `dir` (none for a set kept
+/// in a shared store), and returns it (state `Next`, which the caller
+/// adjusts).
 fn generate(
-    dir: &Path,
+    dir: Option<&Path>,
     alg: SigningAlgorithm,
     now: OffsetDateTime,
 ) -> Result<SigningKey, KeyError> {
@@ -641,10 +864,12 @@ fn generate(
         verify_until: None,
     };
     let key = from_pkcs8(&pkcs8, record).map_err(|_| KeyError::Generate(alg))?;
-    write_new_file(
-        &key_path(dir, &key.kid),
-        &Zeroizing::new(encode_pem(&pkcs8)),
-    )?;
+    if let Some(dir) = dir {
+        write_new_file(
+            &key_path(dir, &key.kid),
+            &Zeroizing::new(encode_pem(&pkcs8)),
+        )?;
+    }
     Ok(key)
 }
 
@@ -741,6 +966,7 @@ fn from_pkcs8(der: &[u8], record: KeyRecord) -> Result<SigningKey, String> {
         retired_at: record.retired_at,
         verify_until: record.verify_until,
         material,
+        pkcs8: Zeroizing::new(der.to_vec()),
         spki_der,
         jwk,
         decoding_key,
@@ -935,6 +1161,59 @@ mod tests {
         let dir = tmp.path().join("keys");
         let set = KeySet::load_or_create(&dir, alg, T0).unwrap();
         (tmp, dir, set)
+    }
+
+    fn kids(set: &KeySet) -> Vec<(String, KeyState)> {
+        set.keys().map(|k| (k.kid.clone(), k.state)).collect()
+    }
+
+    #[test]
+    fn a_sealed_set_opens_only_with_its_key_and_unaltered() {
+        let kek = KeySealingKey::new(&[7; 32]).unwrap();
+        let mut set = KeySet::generate_detached(SigningAlgorithm::Es256, T0).unwrap();
+        set.rotate_detached(T0 + DAY, HOUR).unwrap();
+        let sealed = set.seal(&kek).unwrap();
+        // No private key in the clear: the PKCS#8 bytes are not in it.
+        let text = String::from_utf8(sealed.clone()).unwrap();
+        for key in set.keys() {
+            assert!(!text.contains(&STANDARD.encode(&*key.pkcs8)));
+        }
+        let opened = KeySet::unseal(&sealed, &kek, SigningAlgorithm::Es256).unwrap();
+        assert_eq!(kids(&opened), kids(&set));
+        assert_eq!(opened.jwks(T0 + DAY), set.jwks(T0 + DAY));
+        // It signs what the original verifies.
+        let signature = opened.current().sign(b"m").unwrap();
+        assert_eq!(signature.len(), set.current().signature_len());
+
+        let other = KeySealingKey::new(&[8; 32]).unwrap();
+        let err = KeySet::unseal(&sealed, &other, SigningAlgorithm::Es256).unwrap_err();
+        assert!(err.to_string().contains("secret-pepper"), "{err}");
+
+        // A sealed key moved under another record is refused.
+        let mut doc: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
+        let keys = doc["keys"].as_array_mut().unwrap();
+        let first = keys[0]["sealed"].clone();
+        keys[0]["sealed"] = keys[1]["sealed"].clone();
+        keys[1]["sealed"] = first;
+        let swapped = serde_json::to_vec(&doc).unwrap();
+        assert!(KeySet::unseal(&swapped, &kek, SigningAlgorithm::Es256).is_err());
+    }
+
+    #[test]
+    fn a_detached_rotation_matches_a_directory_rotation() {
+        let (_tmp, dir, mut on_disk) = new_set(SigningAlgorithm::EdDsa);
+        let kek = KeySealingKey::new(&[1; 32]).unwrap();
+        let mut detached =
+            KeySet::unseal(&on_disk.seal(&kek).unwrap(), &kek, SigningAlgorithm::EdDsa).unwrap();
+        on_disk.rotate(&dir, T0 + DAY, HOUR).unwrap();
+        detached.rotate_detached(T0 + DAY, HOUR).unwrap();
+        // The same keys change state; only the new next key differs.
+        let states = |set: &KeySet| -> Vec<KeyState> { set.keys().map(|k| k.state).collect() };
+        assert_eq!(states(&on_disk), states(&detached));
+        assert_eq!(on_disk.current().kid, detached.current().kid);
+        assert_eq!(on_disk.retired[0].kid, detached.retired[0].kid);
+        assert_ne!(on_disk.next().kid, detached.next().kid);
+        assert_eq!(detached.retired[0].verify_until, Some(T0 + DAY + HOUR));
     }
 
     #[cfg(unix)]

@@ -205,6 +205,7 @@ mod tests {
             access_token_lifetime: Duration::from_secs(900),
             signing_alg: "ES256".into(),
             key_rotation: Duration::from_secs(86_400),
+            shared_keys_refresh: Duration::from_secs(30),
             refresh_token_lifetime: Duration::from_secs(86_400),
             refresh_reuse_grace: Duration::ZERO,
             device_code_lifetime: Duration::from_secs(600),

@@ -45,12 +45,27 @@ const CLOCK_LEEWAY_SECS: u64 = 30;
 pub struct TokenService {
     store: Arc<dyn Store>,
     keys: RwLock<KeySet>,
-    keys_dir: std::path::PathBuf,
+    key_home: KeyHome,
     pepper: SecretPepper,
     config: OAuthConfig,
     delegation: DelegationConfig,
     users: Arc<dyn UserSource>,
 }
+
+/// Where the signing keys live.
+enum KeyHome {
+    /// `<data_dir>/keys/` of a single process (sled).
+    Directory(std::path::PathBuf),
+    /// The store shared by the replicas, sealed under `kek`; `generation`
+    /// is that of the set held in memory.
+    Shared {
+        kek: keys::KeySealingKey,
+        generation: std::sync::atomic::AtomicU64,
+    },
+}
+
+/// What the key-encryption key of shared signing keys is derived for.
+const KEY_SEALING_PURPOSE: &str = "slcs signing-key sealing v1";
 
 /// A signing key as the admin console shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,8 +255,11 @@ pub struct IntrospectedClaims {
 
 impl TokenService {
     /// Loads (or on first start creates) the signing keys and the pepper,
-    /// rotating the signing key if it is due.
-    pub fn start(
+    /// rotating the signing key if it is due. With a store shared by
+    /// replicas the keys are the store's (the first replica to start puts
+    /// them there: its data directory's keys if it has any, so tokens
+    /// issued before a move to PostgreSQL stay valid, else new ones).
+    pub async fn start(
         config: &Config,
         store: Arc<dyn Store>,
         users: Arc<dyn UserSource>,
@@ -252,21 +270,37 @@ impl TokenService {
             .signing_alg
             .parse()
             .map_err(keys::KeyError::Config)?;
-        let mut keys = KeySet::load_or_create(&config.keys_dir(), alg, now)?;
-        if keys.rotation_due(now, config.oauth.key_rotation) {
-            keys.rotate(&config.keys_dir(), now, retired_key_validity(&config.oauth))?;
-            tracing::info!("signing key rotated");
-        }
         let pepper = SecretPepper::load_or_create(&config.pepper_path())?;
-        Ok(Self {
+        let (keys, key_home) = if store.shares_signing_keys() {
+            let kek = keys::KeySealingKey::new(&pepper.derive_key(KEY_SEALING_PURPOSE))?;
+            let (keys, generation) =
+                load_shared_keys(store.as_ref(), &kek, alg, &config.keys_dir(), now).await?;
+            let home = KeyHome::Shared {
+                kek,
+                generation: std::sync::atomic::AtomicU64::new(generation),
+            };
+            (keys, home)
+        } else {
+            let mut keys = KeySet::load_or_create(&config.keys_dir(), alg, now)?;
+            if keys.rotation_due(now, config.oauth.key_rotation) {
+                keys.rotate(&config.keys_dir(), now, retired_key_validity(&config.oauth))?;
+                tracing::info!("signing key rotated");
+            }
+            (keys, KeyHome::Directory(config.keys_dir()))
+        };
+        let service = Self {
             store,
             keys: RwLock::new(keys),
-            keys_dir: config.keys_dir(),
+            key_home,
             pepper,
             config: config.oauth.clone(),
             delegation: config.delegation,
             users,
-        })
+        };
+        if matches!(service.key_home, KeyHome::Shared { .. }) {
+            service.rotate_keys(false, "scheduler", now).await?;
+        }
+        Ok(service)
     }
 
     /// Where people come from.
@@ -726,16 +760,21 @@ impl TokenService {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<bool, TokenServiceError> {
-        let rotated = {
-            let mut keys = self
-                .keys
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !force && !keys.rotation_due(now, self.config.key_rotation) {
-                false
-            } else {
-                keys.rotate(&self.keys_dir, now, retired_key_validity(&self.config))?;
-                true
+        let rotated = match &self.key_home {
+            KeyHome::Directory(dir) => {
+                let mut keys = self
+                    .keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !force && !keys.rotation_due(now, self.config.key_rotation) {
+                    false
+                } else {
+                    keys.rotate(dir, now, retired_key_validity(&self.config))?;
+                    true
+                }
+            }
+            KeyHome::Shared { kek, generation } => {
+                self.rotate_shared(kek, generation, force, now).await?
             }
         };
         if rotated {
@@ -754,6 +793,96 @@ impl TokenService {
                 .map_err(TokenServiceError::Store)?;
         }
         Ok(rotated)
+    }
+
+    /// A rotation of the shared set: read the stored set, rotate it, store
+    /// it as the next generation if no other replica did meanwhile (else
+    /// read theirs, which is then not due any more), and only then sign
+    /// with it. Whatever is read is adopted, so this also refreshes.
+    async fn rotate_shared(
+        &self,
+        kek: &keys::KeySealingKey,
+        generation: &std::sync::atomic::AtomicU64,
+        force: bool,
+        now: OffsetDateTime,
+    ) -> Result<bool, TokenServiceError> {
+        let alg = self.keys_read().algorithm();
+        let keep = shared_retired_key_validity(&self.config);
+        for _ in 0..5 {
+            let (stored, sealed) = self
+                .store
+                .shared_signing_keys()
+                .await
+                .map_err(TokenServiceError::Store)?
+                .ok_or_else(|| {
+                    TokenServiceError::Store(StoreError::Io(
+                        "the shared signing keys are missing from the store".into(),
+                    ))
+                })?;
+            let mut set = KeySet::unseal(&sealed, kek, alg)?;
+            if !force && !set.rotation_due(now, self.config.key_rotation) {
+                self.adopt_shared(set, generation, stored);
+                return Ok(false);
+            }
+            set.rotate_detached(now, keep)?;
+            match self
+                .store
+                .put_shared_signing_keys(stored + 1, &set.seal(kek)?)
+                .await
+            {
+                Ok(()) => {
+                    self.adopt_shared(set, generation, stored + 1);
+                    return Ok(true);
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(TokenServiceError::Store(e)),
+            }
+        }
+        Err(TokenServiceError::Store(StoreError::Conflict(
+            "signing keys: other replicas kept rotating; try again".into(),
+        )))
+    }
+
+    fn adopt_shared(&self, set: KeySet, generation: &std::sync::atomic::AtomicU64, stored: u64) {
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Never go back to an older set read before a newer one was adopted.
+        if stored >= generation.load(std::sync::atomic::Ordering::Acquire) {
+            *keys = set;
+            generation.store(stored, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Re-reads the shared signing keys if another replica rotated them
+    /// (every `oauth.shared_keys_refresh_secs`: within that time of a
+    /// rotation on one replica, every replica signs with the new key and
+    /// publishes the same JWK set); a no-op for keys in a directory.
+    /// Returns whether the keys changed.
+    pub async fn refresh_shared_keys(&self) -> Result<bool, TokenServiceError> {
+        let KeyHome::Shared { kek, generation } = &self.key_home else {
+            return Ok(false);
+        };
+        let Some((stored, sealed)) = self
+            .store
+            .shared_signing_keys()
+            .await
+            .map_err(TokenServiceError::Store)?
+        else {
+            return Ok(false);
+        };
+        if stored <= generation.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(false);
+        }
+        let alg = self.keys_read().algorithm();
+        let set = KeySet::unseal(&sealed, kek, alg)?;
+        self.adopt_shared(set, generation, stored);
+        tracing::info!(
+            generation = stored,
+            "shared signing keys changed on another replica; adopted"
+        );
+        Ok(true)
     }
 
     /// Every signing key with its state, for the operator: current first,
@@ -844,6 +973,44 @@ pub enum RevokeError {
 /// Retired keys stay in the JWK set as long as a token they signed can live.
 fn retired_key_validity(config: &OAuthConfig) -> std::time::Duration {
     config.access_token_lifetime + std::time::Duration::from_secs(CLOCK_LEEWAY_SECS)
+}
+
+/// With shared keys, another replica may go on signing with a key retired
+/// elsewhere until its next refresh: its last tokens must still verify.
+fn shared_retired_key_validity(config: &OAuthConfig) -> std::time::Duration {
+    retired_key_validity(config) + config.shared_keys_refresh
+}
+
+/// The shared signing keys, created (generation 1) by the first replica:
+/// from its data directory's keys if it has them, else new.
+async fn load_shared_keys(
+    store: &dyn Store,
+    kek: &keys::KeySealingKey,
+    alg: SigningAlgorithm,
+    keys_dir: &std::path::Path,
+    now: OffsetDateTime,
+) -> Result<(KeySet, u64), TokenServiceError> {
+    loop {
+        if let Some((generation, sealed)) = store
+            .shared_signing_keys()
+            .await
+            .map_err(TokenServiceError::Store)?
+        {
+            return Ok((KeySet::unseal(&sealed, kek, alg)?, generation));
+        }
+        let set = if keys_dir.join(keys::METADATA_FILE).exists() {
+            tracing::info!(dir = %keys_dir.display(), "sharing this data directory's signing keys through the store");
+            KeySet::load_or_create(keys_dir, alg, now)?
+        } else {
+            KeySet::generate_detached(alg, now)?
+        };
+        match store.put_shared_signing_keys(1, &set.seal(kek)?).await {
+            Ok(()) => return Ok((set, 1)),
+            // Another replica created them first: read theirs.
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(TokenServiceError::Store(e)),
+        }
+    }
 }
 
 /// RFC 6749 §3.3: the requested scope, which must be within the

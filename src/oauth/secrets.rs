@@ -195,6 +195,19 @@ impl SecretPepper {
         })
     }
 
+    /// A 32-byte key for `purpose`, derived from the pepper with HMAC
+    /// (a PRF keyed by the pepper, the purpose as its input, in the manner
+    /// of NIST SP 800-108), so one deployment secret serves several uses
+    /// without one use's key revealing another's.
+    pub fn derive_key(&self, purpose: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        let tag = hmac::sign(&self.key, purpose.as_bytes());
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        for (o, b) in out.iter_mut().zip(tag.as_ref()) {
+            *o = *b;
+        }
+        out
+    }
+
     /// Fresh random bytes for a new pepper.
     pub fn random_bytes() -> Result<[u8; PEPPER_BYTES], SecretError> {
         let mut bytes = [0u8; PEPPER_BYTES];

@@ -945,7 +945,9 @@ mod tests {
             parallelism: 1,
         };
         let users = Arc::new(LocalUsers::new(Arc::clone(&store), cheap).unwrap());
-        let tokens = TokenService::start(&config, Arc::clone(&store), users.clone(), T0).unwrap();
+        let tokens = TokenService::start(&config, Arc::clone(&store), users.clone(), T0)
+            .await
+            .unwrap();
         let representation = serde_json::from_value(serde_json::json!({
             "client": {
                 "clientId": "portal",

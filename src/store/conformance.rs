@@ -1242,3 +1242,61 @@ async fn pending_authorizations_are_stored_once_and_discarded() {
         store.delete_pending("pa_1").await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_signing_keys_move_one_generation_at_a_time() {
+    for backend in backends().await {
+        if !backend.store.shares_signing_keys() {
+            // A store of one process keeps them in its data directory.
+            assert!(backend.store.shared_signing_keys().await.unwrap().is_none());
+            assert!(
+                backend
+                    .store
+                    .put_shared_signing_keys(1, b"x")
+                    .await
+                    .is_err()
+            );
+            continue;
+        }
+        assert!(backend.store.shared_signing_keys().await.unwrap().is_none());
+        backend
+            .store
+            .put_shared_signing_keys(1, b"first")
+            .await
+            .unwrap();
+        assert!(matches!(
+            backend.replica.put_shared_signing_keys(1, b"rival").await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Two replicas rotating at once: one wins.
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let store = contestant(&backend, i);
+                tokio::spawn(async move {
+                    store
+                        .put_shared_signing_keys(2, format!("second-{i}").as_bytes())
+                        .await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            if task.await.unwrap().is_ok() {
+                won += 1;
+            }
+        }
+        assert_eq!(won, 1, "{}", backend.name);
+        let (generation, sealed) = backend
+            .replica
+            .shared_signing_keys()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(generation, 2);
+        assert!(sealed.starts_with(b"second-"));
+        assert!(matches!(
+            backend.store.put_shared_signing_keys(4, b"skipped").await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}

@@ -869,6 +869,36 @@ pub trait Store:
         false
     }
 
+    /// Whether replicas share this store, and with it the access-token
+    /// signing keys ([`Store::shared_signing_keys`]); a store of one
+    /// process leaves them in its data directory.
+    fn shares_signing_keys(&self) -> bool {
+        false
+    }
+
+    /// The sealed signing key set shared by the replicas, with its
+    /// generation (1 for the first set, one more at each rotation); `None`
+    /// before the first replica created it.
+    async fn shared_signing_keys(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(None)
+    }
+
+    /// Stores `sealed` as generation `generation` if the stored set is
+    /// generation `generation - 1` (none for 1): of two replicas rotating
+    /// at once one wins, the other gets `Conflict` and reads the winner's.
+    /// Durable on `Ok`.
+    async fn put_shared_signing_keys(
+        &self,
+        generation: u64,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        let _ = (generation, sealed);
+        Err(StoreError::Io(format!(
+            "the {} backend keeps signing keys in the data directory",
+            self.backend()
+        )))
+    }
+
     /// Forces everything written so far to disk; used at shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
 

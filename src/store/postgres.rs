@@ -53,11 +53,18 @@ mod accounts;
 /// in its own transaction, under PostgreSQL's advisory lock (so replicas
 /// starting together do not race); sqlx records each with a checksum and
 /// refuses a database whose applied migrations were changed since.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial schema",
-    include_str!("postgres/migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial schema",
+        include_str!("postgres/migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "shared signing keys",
+        include_str!("postgres/migrations/0002_signing_keys.sql"),
+    ),
+];
 
 /// The newest schema version this build writes and understands.
 pub fn schema_version() -> i64 {
@@ -953,6 +960,55 @@ impl Store for PgStore {
     async fn flush(&self) -> Result<(), StoreError> {
         // Every acknowledged write has committed already.
         Ok(())
+    }
+
+    fn shares_signing_keys(&self) -> bool {
+        true
+    }
+
+    async fn shared_signing_keys(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT generation, sealed FROM signing_keys")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row.map(|(generation, sealed)| (u64::try_from(generation).unwrap_or_default(), sealed)))
+    }
+
+    async fn put_shared_signing_keys(
+        &self,
+        generation: u64,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        let generation = i64::try_from(generation)
+            .map_err(|_| StoreError::Conflict("signing key generation".into()))?;
+        // Generation 1 is an insert (the unique row refuses a second
+        // one); later ones replace exactly the generation before.
+        let written = if generation == 1 {
+            sqlx::query(
+                "INSERT INTO signing_keys (generation, sealed) VALUES (1, $1) ON CONFLICT DO NOTHING",
+            )
+            .bind(sealed)
+            .execute(&self.pool)
+            .await
+        } else {
+            sqlx::query(
+                "UPDATE signing_keys SET generation = $1, sealed = $2 WHERE generation = $1 - 1",
+            )
+            .bind(generation)
+            .bind(sealed)
+            .execute(&self.pool)
+            .await
+        }
+        .map_err(db)?
+        .rows_affected();
+        if written == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(
+                "signing keys (another replica changed them)".into(),
+            ))
+        }
     }
 
     async fn revoke_certificate(

@@ -24,6 +24,7 @@ mod people;
 mod pkilint;
 mod refusals;
 mod relying_party;
+mod replicas;
 mod schema;
 mod security;
 mod server;

@@ -361,7 +361,7 @@ pub fn refresh(server: &Server, secret: &str, token: &str) -> HttpResponse {
     )
 }
 
-fn introspect_active(server: &Server, secret: &str, token: &str) -> bool {
+pub fn introspect_active(server: &Server, secret: &str, token: &str) -> bool {
     let response = server.post(
         "/introspect",
         &[("Authorization", &basic("portal", secret))],
@@ -408,7 +408,7 @@ pub fn verify_jws(server: &Server, token: &str) -> (Value, Value) {
 
 /// Runs `request` on `n` threads released together by a barrier; the
 /// answers in thread order.
-fn concurrently(n: usize, request: impl Fn() -> HttpResponse + Sync) -> Vec<HttpResponse> {
+pub fn concurrently(n: usize, request: impl Fn() -> HttpResponse + Sync) -> Vec<HttpResponse> {
     let barrier = Barrier::new(n);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)

@@ -1,0 +1,652 @@
+//! Several `slcs serve` processes on one PostgreSQL database, as a
+//! federation runs them behind a load balancer: whatever is single-use
+//! stays single-use across replicas, a revocation on one is honoured by the
+//! other, both sign and publish the same keys, serials never collide, and
+//! a replica that loses the database fails closed and recovers by itself.
+//!
+//! PostgreSQL comes from `PG_TEST_URL` (`scripts/pg-throwaway start DIR`
+//! prints one; `.ci/run` sets it and `PG_REQUIRED=1`). The test that stops
+//! the database starts a cluster of its own, so the others are not hurt.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::certificate::{post_csr, service_token};
+use crate::people::{
+    Browser, code_for, concurrently, introspect_active, pkce, redeem, refresh, register_portal,
+};
+use crate::token::admin;
+use crate::{Server, form_encode, rand_tag, run_slcs};
+
+/// The test cluster's URL, or `None` (with a note) when there is none and
+/// none is required.
+pub fn pg_admin_url() -> Option<String> {
+    match std::env::var("PG_TEST_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var("PG_REQUIRED").as_deref() != Ok("1"),
+                "PG_REQUIRED=1 but PG_TEST_URL is not set (scripts/pg-throwaway start DIR prints it)"
+            );
+            eprintln!("note: PG_TEST_URL not set; skipping a PostgreSQL test");
+            None
+        }
+    }
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, tail) = url.rsplit_once('/').unwrap();
+    match tail.split_once('?') {
+        Some((_, query)) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// Runs one SQL statement with `psql`; its unaligned output.
+pub fn psql(url: &str, sql: &str) -> String {
+    let output = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+        .output()
+        .expect("psql runs (apt-get install postgresql-client)");
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A fresh, empty database on the cluster at `admin_url`.
+pub fn fresh_database(admin_url: &str) -> String {
+    let name = format!("slcs_it_{}", rand_tag());
+    psql(admin_url, &format!("CREATE DATABASE {name}"));
+    with_database(admin_url, &name)
+}
+
+/// The environment that puts a replica on `url`.
+fn postgres_env(url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("SLCS_STORE_BACKEND".to_owned(), "postgres".to_owned()),
+        ("SLCS_STORE_URL".to_owned(), url.to_owned()),
+    ];
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    env
+}
+
+fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// What every replica of a deployment shares besides the database: the CA,
+/// the TLS identity, the pepper (client secrets and the sealed signing
+/// keys are keyed with it) and the admin token. Not the signing keys,
+/// which come from the database, nor the lock.
+fn copy_deployment_secrets(from: &Path, to: &Path) {
+    for dir in ["ca", "tls"] {
+        std::fs::create_dir_all(to.join(dir)).unwrap();
+        for entry in std::fs::read_dir(from.join(dir)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(dir).join(entry.file_name())).unwrap();
+        }
+    }
+    for file in ["secret-pepper", "admin-token"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    for dir in [to.to_path_buf(), to.join("ca"), to.join("tls")] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+}
+
+/// Two replicas on one fresh database.
+pub struct Deployment {
+    pub url: String,
+    pub a: Server,
+    pub b: Server,
+    pub work: tempfile::TempDir,
+}
+
+impl Deployment {
+    pub fn start(admin_url: &str, extra: &[(&str, &str)]) -> Deployment {
+        let url = fresh_database(admin_url);
+        Self::start_on(&url, extra)
+    }
+
+    pub fn start_on(url: &str, extra: &[(&str, &str)]) -> Deployment {
+        let work = tempfile::tempdir().unwrap();
+        let env = postgres_env(url, extra);
+        let (dir_a, dir_b) = (work.path().join("a"), work.path().join("b"));
+        // `slcs init` makes the CA and brings the database to the schema.
+        let init = run_slcs(
+            &["--data-dir", dir_a.to_str().unwrap(), "init"],
+            &as_refs(&env),
+        );
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let a = Server::start(&dir_a, &as_refs(&env));
+        copy_deployment_secrets(&dir_a, &dir_b);
+        let b = Server::start(&dir_b, &as_refs(&env));
+        Deployment {
+            url: url.to_owned(),
+            a,
+            b,
+            work,
+        }
+    }
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+fn revoke(server: &Server, id: &str, secret: &str, token: &str) {
+    let response = server.post(
+        "/revoke",
+        &[("Authorization", &basic(id, secret))],
+        "application/x-www-form-urlencoded",
+        &format!("token={}", form_encode(token)),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+fn serial_of(pem: &str) -> String {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let certificate = block.parse_x509().unwrap();
+    hex::encode_upper(certificate.raw_serial())
+}
+
+fn jwks(server: &Server) -> serde_json::Value {
+    let response = server.get("/jwks");
+    assert_eq!(response.status, 200);
+    response.json()
+}
+
+/// Two replicas: a client registered on one is known to the other; a code
+/// issued by one is redeemed once through the other; concurrent refreshes
+/// of one token across both leave one rotation; a revocation on one is
+/// honoured by the other; a key rotation on one reaches the other's
+/// signing and JWK set within `oauth.shared_keys_refresh_secs`.
+#[test]
+fn two_replicas_share_codes_refreshes_revocations_and_keys() {
+    let Some(admin_url) = pg_admin_url() else {
+        return;
+    };
+    let deployment = Deployment::start(&admin_url, &[("SLCS_OAUTH_SHARED_KEYS_REFRESH_SECS", "1")]);
+    let (a, b) = (&deployment.a, &deployment.b);
+    assert_eq!(b.get("/readyz").json()["store"]["backend"], "postgres");
+    assert_eq!(jwks(a), jwks(b), "both publish the keys the database holds");
+
+    let secret = register_portal(a);
+    crate::people::alice(a);
+
+    // A code from replica A, redeemed through B; then again through A.
+    let mut browser = Browser::new(a);
+    let (verifier, challenge) = pkce();
+    let code = code_for(
+        &mut browser,
+        "openid offline_access slcs:certificate",
+        &challenge,
+    );
+    let first = redeem(b, &secret, &code, &verifier);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let again = redeem(a, &secret, &code, &verifier);
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert_eq!(again.json()["error"], "invalid_grant");
+    // The replay revoked what the first redemption obtained (RFC 6749
+    // §4.1.2), on both replicas.
+    let access = first.json()["access_token"].as_str().unwrap().to_owned();
+    assert!(!introspect_active(a, &secret, &access));
+    assert!(!introspect_active(b, &secret, &access));
+
+    // One refresh token presented 16 times at once, half to each replica:
+    // one rotation wins; every other attempt is reuse (RFC 9700 §4.14.2)
+    // and revokes the family, so at most one response carries tokens and
+    // no descendant stays alive.
+    let (verifier, challenge) = pkce();
+    let code = code_for(
+        &mut browser,
+        "openid offline_access slcs:certificate",
+        &challenge,
+    );
+    let family = redeem(a, &secret, &code, &verifier).json();
+    let refresh_token = family["refresh_token"].as_str().unwrap().to_owned();
+    let turn = AtomicUsize::new(0);
+    let results = concurrently(16, || {
+        let server = if turn.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            a
+        } else {
+            b
+        };
+        refresh(server, &secret, &refresh_token)
+    });
+    let winners: Vec<_> = results.iter().filter(|r| r.status == 200).collect();
+    assert!(winners.len() <= 1, "{} refreshes succeeded", winners.len());
+    for loser in results.iter().filter(|r| r.status != 200) {
+        assert_eq!(loser.json()["error"], "invalid_grant", "{}", loser.text());
+    }
+    let rotations = psql(
+        &deployment.url,
+        "SELECT count(*) FROM refresh_tokens WHERE convert_from(record, 'UTF8')::jsonb -> 'state' ? 'rotated'",
+    );
+    assert_eq!(rotations.trim(), "1", "exactly one rotation of the token");
+    for winner in winners {
+        let next = winner.json()["refresh_token"].as_str().unwrap().to_owned();
+        assert_eq!(refresh(b, &secret, &next).json()["error"], "invalid_grant");
+    }
+
+    // A revocation on A is honoured by B: its certificate endpoint and
+    // its introspection.
+    let (svc_secret, token) = service_token(a, "openeo-batch");
+    let issued = post_csr(b, &token, "");
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    revoke(a, "openeo-batch", &svc_secret, &token);
+    let refused = post_csr(b, &token, "");
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "invalid_token");
+    // ... and the certificate the token obtained was revoked with it, as B
+    // reports.
+    let serial = serial_of(&issued.text());
+    let (status, _) = crate::people::certificate_status(b, &serial);
+    assert_eq!(status, "revoked");
+
+    // A key rotation on A: B signs with the new key and publishes the same
+    // set within the refresh period (1 s here).
+    let before = jwks(b);
+    let rotated = a.post(
+        "/admin/keys/rotate",
+        &[("Authorization", &admin(a))],
+        "application/json",
+        "",
+    );
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    assert_ne!(jwks(a), before);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jwks(b) != jwks(a) {
+        assert!(Instant::now() < deadline, "B did not adopt A's rotation");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let current_kid = |server: &Server| {
+        let (_, token) = service_token_again(server, "openeo-batch", &svc_secret);
+        let header = token.split('.').next().unwrap().to_owned();
+        let header: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap(),
+        )
+        .unwrap();
+        header["kid"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(
+        current_kid(a),
+        current_kid(b),
+        "both sign with the same key"
+    );
+    // A token signed by one replica is accepted by the other.
+    let (_, token) = service_token_again(b, "openeo-batch", &svc_secret);
+    assert_eq!(post_csr(a, &token, "").status, 200);
+}
+
+/// A client-credentials token for an already registered service account.
+fn service_token_again(server: &Server, id: &str, secret: &str) -> (u16, String) {
+    let response = server.post(
+        "/token",
+        &[("Authorization", &basic(id, secret))],
+        "application/x-www-form-urlencoded",
+        "grant_type=client_credentials&scope=slcs:certificate",
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    (
+        response.status,
+        response.json()["access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Unlimited quotas and rates, for load through the certificate endpoint.
+const LOAD: &[(&str, &str)] = &[
+    ("SLCS_CERTIFICATE_QUOTA_PER_TOKEN", "1000000"),
+    ("SLCS_CERTIFICATE_QUOTA_PER_SUBJECT_PER_HOUR", "1000000"),
+    ("SLCS_SERVER_RATE_PER_ADDRESS", "0"),
+    ("SLCS_SERVER_RATE_PER_CLIENT", "0"),
+];
+
+/// Requests certificates through both replicas from `threads` threads
+/// until `count` are acknowledged or `stop` is set; the serials of the
+/// acknowledged ones.
+fn issue_through(
+    servers: &[&Server],
+    token: &str,
+    count: usize,
+    threads: usize,
+    stop: &AtomicBool,
+) -> Vec<String> {
+    let next = AtomicUsize::new(0);
+    let serials = Mutex::new(Vec::with_capacity(count));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= count {
+                        return;
+                    }
+                    let server = servers[n % servers.len()];
+                    let response = post_csr(server, token, "");
+                    assert_eq!(response.status, 200, "{}", response.text());
+                    serials.lock().unwrap().push(serial_of(&response.text()));
+                }
+            });
+        }
+    });
+    serials.into_inner().unwrap()
+}
+
+/// 10 000 certificates issued through both replicas: every serial unique,
+/// every one in the issuance log as issued.
+#[test]
+fn ten_thousand_certificates_through_two_replicas_have_unique_serials_all_logged() {
+    let Some(admin_url) = pg_admin_url() else {
+        return;
+    };
+    let deployment = Deployment::start(&admin_url, LOAD);
+    let (_, token) = service_token(&deployment.a, "openeo-batch");
+    let serials = issue_through(
+        &[&deployment.a, &deployment.b],
+        &token,
+        10_000,
+        8,
+        &AtomicBool::new(false),
+    );
+    assert_eq!(serials.len(), 10_000);
+    let unique: BTreeSet<&String> = serials.iter().collect();
+    assert_eq!(unique.len(), 10_000, "serials collided");
+    let logged: BTreeSet<String> = psql(
+        &deployment.url,
+        "SELECT upper(encode(serial, 'hex')) FROM issuance \
+         WHERE convert_from(record, 'UTF8')::jsonb ->> 'state' = 'issued'",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(logged.len(), 10_000);
+    for serial in &serials {
+        assert!(logged.contains(serial), "{serial} is not in the log");
+    }
+}
+
+/// One replica killed (SIGKILL) while both serve certificates: the other
+/// keeps serving, and every certificate either replica acknowledged is in
+/// the log as issued.
+#[test]
+fn a_replica_killed_under_load_loses_nothing_and_the_other_serves_on() {
+    let Some(admin_url) = pg_admin_url() else {
+        return;
+    };
+    let Deployment {
+        url,
+        a,
+        b,
+        work: _work,
+        ..
+    } = Deployment::start(&admin_url, LOAD);
+    let (_, token) = service_token(&a, "openeo-batch");
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let a = Arc::new(Mutex::new(Some(a)));
+    std::thread::scope(|scope| {
+        // Load on A: until A dies, each acknowledged serial is kept.
+        for _ in 0..4 {
+            let (a, acknowledged, stop, token) = (&a, &acknowledged, &stop, &token);
+            scope.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(response) = a
+                        .lock()
+                        .unwrap()
+                        .as_ref()
+                        .map(|server| (server.addr, server.ca_pem()))
+                    else {
+                        return;
+                    };
+                    let (addr, ca) = response;
+                    let Some(pem) = certificate_from(addr, &ca, token) else {
+                        return;
+                    };
+                    acknowledged.lock().unwrap().push(serial_of(&pem));
+                }
+            });
+        }
+        // Load on B throughout.
+        for _ in 0..2 {
+            let (b, acknowledged, stop, token) = (&b, &acknowledged, &stop, &token);
+            scope.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let response = post_csr(b, token, "");
+                    assert_eq!(response.status, 200, "{}", response.text());
+                    acknowledged
+                        .lock()
+                        .unwrap()
+                        .push(serial_of(&response.text()));
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        let mut server = a.lock().unwrap().take().unwrap();
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        let before_kill = acknowledged.lock().unwrap().len();
+        // B goes on.
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::SeqCst);
+        let after = acknowledged.lock().unwrap().len();
+        assert!(after > before_kill, "B served nothing after A died");
+        drop(server);
+    });
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 20,
+        "only {} certificates",
+        acknowledged.len()
+    );
+    let logged: BTreeSet<String> = psql(
+        &url,
+        "SELECT upper(encode(serial, 'hex')) FROM issuance \
+         WHERE convert_from(record, 'UTF8')::jsonb ->> 'state' = 'issued'",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    for serial in &acknowledged {
+        assert!(logged.contains(serial), "acknowledged {serial} was lost");
+    }
+    // What A had in flight when it died is an intent, never a certificate
+    // that left without its record.
+    let issued_without_certificate = psql(
+        &url,
+        "SELECT count(*) FROM issuance WHERE convert_from(record, 'UTF8')::jsonb ->> 'state' = 'issued' \
+         AND convert_from(record, 'UTF8')::jsonb -> 'certificate' = 'null'::jsonb",
+    );
+    assert_eq!(issued_without_certificate.trim(), "0");
+    assert_eq!(b.get("/readyz").status, 200);
+}
+
+/// One certificate request to the server at `addr`; `None` once it cannot
+/// be reached or answers anything but a certificate (it was killed).
+fn certificate_from(addr: std::net::SocketAddr, ca: &str, token: &str) -> Option<String> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let body = format!("certificate_request={}", form_encode(&pem));
+    let raw = format!(
+        "POST /certificate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let connection = crate::client_connection(ca, &[]);
+    let mut tls = rustls::StreamOwned::new(connection, stream);
+    std::io::Write::write_all(&mut tls, raw.as_bytes()).ok()?;
+    let mut bytes = Vec::new();
+    if std::io::Read::read_to_end(&mut tls, &mut bytes).is_err() && bytes.is_empty() {
+        return None;
+    }
+    let response = crate::parse_response(&bytes);
+    (response.status == 200).then(|| response.text())
+}
+
+/// A throw-away cluster of this test's own (it is stopped and started).
+struct OwnCluster {
+    dir: PathBuf,
+    url: String,
+}
+
+impl OwnCluster {
+    fn start() -> OwnCluster {
+        // Under /tmp itself: as root the cluster runs as `postgres`, which
+        // must be able to reach its directory.
+        let dir = std::env::temp_dir().join(format!("slcs-pg-{}", rand_tag()));
+        let port = 56000 + u16::from_str_radix(&rand_tag()[..3], 16).unwrap() % 2000;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-throwaway");
+        let output = Command::new(script)
+            .args(["start", dir.to_str().unwrap(), &port.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let url = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+        OwnCluster { dir, url }
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-throwaway");
+        let status = Command::new(script)
+            .args([action, self.dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-throwaway");
+        let _ = Command::new(script)
+            .args(["stop", self.dir.to_str().unwrap()])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// PostgreSQL stopped for a while under two replicas: writes (tokens,
+/// certificates) fail with 503 and issue nothing; reads that need fresh
+/// revocation state (introspection, the certificate endpoint's checks)
+/// fail closed with 503 rather than answer from stale state; the process
+/// stays up (`/livez` 200, `/readyz` 503). Once the database is back both
+/// replicas serve again without a restart, over TLS to PostgreSQL.
+#[test]
+fn a_database_outage_fails_closed_and_the_replicas_recover_by_themselves() {
+    if pg_admin_url().is_none() {
+        return;
+    }
+    let cluster = OwnCluster::start();
+    let database = fresh_database(&cluster.url);
+    // The replicas reach the database over TLS, verifying its certificate.
+    let tls_url = format!(
+        "{database}?sslmode=verify-full&sslrootcert={}",
+        cluster.dir.join("ca.pem").display()
+    );
+    let deployment = Deployment::start_on(
+        &tls_url,
+        &[
+            ("SLCS_STORE_ACQUIRE_TIMEOUT_MS", "500"),
+            ("SLCS_STORE_MIN_CONNECTIONS", "0"),
+        ],
+    );
+    let ssl = psql(
+        &database,
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+         WHERE a.application_name = 'slcs' AND s.ssl",
+    );
+    assert_ne!(ssl.trim(), "0", "the replicas' connections use TLS");
+    let (a, b) = (&deployment.a, &deployment.b);
+    let (secret, token) = service_token(a, "openeo-batch");
+    assert_eq!(post_csr(b, &token, "").status, 200);
+
+    cluster.pg_ctl("stop");
+    for server in [a, b] {
+        let certificate = post_csr(server, &token, "");
+        assert_eq!(certificate.status, 503, "{}", certificate.text());
+        assert_eq!(certificate.json()["error"], "temporarily_unavailable");
+        assert!(certificate.header("retry-after").is_some());
+        let minted = server.post(
+            "/token",
+            &[("Authorization", &basic("openeo-batch", &secret))],
+            "application/x-www-form-urlencoded",
+            "grant_type=client_credentials&scope=slcs:certificate",
+        );
+        assert_eq!(minted.status, 503, "{}", minted.text());
+        let introspected = server.post(
+            "/introspect",
+            &[("Authorization", &basic("openeo-batch", &secret))],
+            "application/x-www-form-urlencoded",
+            &format!("token={}", form_encode(&token)),
+        );
+        assert_eq!(introspected.status, 503, "{}", introspected.text());
+        assert_eq!(server.get("/livez").status, 200);
+        assert_eq!(server.get("/readyz").status, 503);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.pg_ctl("start");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for server in [a, b] {
+        loop {
+            let response = post_csr(server, &token, "");
+            if response.status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no recovery: {}",
+                response.text()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        assert_eq!(server.get("/readyz").status, 200);
+    }
+    // The processes never stopped.
+    let mut deployment = deployment;
+    assert!(deployment.a.child.try_wait().unwrap().is_none());
+    assert!(deployment.b.child.try_wait().unwrap().is_none());
+    // Nothing was issued while the database was away: the log holds the
+    // three certificates acknowledged around the outage.
+    let issued = psql(&database, "SELECT count(*) FROM issuance");
+    assert_eq!(issued.trim(), "3");
+}
