@@ -71,6 +71,13 @@ enum Command {
         #[arg(long)]
         migrate: bool,
     },
+    /// Move a deployment's whole store between backends (sled ↔
+    /// PostgreSQL) as versioned JSON lines: clients, users, approvals,
+    /// grants, the issuance log and the audit chain.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Bring the PostgreSQL database to this build's schema (versioned
     /// migrations carried in the binary); safe to run while replicas serve
     /// the previous schema only where docs/operations.md says so.
@@ -172,6 +179,27 @@ enum Command {
         limit: usize,
         #[command(flatten)]
         server: ServerArgs,
+    },
+}
+
+/// `slcs store` verbs. They open the configured store directly: stop a
+/// sled server first (its data directory is locked); on PostgreSQL an
+/// export reads one consistent snapshot while replicas serve.
+#[derive(Debug, Subcommand)]
+enum StoreAction {
+    /// Write every record as JSON lines (header, records, trailer) to
+    /// standard output or --output.
+    Export {
+        /// File to write (created; refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Read an export into the configured store, which must be empty (a
+    /// new sled directory, or a new PostgreSQL database: its schema is
+    /// created first). The file is checked whole before anything is written.
+    Import {
+        /// The export file.
+        file: PathBuf,
     },
 }
 
@@ -502,6 +530,49 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
                     "slcs: data directory {} is already initialised; nothing created",
                     config.data_dir.display()
                 );
+            }
+            Ok(())
+        }
+        Command::Store { action } => {
+            let config = load_config(&cli, CliOverrides::default())?;
+            init_logging(&config);
+            let runtime = runtime(Some(2))?;
+            match action {
+                StoreAction::Export { output } => {
+                    let moved = match output {
+                        Some(path) => {
+                            let file = std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .open(path)
+                                .map_err(|source| ServiceError::Io {
+                                    context: format!("cannot create {}", path.display()),
+                                    source,
+                                })?;
+                            runtime.block_on(service::export_store(
+                                &config,
+                                std::io::BufWriter::new(file),
+                                SystemClock.now(),
+                            ))?
+                        }
+                        None => runtime.block_on(service::export_store(
+                            &config,
+                            std::io::BufWriter::new(std::io::stdout()),
+                            SystemClock.now(),
+                        ))?,
+                    };
+                    eprintln!(
+                        "slcs: exported {} records ({} issuance, {} audit)",
+                        moved.records, moved.issuance, moved.audit
+                    );
+                }
+                StoreAction::Import { file } => {
+                    let moved = runtime.block_on(service::import_store(&config, file))?;
+                    eprintln!(
+                        "slcs: imported {} records ({} issuance, {} audit)",
+                        moved.records, moved.issuance, moved.audit
+                    );
+                }
             }
             Ok(())
         }

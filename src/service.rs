@@ -246,6 +246,58 @@ pub fn postgres_options(
     })
 }
 
+/// Opens the configured store alone (no engine, no server) for `slcs
+/// store`: a sled store under the data directory's lock; PostgreSQL
+/// migrated first when `create`.
+async fn open_store_only(
+    config: &Config,
+    create: bool,
+) -> Result<(Option<DataDirLock>, Arc<dyn Store>), ServiceError> {
+    let ca = crate::pki::ca::load_ca_certificate(config)?;
+    match &config.store.backend {
+        StoreBackend::Sled => {
+            let lock = lock_data_dir(config)?;
+            let store = SledStore::open(&SledOptions {
+                path: config.store.path.clone(),
+                cache_capacity_bytes: config.store.cache_capacity_bytes,
+                mode: if create {
+                    OpenMode::CreateIfMissing
+                } else {
+                    OpenMode::MustExist
+                },
+                ca_key_sha256: Some(ca.key_sha256_hex()),
+            })?;
+            Ok((Some(lock), Arc::new(store)))
+        }
+        StoreBackend::Postgres(postgres) => {
+            let options = postgres_options(postgres, Some(ca.key_sha256_hex()))?;
+            if create {
+                PgStore::migrate(&options).await?;
+            }
+            Ok((None, Arc::new(PgStore::open(&options).await?)))
+        }
+    }
+}
+
+/// `slcs store export`: the configured store as JSON lines on `out`.
+pub async fn export_store(
+    config: &Config,
+    out: impl std::io::Write + Send,
+    now: time::OffsetDateTime,
+) -> Result<crate::store::export::Moved, ServiceError> {
+    let (_lock, store) = open_store_only(config, false).await?;
+    Ok(crate::store::export::export(store.as_ref(), out, now).await?)
+}
+
+/// `slcs store import`: an export into the configured, empty store.
+pub async fn import_store(
+    config: &Config,
+    path: &std::path::Path,
+) -> Result<crate::store::export::Moved, ServiceError> {
+    let (_lock, store) = open_store_only(config, true).await?;
+    Ok(crate::store::export::import(store.as_ref(), path).await?)
+}
+
 /// `slcs migrate`: brings the configured PostgreSQL database to this
 /// build's schema.
 pub async fn migrate(config: &Config) -> Result<MigrationReport, ServiceError> {

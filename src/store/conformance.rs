@@ -97,7 +97,16 @@ pub(crate) fn pg_options(url: &str) -> PgOptions {
 /// sled, and PostgreSQL when there is a test cluster.
 pub(crate) async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().unwrap();
-    let sled: Arc<dyn Store> = Arc::new(super::sled::open_for_tests(dir.path()));
+    // Bound to the same (pretend) CA as the PostgreSQL stores below.
+    let sled: Arc<dyn Store> = Arc::new(
+        super::sled::SledStore::open(&super::sled::SledOptions {
+            path: dir.path().join("store"),
+            cache_capacity_bytes: 8 << 20,
+            mode: super::sled::OpenMode::CreateIfMissing,
+            ca_key_sha256: Some("aa".repeat(32)),
+        })
+        .unwrap(),
+    );
     let mut out = vec![Backend {
         name: "sled",
         replica: Arc::clone(&sled),
@@ -1298,5 +1307,139 @@ async fn shared_signing_keys_move_one_generation_at_a_time() {
             backend.store.put_shared_signing_keys(4, b"skipped").await,
             Err(StoreError::Conflict(_))
         ));
+    }
+}
+
+/// Fills `store` with one of each kind of record export carries.
+async fn populate(store: &dyn Store) {
+    let at = datetime!(2026-11-29 12:00 UTC);
+    store
+        .create_client(&crate::oauth::clients::tests::service_account("portal"))
+        .await
+        .unwrap();
+    store
+        .create_user(&crate::users::User::example("u-1", "alice", at))
+        .await
+        .unwrap();
+    store.record_intent(&intent(&[6, 1])).await.unwrap();
+    store
+        .record_issued(&intent(&[6, 1]).serial, b"der", at)
+        .await
+        .unwrap();
+    revoke_certificate(store, &intent(&[6, 1]).serial, "test", "admin", None, at)
+        .await
+        .unwrap();
+    store.revoke_token("at_1", at).await.unwrap();
+    store.revoke_grant("ag_1", at).await.unwrap();
+    store.use_once("client|j\0ti", at).await.unwrap();
+    store
+        .take_quota("token:at_2", 5, at + time::Duration::hours(2), at)
+        .await
+        .unwrap();
+    store
+        .append_audit(&event(at, "user:u-1", "user.login", "user:u-1"))
+        .await
+        .unwrap();
+}
+
+/// Export lines other than the header (which names the backend).
+fn export_lines(bytes: &[u8]) -> Vec<String> {
+    let mut lines: Vec<String> = String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .filter(|line| !line.contains("\"kind\":\"header\""))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn an_export_moves_whole_between_backends_and_a_damaged_one_changes_nothing() {
+    let now = datetime!(2026-11-29 13:00 UTC);
+    for source in backends().await {
+        populate(source.store.as_ref()).await;
+        let mut exported = Vec::new();
+        let moved = export::export(source.store.as_ref(), &mut exported, now)
+            .await
+            .unwrap();
+        assert_eq!(moved.issuance, 1);
+        assert_eq!(moved.audit, 2, "the login and the revocation");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("export.jsonl");
+        std::fs::write(&file, &exported).unwrap();
+        let truncated = dir.path().join("truncated.jsonl");
+        let text = String::from_utf8(exported.clone()).unwrap();
+        let without_trailer: Vec<&str> = text.lines().filter(|l| !l.contains("trailer")).collect();
+        std::fs::write(&truncated, without_trailer.join("\n")).unwrap();
+        for target in backends().await {
+            let err = export::import(target.store.as_ref(), &truncated)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("truncated"), "{err}");
+            assert!(target.store.is_empty().await.unwrap(), "nothing written");
+            export::import(target.store.as_ref(), &file).await.unwrap();
+            let mut again = Vec::new();
+            export::export(target.store.as_ref(), &mut again, now)
+                .await
+                .unwrap();
+            assert_eq!(
+                export_lines(&again),
+                export_lines(&exported),
+                "{} → {}",
+                source.name,
+                target.name
+            );
+            assert!(
+                verify_audit(target.store.as_ref())
+                    .await
+                    .unwrap()
+                    .is_intact()
+            );
+            // The chain goes on after the imported records.
+            target
+                .store
+                .append_audit(&event(now, "admin", "client.create", "x"))
+                .await
+                .unwrap();
+            let report = verify_audit(target.store.as_ref()).await.unwrap();
+            assert!(
+                report.is_intact(),
+                "{} → {}: {report:?}",
+                source.name,
+                target.name
+            );
+            assert_eq!(report.verified, 3);
+            // Imported indexes work: the username, the origins, the person.
+            assert!(target.store.user_by_name("ALICE").await.unwrap().is_some());
+            assert_eq!(
+                target
+                    .store
+                    .certificates_from(Origin::Client("c"))
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+            assert_eq!(
+                target.store.audit_of_person("u-1", 10).await.unwrap().len(),
+                1
+            );
+            assert!(!target.store.use_once("client|j\0ti", now).await.unwrap());
+            assert!(target.store.is_revoked("at_1", "-").await.unwrap());
+            assert_eq!(
+                target
+                    .store
+                    .take_quota("token:at_2", 5, now + time::Duration::hours(1), now)
+                    .await
+                    .unwrap(),
+                QuotaTake::Granted(2)
+            );
+            // A second import into the now populated store is refused.
+            assert!(matches!(
+                export::import(target.store.as_ref(), &file).await,
+                Err(StoreError::Conflict(_))
+            ));
+        }
     }
 }

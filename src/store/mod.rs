@@ -27,6 +27,7 @@ use crate::users::session::Session;
 pub mod audit_chain;
 #[cfg(test)]
 mod conformance;
+pub mod export;
 pub mod memory;
 pub mod postgres;
 pub mod sled;
@@ -898,6 +899,25 @@ pub trait Store:
             self.backend()
         )))
     }
+
+    /// Whether the store holds nothing a deployment made (no client, user,
+    /// issuance or audit record): the only target `slcs store import`
+    /// writes into.
+    async fn is_empty(&self) -> Result<bool, StoreError>;
+
+    /// Hands every record to `sink` for `slcs store export`, in an order
+    /// an import can replay (approvals before what points at them, audit
+    /// records by sequence number). Indexes are not exported.
+    async fn export_records(&self, sink: &mut dyn export::ExportSink) -> Result<(), StoreError>;
+
+    /// Writes one exported record as it was, rebuilding the indexes that
+    /// name it. For an empty store only (see [`export::import`]).
+    async fn import_record(&self, record: export::ExportRecord) -> Result<(), StoreError>;
+
+    /// Completes an import: makes it durable and lets the store go on
+    /// after the imported records (the audit chain's head, sequence
+    /// numbers, counters).
+    async fn finish_import(&self) -> Result<(), StoreError>;
 
     /// Forces everything written so far to disk; used at shutdown.
     async fn flush(&self) -> Result<(), StoreError>;

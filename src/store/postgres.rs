@@ -437,6 +437,39 @@ fn origins_of(intent: &IssuanceIntent) -> Vec<Origin<'_>> {
     origins
 }
 
+/// Inserts an issuance record and its origins in one statement; binds
+/// with [`append_origins`].
+fn insert_issuance_statement() -> &'static str {
+    "WITH record AS (
+         INSERT INTO issuance (serial, subject, key_sha256, recorded_at, record)
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING serial)
+     INSERT INTO issuance_origins (kind, origin, serial)
+     SELECT o.kind, o.origin, record.serial
+     FROM record, unnest($6::\"char\"[], $7::text[]) AS o(kind, origin)
+     ON CONFLICT DO NOTHING"
+}
+
+/// Binds [`insert_issuance_statement`]'s parameters: `intent`'s columns,
+/// the stored `record` and the origins it is found under.
+fn append_origins<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    intent: &'q IssuanceIntent,
+    record: &'q [u8],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let origins = origins_of(intent);
+    let kinds: Vec<i8> = origins.iter().map(|o| origin_kind(*o)).collect();
+    let ids: Vec<String> = origins.iter().map(|o| origin_id(o).to_owned()).collect();
+    query
+        .bind(intent.serial.as_bytes())
+        .bind(&intent.provenance.subject)
+        .bind(&intent.key_sha256)
+        .bind(intent.recorded_at)
+        .bind(record)
+        .bind(kinds)
+        .bind(ids)
+}
+
 /// Appends `event` to the audit chain inside `tx`: locks the head (so the
 /// replicas' appends are one sequence), seals the record after it, stores
 /// it with its person index and moves the head. Visible, and durable, when
@@ -508,6 +541,13 @@ fn audit_record(seq: i64, stored: &[u8]) -> Result<AuditRecord, StoreError> {
     })
 }
 
+/// Times of revocations, single-use ids and quota windows are kept to the
+/// second, as sled keeps them, so both backends hold (and export) the same
+/// values; nothing finer matters for an expiry.
+fn whole_seconds(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(0).unwrap_or(at)
+}
+
 fn sql_seq(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
@@ -520,30 +560,11 @@ fn sql_limit(limit: usize) -> i64 {
 impl IssuanceLog for PgStore {
     async fn record_intent(&self, intent: &IssuanceIntent) -> Result<(), StoreError> {
         let record = encode(&IssuanceRecord::from_intent(intent), "issuance record")?;
-        let origins = origins_of(intent);
-        let kinds: Vec<i8> = origins.iter().map(|o| origin_kind(*o)).collect();
-        let ids: Vec<&str> = origins.iter().map(origin_id).collect();
         // One statement, so one round trip and one commit: the record and
         // its origins, or (serial in use) neither.
-        let inserted = sqlx::query(
-            "WITH record AS (
-                 INSERT INTO issuance (serial, subject, key_sha256, recorded_at, record)
-                 VALUES ($1, $2, $3, $4, $5)
-                 RETURNING serial)
-             INSERT INTO issuance_origins (kind, origin, serial)
-             SELECT o.kind, o.origin, record.serial
-             FROM record, unnest($6::\"char\"[], $7::text[]) AS o(kind, origin)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(intent.serial.as_bytes())
-        .bind(&intent.provenance.subject)
-        .bind(&intent.key_sha256)
-        .bind(intent.recorded_at)
-        .bind(&record)
-        .bind(&kinds)
-        .bind(&ids)
-        .execute(&self.pool)
-        .await;
+        let inserted = append_origins(sqlx::query(insert_issuance_statement()), intent, &record)
+            .execute(&self.pool)
+            .await;
         match inserted {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e) => {
@@ -823,7 +844,7 @@ impl ReplayCache for PgStore {
             "INSERT INTO used_once (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(id.as_bytes())
-        .bind(expires_at)
+        .bind(whole_seconds(expires_at))
         .execute(&self.pool)
         .await
         .map_err(db)?
@@ -857,7 +878,7 @@ impl QuotaStore for PgStore {
              RETURNING used",
         )
         .bind(key)
-        .bind(window_end)
+        .bind(whole_seconds(window_end))
         .bind(now)
         .bind(limit)
         .fetch_optional(&self.pool)
@@ -878,7 +899,7 @@ impl RevocationStore for PgStore {
              ON CONFLICT (jti) DO UPDATE SET expires_at = greatest(revoked_tokens.expires_at, $2)",
         )
         .bind(jti)
-        .bind(expires_at)
+        .bind(whole_seconds(expires_at))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -890,7 +911,7 @@ impl RevocationStore for PgStore {
             "INSERT INTO revoked_grants (grant_id, revoked_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(grant_id)
-        .bind(at)
+        .bind(whole_seconds(at))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -959,6 +980,26 @@ impl Store for PgStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         // Every acknowledged write has committed already.
+        Ok(())
+    }
+
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        self.holds_nothing().await
+    }
+
+    async fn export_records(
+        &self,
+        sink: &mut dyn super::export::ExportSink,
+    ) -> Result<(), StoreError> {
+        self.export_all(sink).await
+    }
+
+    async fn import_record(&self, record: super::export::ExportRecord) -> Result<(), StoreError> {
+        self.import_one(record).await
+    }
+
+    async fn finish_import(&self) -> Result<(), StoreError> {
+        // Every record committed as it was written.
         Ok(())
     }
 
@@ -1082,5 +1123,511 @@ impl Store for PgStore {
                 .rows_affected();
         }
         Ok(purged)
+    }
+}
+
+/// Export and import (`slcs store export` / `import`).
+mod transfer {
+    use sqlx::Row as _;
+    use sqlx::postgres::PgRow;
+
+    use super::{
+        PgStore, StoreError, append_origins, db, decode, encode, insert_issuance_statement,
+        lookup_key, sql_seq,
+    };
+    use crate::store::audit_chain;
+    use crate::store::export::{ExportRecord, ExportSink};
+
+    /// Runs `sql` through a cursor inside `tx` (a snapshot), handing each
+    /// row to `each`; a thousand rows in memory at a time.
+    async fn each_row(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        sql: &str,
+        mut each: impl FnMut(&PgRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&format!("DECLARE export_rows NO SCROLL CURSOR FOR {sql}"))
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        loop {
+            // Not a prepared statement: the same FETCH returns other
+            // columns for each table's cursor, and a cached statement would
+            // keep the first one's.
+            let rows = sqlx::query("FETCH 1000 FROM export_rows")
+                .persistent(false)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db)?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                each(row)?;
+            }
+        }
+        sqlx::query("CLOSE export_rows")
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn column<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
+        row: &'r PgRow,
+        name: &str,
+    ) -> Result<T, StoreError> {
+        row.try_get(name).map_err(db)
+    }
+
+    async fn run(
+        pool: &sqlx::PgPool,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<(), StoreError> {
+        query.execute(pool).await.map(|_| ()).map_err(db)
+    }
+
+    /// A table of JSON records, exported as `kind`.
+    async fn records(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        sink: &mut dyn ExportSink,
+        sql: &str,
+        what: &str,
+        kind: fn(&[u8], &str) -> Result<ExportRecord, StoreError>,
+    ) -> Result<(), StoreError> {
+        each_row(tx, sql, |row| {
+            let bytes: Vec<u8> = column(row, "record")?;
+            sink.put(kind(&bytes, what)?)
+        })
+        .await
+    }
+
+    impl PgStore {
+        pub(super) async fn export_all(&self, sink: &mut dyn ExportSink) -> Result<(), StoreError> {
+            // One snapshot for the whole export: replicas may go on
+            // serving, and the file is still one consistent moment.
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            let bound: Option<String> =
+                sqlx::query_scalar("SELECT value FROM slcs_meta WHERE key = $1")
+                    .bind(super::META_CA_KEY)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            if let Some(ca_key_sha256) = bound {
+                sink.put(ExportRecord::CaBinding { ca_key_sha256 })?;
+            }
+            let tx = &mut tx;
+            records(
+                tx,
+                sink,
+                "SELECT record FROM clients ORDER BY folded_id",
+                "client",
+                |b, w| Ok(ExportRecord::Client(decode(b, w)?)),
+            )
+            .await?;
+            records(
+                tx,
+                sink,
+                "SELECT record FROM users ORDER BY sub",
+                "user",
+                |b, w| Ok(ExportRecord::User(decode(b, w)?)),
+            )
+            .await?;
+            records(
+                tx,
+                sink,
+                "SELECT record FROM sessions ORDER BY id_hash",
+                "session",
+                |b, w| Ok(ExportRecord::Session(decode(b, w)?)),
+            )
+            .await?;
+            records(
+                tx,
+                sink,
+                "SELECT record FROM approvals ORDER BY id",
+                "approval",
+                |b, w| Ok(ExportRecord::Approval(decode(b, w)?)),
+            )
+            .await?;
+            each_row(
+                tx,
+                "SELECT sub, client_id, approval_id FROM current_approvals ORDER BY sub, client_id",
+                |row| {
+                    sink.put(ExportRecord::CurrentApproval {
+                        sub: column(row, "sub")?,
+                        client_id: column(row, "client_id")?,
+                        approval_id: column(row, "approval_id")?,
+                    })
+                },
+            )
+            .await?;
+            each_row(
+                tx,
+                "SELECT approval_id, grant_id FROM approval_grants ORDER BY approval_id, grant_id",
+                |row| {
+                    sink.put(ExportRecord::ApprovalGrant {
+                        approval_id: column(row, "approval_id")?,
+                        grant_id: column(row, "grant_id")?,
+                    })
+                },
+            )
+            .await?;
+            records(
+                tx,
+                sink,
+                "SELECT record FROM pending_authorizations ORDER BY id",
+                "authorization request",
+                |b, w| Ok(ExportRecord::Pending(decode(b, w)?)),
+            )
+            .await?;
+            records(
+                tx,
+                sink,
+                "SELECT record FROM authorization_codes ORDER BY hash",
+                "authorization code",
+                |b, w| Ok(ExportRecord::Code(decode(b, w)?)),
+            )
+            .await?;
+            records(
+                tx,
+                sink,
+                "SELECT record FROM refresh_tokens ORDER BY hash",
+                "refresh token",
+                |b, w| Ok(ExportRecord::Refresh(decode(b, w)?)),
+            )
+            .await?;
+            records(
+                tx,
+                sink,
+                "SELECT record FROM device_codes ORDER BY hash",
+                "device code",
+                |b, w| Ok(ExportRecord::Device(decode(b, w)?)),
+            )
+            .await?;
+            records(
+                tx,
+                sink,
+                "SELECT record FROM token_lineage ORDER BY jti",
+                "token lineage",
+                |b, w| Ok(ExportRecord::Lineage(decode(b, w)?)),
+            )
+            .await?;
+            records(
+                tx,
+                sink,
+                "SELECT record FROM issuance ORDER BY recorded_at, serial",
+                "issuance record",
+                |b, w| Ok(ExportRecord::Issuance(decode(b, w)?)),
+            )
+            .await?;
+            each_row(
+                tx,
+                "SELECT jti, expires_at FROM revoked_tokens ORDER BY jti",
+                |row| {
+                    sink.put(ExportRecord::RevokedToken {
+                        jti: column(row, "jti")?,
+                        expires_at: column(row, "expires_at")?,
+                    })
+                },
+            )
+            .await?;
+            each_row(
+                tx,
+                "SELECT grant_id, revoked_at FROM revoked_grants ORDER BY grant_id",
+                |row| {
+                    sink.put(ExportRecord::RevokedGrant {
+                        grant_id: column(row, "grant_id")?,
+                        revoked_at: column(row, "revoked_at")?,
+                    })
+                },
+            )
+            .await?;
+            each_row(
+                tx,
+                "SELECT id, expires_at FROM used_once ORDER BY id",
+                |row| {
+                    let id: Vec<u8> = column(row, "id")?;
+                    sink.put(ExportRecord::used_once(&id, column(row, "expires_at")?))
+                },
+            )
+            .await?;
+            each_row(
+                tx,
+                "SELECT key, used, window_end FROM quotas ORDER BY key",
+                |row| {
+                    let used: i64 = column(row, "used")?;
+                    sink.put(ExportRecord::Quota {
+                        key: column(row, "key")?,
+                        used: u64::try_from(used).unwrap_or_default(),
+                        window_end: column(row, "window_end")?,
+                    })
+                },
+            )
+            .await?;
+            each_row(tx, "SELECT seq, stored FROM audit ORDER BY seq", |row| {
+                let seq: i64 = column(row, "seq")?;
+                let stored: Vec<u8> = column(row, "stored")?;
+                sink.put(ExportRecord::audit(
+                    u64::try_from(seq).unwrap_or_default(),
+                    &stored,
+                ))
+            })
+            .await?;
+            each_row(tx, "SELECT generation, sealed FROM signing_keys", |row| {
+                let generation: i64 = column(row, "generation")?;
+                let sealed: Vec<u8> = column(row, "sealed")?;
+                sink.put(ExportRecord::SigningKeys {
+                    generation: u64::try_from(generation).unwrap_or_default(),
+                    sealed: base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        sealed,
+                    ),
+                })
+            })
+            .await?;
+            Ok(())
+        }
+
+        pub(super) async fn import_one(&self, record: ExportRecord) -> Result<(), StoreError> {
+            let pool = &self.pool;
+            match record {
+                ExportRecord::Header { .. } | ExportRecord::Trailer { .. } => Ok(()),
+                ExportRecord::CaBinding { ca_key_sha256 } => {
+                    let bound: Option<String> =
+                        sqlx::query_scalar("SELECT value FROM slcs_meta WHERE key = $1")
+                            .bind(super::META_CA_KEY)
+                            .fetch_optional(pool)
+                            .await
+                            .map_err(db)?;
+                    match bound {
+                        Some(bound) if bound != ca_key_sha256 => {
+                            Err(StoreError::ForeignCa(self.display.clone()))
+                        }
+                        Some(_) => Ok(()),
+                        None => {
+                            run(pool, sqlx::query("INSERT INTO slcs_meta (key, value) VALUES ($1, $2)")
+                                .bind(super::META_CA_KEY)
+                                .bind(ca_key_sha256))
+                            .await
+                        }
+                    }
+                }
+                ExportRecord::Client(client) => {
+                    run(pool, sqlx::query("INSERT INTO clients (folded_id, record) VALUES ($1, $2)")
+                        .bind(client.id.folded())
+                        .bind(encode(&client, "client")?))
+                    .await
+                }
+                ExportRecord::User(user) => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO users (sub, username_folded, record) VALUES ($1, $2, $3)",
+                    )
+                    .bind(&user.sub)
+                    .bind(crate::users::fold_username(&user.username))
+                    .bind(encode(&user, "user")?))
+                    .await
+                }
+                ExportRecord::Session(session) => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO sessions (id_hash, sub, expires_at, record) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&session.id_hash)
+                    .bind(&session.sub)
+                    .bind(session.expires_at)
+                    .bind(encode(&session, "session")?))
+                    .await
+                }
+                ExportRecord::Approval(approval) => {
+                    run(pool, sqlx::query("INSERT INTO approvals (id, record) VALUES ($1, $2)")
+                        .bind(&approval.id)
+                        .bind(encode(&approval, "approval")?))
+                    .await
+                }
+                ExportRecord::CurrentApproval {
+                    sub,
+                    client_id,
+                    approval_id,
+                } => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO current_approvals (sub, client_id, approval_id) VALUES ($1, $2, $3)",
+                    )
+                    .bind(sub)
+                    .bind(client_id)
+                    .bind(approval_id))
+                    .await
+                }
+                ExportRecord::ApprovalGrant {
+                    approval_id,
+                    grant_id,
+                } => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO approval_grants (approval_id, grant_id) VALUES ($1, $2)",
+                    )
+                    .bind(approval_id)
+                    .bind(grant_id))
+                    .await
+                }
+                ExportRecord::Pending(pending) => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO pending_authorizations (id, expires_at, record) VALUES ($1, $2, $3)",
+                    )
+                    .bind(&pending.id)
+                    .bind(pending.expires_at)
+                    .bind(encode(&pending, "authorization request")?))
+                    .await
+                }
+                ExportRecord::Code(code) => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO authorization_codes (hash, expires_at, record) VALUES ($1, $2, $3)",
+                    )
+                    .bind(&code.hash)
+                    .bind(code.expires_at)
+                    .bind(encode(&code, "authorization code")?))
+                    .await
+                }
+                ExportRecord::Refresh(refresh) => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO refresh_tokens (hash, expires_at, record) VALUES ($1, $2, $3)",
+                    )
+                    .bind(&refresh.hash)
+                    .bind(refresh.expires_at)
+                    .bind(encode(&refresh, "refresh token")?))
+                    .await
+                }
+                ExportRecord::Device(device) => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO device_codes (hash, user_code, expires_at, record) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&device.hash)
+                    .bind(&device.user_code)
+                    .bind(device.expires_at)
+                    .bind(encode(&device, "device code")?))
+                    .await
+                }
+                ExportRecord::Lineage(lineage) => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO token_lineage (jti, parent_jti, expires_at, record) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&lineage.jti)
+                    .bind(&lineage.parent_jti)
+                    .bind(lineage.expires_at)
+                    .bind(encode(&lineage, "token lineage")?))
+                    .await
+                }
+                ExportRecord::Issuance(record) => {
+                    let stored = encode(&record, "issuance record")?;
+                    append_origins(
+                        sqlx::query(insert_issuance_statement()),
+                        &record.intent,
+                        &stored,
+                    )
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(db)
+                }
+                ExportRecord::RevokedToken { jti, expires_at } => {
+                    run(pool, sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)")
+                        .bind(jti)
+                        .bind(expires_at))
+                    .await
+                }
+                ExportRecord::RevokedGrant {
+                    grant_id,
+                    revoked_at,
+                } => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO revoked_grants (grant_id, revoked_at) VALUES ($1, $2)",
+                    )
+                    .bind(grant_id)
+                    .bind(revoked_at))
+                    .await
+                }
+                ExportRecord::UsedOnce { id, expires_at } => {
+                    run(pool, sqlx::query("INSERT INTO used_once (id, expires_at) VALUES ($1, $2)")
+                        .bind(ExportRecord::bytes(&id)?)
+                        .bind(expires_at))
+                    .await
+                }
+                ExportRecord::Quota {
+                    key,
+                    used,
+                    window_end,
+                } => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO quotas (key, used, window_end) VALUES ($1, $2, $3)",
+                    )
+                    .bind(key)
+                    .bind(i64::try_from(used).unwrap_or(i64::MAX))
+                    .bind(window_end))
+                    .await
+                }
+                ExportRecord::Audit { seq, stored } => {
+                    let stored = ExportRecord::bytes(&stored)?;
+                    self.import_audit(seq, &stored).await
+                }
+                ExportRecord::SigningKeys { generation, sealed } => {
+                    run(pool, sqlx::query(
+                        "INSERT INTO signing_keys (generation, sealed) VALUES ($1, $2)",
+                    )
+                    .bind(i64::try_from(generation).unwrap_or(i64::MAX))
+                    .bind(ExportRecord::bytes(&sealed)?))
+                    .await
+                }
+            }
+        }
+
+        /// An audit record as it was stored, its person index, and the
+        /// chain's head moved to it (the next append links after it).
+        async fn import_audit(&self, seq: u64, stored: &[u8]) -> Result<(), StoreError> {
+            let entry =
+                audit_chain::Entry::parse(seq, stored).ok_or_else(|| StoreError::Decode {
+                    key: format!("audit {seq}"),
+                    detail: "neither a chained record nor JSON".into(),
+                })?;
+            let event: crate::store::AuditEvent = decode(&entry.event, "audit event")?;
+            let head = entry.link.map_or(audit_chain::GENESIS, |(_, hash)| hash);
+            let persons: Vec<String> = event
+                .persons()
+                .into_iter()
+                .filter_map(lookup_key)
+                .map(str::to_owned)
+                .collect();
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            sqlx::query("INSERT INTO audit (seq, stored) VALUES ($1, $2)")
+                .bind(sql_seq(seq))
+                .bind(stored)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            if !persons.is_empty() {
+                sqlx::query("INSERT INTO audit_persons (sub, seq) SELECT unnest($1::text[]), $2")
+                    .bind(&persons)
+                    .bind(sql_seq(seq))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE seq < $1")
+                .bind(sql_seq(seq))
+                .bind(head.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)
+        }
+
+        pub(super) async fn holds_nothing(&self) -> Result<bool, StoreError> {
+            sqlx::query_scalar(
+                "SELECT NOT EXISTS (SELECT 1 FROM clients) AND NOT EXISTS (SELECT 1 FROM users)
+                    AND NOT EXISTS (SELECT 1 FROM issuance) AND NOT EXISTS (SELECT 1 FROM audit)",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+        }
     }
 }

@@ -578,6 +578,186 @@ impl GrantStore for SledStore {
     }
 }
 
+/// Export and import of this module's records (`slcs store export` /
+/// `import`).
+impl SledStore {
+    /// Users, sessions, approvals and in-flight grants, as export records,
+    /// in an order an import can replay.
+    pub(super) fn export_accounts(
+        &self,
+        sink: &mut dyn crate::store::export::ExportSink,
+    ) -> Result<(), StoreError> {
+        use crate::store::export::ExportRecord;
+        let t = &self.accounts;
+        let each = |tree: &sled::Tree,
+                    sink: &mut dyn crate::store::export::ExportSink,
+                    make: &dyn Fn(&[u8]) -> Result<ExportRecord, StoreError>|
+         -> Result<(), StoreError> {
+            for entry in tree {
+                let (_, value) = entry.map_err(io)?;
+                sink.put(make(&value)?)?;
+            }
+            Ok(())
+        };
+        each(&t.users, sink, &|v| {
+            Ok(ExportRecord::User(decode(v, "user")?))
+        })?;
+        each(&t.sessions, sink, &|v| {
+            Ok(ExportRecord::Session(decode(v, "session")?))
+        })?;
+        each(&t.approvals, sink, &|v| {
+            Ok(ExportRecord::Approval(decode(v, "approval")?))
+        })?;
+        for entry in &t.current_approvals {
+            let (key, id) = entry.map_err(io)?;
+            let (sub, client_id) = split_pair(&key);
+            sink.put(ExportRecord::CurrentApproval {
+                sub,
+                client_id,
+                approval_id: String::from_utf8_lossy(&id).into_owned(),
+            })?;
+        }
+        for entry in &t.approval_grants {
+            let (key, _) = entry.map_err(io)?;
+            let (approval_id, grant_id) = split_pair(&key);
+            sink.put(ExportRecord::ApprovalGrant {
+                approval_id,
+                grant_id,
+            })?;
+        }
+        each(&t.pending, sink, &|v| {
+            Ok(ExportRecord::Pending(decode(v, "authorization request")?))
+        })?;
+        each(&t.codes, sink, &|v| {
+            Ok(ExportRecord::Code(decode(v, "authorization code")?))
+        })?;
+        each(&t.refresh, sink, &|v| {
+            Ok(ExportRecord::Refresh(decode(v, "refresh token")?))
+        })?;
+        each(&t.devices, sink, &|v| {
+            Ok(ExportRecord::Device(decode(v, "device code")?))
+        })?;
+        each(&t.lineage, sink, &|v| {
+            Ok(ExportRecord::Lineage(decode(v, "token lineage")?))
+        })
+    }
+
+    /// Writes one record of this module with its index entries; `false`
+    /// if the record is not one of this module's.
+    pub(super) fn import_account(
+        &self,
+        record: &crate::store::export::ExportRecord,
+    ) -> Result<bool, StoreError> {
+        use crate::store::export::ExportRecord;
+        let t = &self.accounts;
+        let put = |tree: &sled::Tree, key: &[u8], value: Vec<u8>| -> Result<(), StoreError> {
+            tree.insert(key, value).map(|_| ()).map_err(io)
+        };
+        match record {
+            ExportRecord::User(user) => {
+                put(&t.users, user.sub.as_bytes(), encode(user, "user")?)?;
+                put(
+                    &t.users_by_name,
+                    fold_username(&user.username).as_bytes(),
+                    user.sub.as_bytes().to_vec(),
+                )?;
+            }
+            ExportRecord::Session(session) => {
+                put(
+                    &t.sessions,
+                    session.id_hash.as_bytes(),
+                    encode(session, "session")?,
+                )?;
+                put(
+                    &t.sessions_by_user,
+                    &pair_key(&session.sub, &session.id_hash),
+                    Vec::new(),
+                )?;
+            }
+            ExportRecord::Approval(approval) => {
+                put(
+                    &t.approvals,
+                    approval.id.as_bytes(),
+                    encode(approval, "approval")?,
+                )?;
+            }
+            ExportRecord::CurrentApproval {
+                sub,
+                client_id,
+                approval_id,
+            } => put(
+                &t.current_approvals,
+                &pair_key(sub, client_id),
+                approval_id.as_bytes().to_vec(),
+            )?,
+            ExportRecord::ApprovalGrant {
+                approval_id,
+                grant_id,
+            } => put(
+                &t.approval_grants,
+                &pair_key(approval_id, grant_id),
+                Vec::new(),
+            )?,
+            ExportRecord::Pending(pending) => put(
+                &t.pending,
+                pending.id.as_bytes(),
+                encode(pending, "authorization request")?,
+            )?,
+            ExportRecord::Code(code) => put(
+                &t.codes,
+                code.hash.as_bytes(),
+                encode(code, "authorization code")?,
+            )?,
+            ExportRecord::Refresh(refresh) => put(
+                &t.refresh,
+                refresh.hash.as_bytes(),
+                encode(refresh, "refresh token")?,
+            )?,
+            ExportRecord::Device(device) => {
+                put(
+                    &t.devices,
+                    device.hash.as_bytes(),
+                    encode(device, "device code")?,
+                )?;
+                put(
+                    &t.device_user_codes,
+                    device.user_code.as_bytes(),
+                    device.hash.as_bytes().to_vec(),
+                )?;
+            }
+            ExportRecord::Lineage(lineage) => {
+                put(
+                    &t.lineage,
+                    lineage.jti.as_bytes(),
+                    encode(lineage, "token lineage")?,
+                )?;
+                put(
+                    &t.lineage_children,
+                    &pair_key(&lineage.parent_jti, &lineage.jti),
+                    Vec::new(),
+                )?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Whether this module holds no user.
+    pub(super) fn no_users(&self) -> bool {
+        self.accounts.users.is_empty()
+    }
+}
+
+/// The two halves of a [`pair_key`].
+fn split_pair(key: &[u8]) -> (String, String) {
+    let at = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+    let (a, b) = key.split_at(at);
+    (
+        String::from_utf8_lossy(a).into_owned(),
+        String::from_utf8_lossy(b.get(1..).unwrap_or_default()).into_owned(),
+    )
+}
+
 /// Removes records of `tree` whose JSON `expires_at` is before `cutoff`.
 pub(super) fn purge_expired_json(
     tree: &sled::Tree,
