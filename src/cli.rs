@@ -188,7 +188,8 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum StoreAction {
     /// Write every record as JSON lines (header, records, trailer) to
-    /// standard output or --output.
+    /// standard output or --output (created 0600: an export is as secret
+    /// as the store, with password hashes and TOTP seeds in it).
     Export {
         /// File to write (created; refused if it exists).
         #[arg(long, value_name = "FILE")]
@@ -541,9 +542,13 @@ fn run(cli: Cli) -> Result<(), ServiceError> {
                 StoreAction::Export { output } => {
                     let moved = match output {
                         Some(path) => {
+                            // As secret as the store itself: password and
+                            // secret hashes, TOTP seeds, sealed keys.
+                            use std::os::unix::fs::OpenOptionsExt as _;
                             let file = std::fs::OpenOptions::new()
                                 .write(true)
                                 .create_new(true)
+                                .mode(0o600)
                                 .open(path)
                                 .map_err(|source| ServiceError::Io {
                                     context: format!("cannot create {}", path.display()),

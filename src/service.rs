@@ -85,6 +85,7 @@ impl ServiceError {
             Self::Store(
                 StoreError::Corrupt { .. }
                 | StoreError::Missing(_)
+                | StoreError::SchemaBehind { .. }
                 | StoreError::SchemaTooNew { .. }
                 | StoreError::ForeignCa(_)
                 | StoreError::Decode { .. },
@@ -162,6 +163,15 @@ pub async fn open(
 ) -> Result<Opened, ServiceError> {
     let lock = lock_data_dir(config)?;
     let mut report = init_data_dir(config, clock.now())?;
+    if mode == StartMode::Init && !config.pepper_path().exists() {
+        // Made here too (not only at the first `serve`), so that a freshly
+        // initialised directory holds every secret a replica copies.
+        crate::oauth::secrets::SecretPepper::load_or_create(&config.pepper_path())
+            .map_err(|e| ServiceError::Tokens(crate::oauth::TokenServiceError::Pepper(e)))?;
+        report
+            .created
+            .push(("secret pepper (0600)", config.pepper_path()));
+    }
     let ca = crate::pki::ca::load_ca_certificate(config)?;
     let (store, sled): (Arc<dyn Store>, _) = match &config.store.backend {
         StoreBackend::Sled => {

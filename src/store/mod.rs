@@ -63,6 +63,18 @@ pub enum StoreError {
         /// Understood here.
         supported: u32,
     },
+    /// The database is behind this build's schema.
+    #[error(
+        "the database at {location} has schema version {found}, this build needs {needed}: run `slcs migrate` (or start with `slcs serve --migrate`)"
+    )]
+    SchemaBehind {
+        /// Where (password redacted).
+        location: String,
+        /// In the database.
+        found: u32,
+        /// Needed here.
+        needed: u32,
+    },
     /// The store is missing although the data directory was initialised.
     #[error(
         "the store at {0} is missing or empty but the data directory already holds a CA; refusing to start on an empty store (restore it from a backup, or run `slcs init` once if this is a new deployment)"

@@ -261,10 +261,11 @@ impl PgStore {
         let found = applied_version(&pool).await?;
         match found.cmp(&schema_version()) {
             std::cmp::Ordering::Less => {
-                return Err(StoreError::Missing(format!(
-                    "{display} (schema version {found}, this build needs {}; run `slcs migrate`)",
-                    schema_version()
-                )));
+                return Err(StoreError::SchemaBehind {
+                    location: display,
+                    found: u32::try_from(found).unwrap_or_default(),
+                    needed: u32::try_from(schema_version()).unwrap_or_default(),
+                });
             }
             std::cmp::Ordering::Greater => {
                 return Err(StoreError::SchemaTooNew {

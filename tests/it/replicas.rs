@@ -740,6 +740,9 @@ fn a_sled_deployment_moves_to_postgres_and_back_without_losing_anything() {
         &[],
     );
     assert!(said.contains("exported"), "{said}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&from_sled).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "an export is as secret as the store");
     let url = fresh_database(&admin_url);
     let pg = postgres_env(&url, &[]);
     let said = store_verb(
@@ -872,4 +875,312 @@ fn a_sled_deployment_moves_to_postgres_and_back_without_losing_anything() {
         "revoked"
     );
     assert_eq!(crate::people::certificate_status(&on_sled, &kept).0, "good");
+}
+
+/// nginx with the `scale` profile's configuration (deploy/nginx-scale.conf),
+/// its upstreams pointed at `replicas`, listening on a loopback port.
+struct Balancer {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Balancer {
+    /// `None` (with a note) where nginx or its stream module is missing and
+    /// `LB_REQUIRED` is not set.
+    fn start(replicas: &[&Server]) -> Option<Balancer> {
+        let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
+        let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+            .into_iter()
+            .find(|path| Path::new(path).exists());
+        let Some(nginx) = nginx else {
+            assert!(
+                std::env::var("LB_REQUIRED").as_deref() != Ok("1"),
+                "LB_REQUIRED=1 but nginx is not installed (apt-get install nginx libnginx-mod-stream)"
+            );
+            eprintln!("note: nginx not installed; skipping the load-balancer test");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let shipped = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/nginx-scale.conf"
+        ))
+        .unwrap();
+        // The shipped file, with only what differs here changed: where the
+        // replicas are, where nginx listens, and that it runs in the
+        // foreground as this user.
+        let mut config = String::new();
+        if module.exists() {
+            config.push_str(&format!("load_module {};\n", module.display()));
+        }
+        config.push_str(&format!(
+            "daemon off;\nmaster_process off;\npid {0}/nginx.pid;\nerror_log {0}/error.log;\n",
+            dir.path().display()
+        ));
+        let mut upstreams = replicas.iter();
+        for line in shipped.lines() {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("server slcs-") {
+                let replica = upstreams.next().unwrap();
+                let rest = trimmed
+                    .split_once(' ')
+                    .unwrap()
+                    .1
+                    .split_once(' ')
+                    .unwrap()
+                    .1;
+                config.push_str(&format!("        server {} {rest}\n", replica.addr));
+            } else if trimmed.starts_with("listen 8443;") {
+                config.push_str(&format!("        listen 127.0.0.1:{port};\n"));
+            } else {
+                config.push_str(line);
+                config.push('\n');
+            }
+        }
+        assert!(
+            upstreams.next().is_none(),
+            "the shipped file names two replicas"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(nginx)
+            .args(["-e", &dir.path().join("error.log").to_string_lossy()])
+            .args([
+                "-p",
+                &dir.path().to_string_lossy(),
+                "-c",
+                &path.to_string_lossy(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start: {}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Balancer {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Certificates slcs counted as issued, from a replica's `/metrics`.
+fn issued_by(server: &Server) -> f64 {
+    server
+        .get("/metrics")
+        .text()
+        .lines()
+        .filter(|line| line.starts_with("slcs_certificates_issued_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The `scale` profile's TCP balancer (the shipped nginx configuration) in
+/// front of two replicas: requests through it reach both; a client
+/// certificate reaches slcs through it (TLS passthrough, so RFC 8705
+/// tls_client_auth works behind the balancer); with one replica killed the
+/// balancer keeps serving from the other.
+#[test]
+fn the_scale_profiles_tcp_balancer_spreads_requests_and_keeps_mutual_tls_end_to_end() {
+    use rustls_pki_types::pem::PemObject as _;
+    let Some(admin_url) = pg_admin_url() else {
+        return;
+    };
+    let deployment = Deployment::start(&admin_url, LOAD);
+    let Some(balancer) = Balancer::start(&[&deployment.a, &deployment.b]) else {
+        return;
+    };
+    // A `Server` handle on the balancer: the same CA and admin token.
+    let mut front = Server {
+        child: Command::new("sleep").arg("600").spawn().unwrap(),
+        addr: balancer.addr,
+        data_dir: deployment.a.data_dir.clone(),
+        stderr_path: deployment.a.stderr_path.clone(),
+    };
+    let (_, token) = service_token(&front, "openeo-batch");
+    for _ in 0..20 {
+        let issued = post_csr(&front, &token, "");
+        assert_eq!(issued.status, 200, "{}", issued.text());
+    }
+    let (on_a, on_b) = (issued_by(&deployment.a), issued_by(&deployment.b));
+    assert_eq!(on_a + on_b, 20.0);
+    assert!(
+        on_a >= 1.0 && on_b >= 1.0,
+        "A {on_a}, B {on_b}: one replica got everything"
+    );
+
+    // mutual TLS through the balancer: a certificate slcs issued to the
+    // service account authenticates a client registered with its subject.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let issued = front.post(
+        "/certificate",
+        &[("Authorization", &format!("Bearer {token}"))],
+        "application/x-www-form-urlencoded",
+        &format!("certificate_request={}", form_encode(&csr)),
+    );
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    let pem = issued.text();
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    // RFC 4514, as a registration names it.
+    let subject = slcs::pki::inspect::inspect(pem.as_bytes(), "1.3.6.1.4.1.32473.1")
+        .unwrap()
+        .subject;
+    let mut body = crate::token::service_client_json("mtls-svc");
+    body["slcs"] = serde_json::json!({
+        "tokenEndpointAuthMethod": "tls_client_auth",
+        "tlsClientAuthSubjectDn": subject,
+    });
+    let (created, _) = crate::token::register(&front, &body);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(front.ca_pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain = vec![rustls_pki_types::CertificateDer::from(
+        block.contents.clone(),
+    )];
+    let private =
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, private)
+    .unwrap();
+    let form = "grant_type=client_credentials&client_id=mtls-svc";
+    let request = format!(
+        "POST /token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let connection = rustls::ClientConnection::new(
+        Arc::new(config),
+        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut tls = rustls::StreamOwned::new(
+        connection,
+        std::net::TcpStream::connect(balancer.addr).unwrap(),
+    );
+    std::io::Write::write_all(&mut tls, request.as_bytes()).unwrap();
+    let answer = crate::read_response(&mut tls);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    // Without the certificate, through the same balancer: refused.
+    let without = front.post("/token", &[], "application/x-www-form-urlencoded", form);
+    assert_eq!(without.status, 401, "{}", without.text());
+
+    // One replica gone: the balancer serves from the other.
+    let Deployment { a, b, .. } = deployment;
+    drop(a);
+    for _ in 0..10 {
+        let issued = post_csr(&front, &token, "");
+        assert_eq!(issued.status, 200, "{}", issued.text());
+    }
+    assert_eq!(b.get("/readyz").status, 200);
+    let _ = front.child.kill();
+}
+
+/// A new database is migrated explicitly (`slcs migrate`, versioned, once)
+/// and then bound to the CA that first used it: a replica refuses a
+/// database behind its schema, and one with another CA.
+#[test]
+fn a_database_is_migrated_explicitly_and_bound_to_one_ca() {
+    let Some(admin_url) = pg_admin_url() else {
+        return;
+    };
+    let url = fresh_database(&admin_url);
+    let env = postgres_env(&url, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let serve = |data: &Path| {
+        let mut command = Command::new(crate::slcs_bin());
+        command
+            .args([
+                "--data-dir",
+                data.to_str().unwrap(),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("SLCS_CONFIG");
+        for (k, v) in &env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    let refused = serve(&data);
+    assert_eq!(refused.status.code(), Some(4));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("schema version 0") && said.contains("slcs migrate"),
+        "{said}"
+    );
+    assert_eq!(
+        psql(&url, "SELECT to_regclass('issuance') IS NULL"),
+        "t\n",
+        "nothing created"
+    );
+
+    let migrate = || {
+        run_slcs(
+            &["--data-dir", data.to_str().unwrap(), "migrate"],
+            &as_refs(&env),
+        )
+    };
+    let first = migrate();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("from schema version 0 to 2"));
+    let again = migrate();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations"
+        ),
+        "1,2\n"
+    );
+    let server = Server::start(&data, &as_refs(&env));
+    assert_eq!(server.get("/readyz").json()["store"]["schema_version"], 2);
+    drop(server);
+
+    // Another deployment (another CA) on the same database: refused.
+    let other = work.path().join("other");
+    let refused = serve(&other);
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("different CA"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
