@@ -508,7 +508,7 @@ impl KeySet {
         }
         let records: Vec<KeyRecord> = set.keys.iter().map(|k| k.record.clone()).collect();
         validate_records(&records).map_err(KeyError::Sealed)?;
-        let (mut current, mut next, mut retired) = (None, None, Vec::new());
+        let mut keys = Vec::with_capacity(set.keys.len());
         for sealed_key in set.keys {
             let record = sealed_key.record;
             let aad = sealing_aad(&record)?;
@@ -522,7 +522,6 @@ impl KeySet {
                 ))
             })?;
             let expected_kid = record.kid.clone();
-            let state = record.state;
             let key = from_pkcs8(&der, record)
                 .map_err(|message| KeyError::Sealed(format!("key {expected_kid}: {message}")))?;
             if key.kid != expected_kid {
@@ -531,16 +530,24 @@ impl KeySet {
                     key.kid
                 )));
             }
-            match state {
+            keys.push(key);
+        }
+        Self::assemble(alg, keys).map_err(KeyError::Sealed)
+    }
+
+    /// A set from its keys (their states already checked by
+    /// `validate_records`): the current, the next, the retired newest first.
+    fn assemble(alg: SigningAlgorithm, keys: Vec<SigningKey>) -> Result<Self, String> {
+        let (mut current, mut next, mut retired) = (None, None, Vec::new());
+        for key in keys {
+            match key.state {
                 KeyState::Current => current = Some(key),
                 KeyState::Next => next = Some(key),
                 KeyState::Retired => retired.push(key),
             }
         }
         let (Some(current), Some(next)) = (current, next) else {
-            return Err(KeyError::Sealed(
-                "expected exactly one current and one next key".into(),
-            ));
+            return Err("expected exactly one current and one next key".into());
         };
         retired.sort_by_key(|k: &SigningKey| std::cmp::Reverse(k.retired_at));
         Ok(Self {
@@ -633,28 +640,12 @@ impl KeySet {
             return Err(invalid(format!("unsupported version {}", file.version)));
         }
         validate_records(&file.keys).map_err(invalid)?;
-        let (mut current, mut next, mut retired) = (None, None, Vec::new());
-        for record in file.keys {
-            let state = record.state;
-            let key = load_key(dir, record)?;
-            match state {
-                KeyState::Current => current = Some(key),
-                KeyState::Next => next = Some(key),
-                KeyState::Retired => retired.push(key),
-            }
-        }
-        let (Some(current), Some(next)) = (current, next) else {
-            return Err(invalid(
-                "expected exactly one current and one next key".into(),
-            ));
-        };
-        retired.sort_by_key(|k: &SigningKey| std::cmp::Reverse(k.retired_at));
-        Ok(Self {
-            alg,
-            current,
-            next,
-            retired,
-        })
+        let keys = file
+            .keys
+            .into_iter()
+            .map(|record| load_key(dir, record))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::assemble(alg, keys).map_err(invalid)
     }
 }
 

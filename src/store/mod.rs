@@ -26,7 +26,7 @@ use crate::users::session::Session;
 
 pub mod audit_chain;
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 pub mod export;
 pub mod memory;
 pub mod postgres;
@@ -331,9 +331,9 @@ impl Origin<'_> {
     }
 }
 
-/// The index keys under which a certificate is found by its origins: its
-/// grant, its token, and each distinct client of its chain.
-pub fn origin_keys(intent: &IssuanceIntent) -> Vec<Vec<u8>> {
+/// The origins under which a certificate is found: its grant, its token,
+/// and each distinct client of its chain.
+pub fn origins_of(intent: &IssuanceIntent) -> Vec<Origin<'_>> {
     let provenance = &intent.provenance;
     let mut origins = vec![
         Origin::Grant(&provenance.grant_id),
@@ -346,6 +346,11 @@ pub fn origin_keys(intent: &IssuanceIntent) -> Vec<Vec<u8>> {
         }
     }
     origins
+}
+
+/// The index keys of [`origins_of`] (sled's origin index).
+pub fn origin_keys(intent: &IssuanceIntent) -> Vec<Vec<u8>> {
+    origins_of(intent)
         .iter()
         .map(|origin| {
             let mut key = origin.prefix();
@@ -922,8 +927,12 @@ pub trait Store:
     /// records by sequence number). Indexes are not exported.
     async fn export_records(&self, sink: &mut dyn export::ExportSink) -> Result<(), StoreError>;
 
-    /// Writes one exported record as it was, rebuilding the indexes that
-    /// name it. For an empty store only (see [`export::import`]).
+    /// Writes one exported record that no other operation puts as it was
+    /// (the CA binding, approvals and which is current, token lineage,
+    /// issuance records, quotas, audit records, shared signing keys),
+    /// rebuilding the indexes that name it. For an empty store only (see
+    /// [`export::import`]); other records go through the store's own
+    /// operations.
     async fn import_record(&self, record: export::ExportRecord) -> Result<(), StoreError>;
 
     /// Completes an import: makes it durable and lets the store go on

@@ -43,7 +43,7 @@ use super::{
     AUDIT_SCAN_LIMIT, AuditEvent, AuditLog, AuditPage, AuditQuery, AuditRecord,
     CertificateRevocation, ClientStore, IssuanceIntent, IssuanceLog, IssuanceQuery, IssuanceRecord,
     IssuanceState, Origin, Outcome, QuotaStore, QuotaTake, ReplayCache, RevocationStore,
-    RevokeOutcome, Serial, Store, StoreError, StoreHealth, audit_chain,
+    RevokeOutcome, Serial, Store, StoreError, StoreHealth, audit_chain, origins_of,
 };
 use crate::oauth::clients::{Client, ClientId};
 
@@ -419,23 +419,6 @@ fn origin_id<'a>(origin: &Origin<'a>) -> &'a str {
     match *origin {
         Origin::Grant(id) | Origin::Token(id) | Origin::Client(id) => id,
     }
-}
-
-/// The origins under which `intent` is found: its grant, its token, each
-/// distinct client of its chain.
-fn origins_of(intent: &IssuanceIntent) -> Vec<Origin<'_>> {
-    let provenance = &intent.provenance;
-    let mut origins = vec![
-        Origin::Grant(&provenance.grant_id),
-        Origin::Token(&provenance.token_id),
-    ];
-    for step in &provenance.steps {
-        let client = Origin::Client(&step.client_id);
-        if !origins.contains(&client) {
-            origins.push(client);
-        }
-    }
-    origins
 }
 
 /// Inserts an issuance record and its origins in one statement; binds
@@ -1395,7 +1378,6 @@ mod transfer {
         pub(super) async fn import_one(&self, record: ExportRecord) -> Result<(), StoreError> {
             let pool = &self.pool;
             match record {
-                ExportRecord::Header { .. } | ExportRecord::Trailer { .. } => Ok(()),
                 ExportRecord::CaBinding { ca_key_sha256 } => {
                     let bound: Option<String> =
                         sqlx::query_scalar("SELECT value FROM slcs_meta WHERE key = $1")
@@ -1416,31 +1398,6 @@ mod transfer {
                         }
                     }
                 }
-                ExportRecord::Client(client) => {
-                    run(pool, sqlx::query("INSERT INTO clients (folded_id, record) VALUES ($1, $2)")
-                        .bind(client.id.folded())
-                        .bind(encode(&client, "client")?))
-                    .await
-                }
-                ExportRecord::User(user) => {
-                    run(pool, sqlx::query(
-                        "INSERT INTO users (sub, username_folded, record) VALUES ($1, $2, $3)",
-                    )
-                    .bind(&user.sub)
-                    .bind(crate::users::fold_username(&user.username))
-                    .bind(encode(&user, "user")?))
-                    .await
-                }
-                ExportRecord::Session(session) => {
-                    run(pool, sqlx::query(
-                        "INSERT INTO sessions (id_hash, sub, expires_at, record) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(&session.id_hash)
-                    .bind(&session.sub)
-                    .bind(session.expires_at)
-                    .bind(encode(&session, "session")?))
-                    .await
-                }
                 ExportRecord::Approval(approval) => {
                     run(pool, sqlx::query("INSERT INTO approvals (id, record) VALUES ($1, $2)")
                         .bind(&approval.id)
@@ -1458,54 +1415,6 @@ mod transfer {
                     .bind(sub)
                     .bind(client_id)
                     .bind(approval_id))
-                    .await
-                }
-                ExportRecord::ApprovalGrant {
-                    approval_id,
-                    grant_id,
-                } => {
-                    run(pool, sqlx::query(
-                        "INSERT INTO approval_grants (approval_id, grant_id) VALUES ($1, $2)",
-                    )
-                    .bind(approval_id)
-                    .bind(grant_id))
-                    .await
-                }
-                ExportRecord::Pending(pending) => {
-                    run(pool, sqlx::query(
-                        "INSERT INTO pending_authorizations (id, expires_at, record) VALUES ($1, $2, $3)",
-                    )
-                    .bind(&pending.id)
-                    .bind(pending.expires_at)
-                    .bind(encode(&pending, "authorization request")?))
-                    .await
-                }
-                ExportRecord::Code(code) => {
-                    run(pool, sqlx::query(
-                        "INSERT INTO authorization_codes (hash, expires_at, record) VALUES ($1, $2, $3)",
-                    )
-                    .bind(&code.hash)
-                    .bind(code.expires_at)
-                    .bind(encode(&code, "authorization code")?))
-                    .await
-                }
-                ExportRecord::Refresh(refresh) => {
-                    run(pool, sqlx::query(
-                        "INSERT INTO refresh_tokens (hash, expires_at, record) VALUES ($1, $2, $3)",
-                    )
-                    .bind(&refresh.hash)
-                    .bind(refresh.expires_at)
-                    .bind(encode(&refresh, "refresh token")?))
-                    .await
-                }
-                ExportRecord::Device(device) => {
-                    run(pool, sqlx::query(
-                        "INSERT INTO device_codes (hash, user_code, expires_at, record) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(&device.hash)
-                    .bind(&device.user_code)
-                    .bind(device.expires_at)
-                    .bind(encode(&device, "device code")?))
                     .await
                 }
                 ExportRecord::Lineage(lineage) => {
@@ -1529,29 +1438,6 @@ mod transfer {
                     .await
                     .map(|_| ())
                     .map_err(db)
-                }
-                ExportRecord::RevokedToken { jti, expires_at } => {
-                    run(pool, sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)")
-                        .bind(jti)
-                        .bind(expires_at))
-                    .await
-                }
-                ExportRecord::RevokedGrant {
-                    grant_id,
-                    revoked_at,
-                } => {
-                    run(pool, sqlx::query(
-                        "INSERT INTO revoked_grants (grant_id, revoked_at) VALUES ($1, $2)",
-                    )
-                    .bind(grant_id)
-                    .bind(revoked_at))
-                    .await
-                }
-                ExportRecord::UsedOnce { id, expires_at } => {
-                    run(pool, sqlx::query("INSERT INTO used_once (id, expires_at) VALUES ($1, $2)")
-                        .bind(ExportRecord::bytes(&id)?)
-                        .bind(expires_at))
-                    .await
                 }
                 ExportRecord::Quota {
                     key,
@@ -1578,6 +1464,7 @@ mod transfer {
                     .bind(ExportRecord::bytes(&sealed)?))
                     .await
                 }
+                _ => Err(crate::store::export::not_imported_here()),
             }
         }
 

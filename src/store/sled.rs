@@ -961,13 +961,6 @@ impl Store for SledStore {
                     }
                 }
             }
-            ExportRecord::Client(client) => {
-                let value = serde_json::to_vec(&client)
-                    .map_err(|e| StoreError::Io(format!("cannot encode client: {e}")))?;
-                self.clients
-                    .insert(client.id.folded().as_bytes(), value)
-                    .map_err(io)?;
-            }
             ExportRecord::Issuance(record) => {
                 let serial = record.intent.serial.as_bytes();
                 let mut index_key = record.intent.key_sha256.as_bytes().to_vec();
@@ -985,24 +978,6 @@ impl Store for SledStore {
                 {
                     self.issuance_records.fetch_add(1, Ordering::Relaxed);
                 }
-            }
-            ExportRecord::RevokedToken { jti, expires_at } => {
-                self.revoked_tokens
-                    .insert(jti.as_bytes(), &seconds(expires_at))
-                    .map_err(io)?;
-            }
-            ExportRecord::RevokedGrant {
-                grant_id,
-                revoked_at,
-            } => {
-                self.revoked_grants
-                    .insert(grant_id.as_bytes(), &seconds(revoked_at))
-                    .map_err(io)?;
-            }
-            ExportRecord::UsedOnce { id, expires_at } => {
-                self.used_once
-                    .insert(ExportRecord::bytes(&id)?, &seconds(expires_at))
-                    .map_err(io)?;
             }
             ExportRecord::Quota {
                 key,
@@ -1034,12 +1009,10 @@ impl Store for SledStore {
                 }
             }
             // A single process keeps its signing keys in its data
-            // directory; `slcs store import` says so when it skips them.
-            ExportRecord::SigningKeys { .. }
-            | ExportRecord::Header { .. }
-            | ExportRecord::Trailer { .. } => {}
-            // The accounts module took these.
-            _ => {}
+            // directory (docs/operations.md, "Moving from sled to
+            // PostgreSQL, and back").
+            ExportRecord::SigningKeys { .. } => {}
+            _ => return Err(super::export::not_imported_here()),
         }
         Ok(())
     }
@@ -1275,8 +1248,8 @@ fn person_key(sub: &str, seq: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::provenance::{DelegationProvenance, DelegationStep};
     use crate::store::IssuanceState;
+    use crate::store::conformance::intent;
     use time::macros::datetime;
 
     /// Opens a store just dropped in this process: sled's background
@@ -1300,36 +1273,6 @@ mod tests {
             cache_capacity_bytes: 8 << 20,
             mode,
             ca_key_sha256: Some("aa".repeat(32)),
-        }
-    }
-
-    pub(crate) fn intent(serial: &[u8]) -> IssuanceIntent {
-        let at = datetime!(2026-11-23 12:00:00 UTC);
-        IssuanceIntent {
-            serial: Serial::from_bytes(serial.to_vec()).unwrap(),
-            subject: "CN=x".into(),
-            key_sha256: "bb".repeat(32),
-            key_type: "ECDSA P-256".into(),
-            not_before: at,
-            not_after: at + time::Duration::hours(1),
-            provenance: DelegationProvenance {
-                issuer: "https://as".into(),
-                subject: "u".into(),
-                auth_time: at,
-                auth_context: None,
-                grant_id: "g".into(),
-                steps: vec![DelegationStep {
-                    client_id: "c".into(),
-                    client_name: None,
-                    grant_type: "client_credentials".into(),
-                    scope: "slcs:certificate".into(),
-                    time: at,
-                    client_auth: "client_secret_basic".into(),
-                    approval_id: None,
-                }],
-                token_id: "t".into(),
-            },
-            recorded_at: at,
         }
     }
 

@@ -489,17 +489,7 @@ fn a_replica_killed_under_load_loses_nothing_and_the_other_serves_on() {
 /// One certificate request to the server at `addr`; `None` once it cannot
 /// be reached or answers anything but a certificate (it was killed).
 fn certificate_from(addr: std::net::SocketAddr, ca: &str, token: &str) -> Option<String> {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let pem = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
-    let body = format!("certificate_request={}", form_encode(&pem));
-    let raw = format!(
-        "POST /certificate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let raw = crate::server::certificate_request(token);
     let stream = std::net::TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

@@ -612,7 +612,8 @@ fn token_request(id: &str, secret: &str, extra_headers: &str) -> String {
 }
 
 /// A certificate request for a fresh P-256 key with `token`.
-fn certificate_request(token: &str) -> String {
+/// A raw `POST /certificate` with a fresh P-256 CSR, `Connection: close`.
+pub fn certificate_request(token: &str) -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     let pem = rcgen::CertificateParams::default()
         .serialize_request(&key)

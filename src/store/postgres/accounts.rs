@@ -168,6 +168,22 @@ pub(super) async fn replace_record<T: Serialize + DeserializeOwned + PartialEq>(
     }
 }
 
+/// Deletes the record of `table` at `key`, if any.
+async fn delete(pool: &PgPool, table: Table, key: &str) -> Result<(), StoreError> {
+    let Some(key) = lookup_key(key) else {
+        return Ok(());
+    };
+    sqlx::query(&format!(
+        "DELETE FROM {} WHERE {} = $1",
+        table.name, table.key
+    ))
+    .bind(key)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
 /// Inserts a record that expires, refusing a key in use (`Conflict`).
 async fn insert_expiring<T: Serialize>(
     pool: &PgPool,
@@ -330,15 +346,7 @@ impl AccountStore for PgStore {
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
-        let Some(key) = lookup_key(id_hash) else {
-            return Ok(());
-        };
-        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(())
+        delete(&self.pool, SESSIONS, id_hash).await
     }
 
     async fn sessions_of(&self, sub: &str) -> Result<Vec<Session>, StoreError> {
@@ -479,15 +487,7 @@ impl GrantStore for PgStore {
     }
 
     async fn delete_pending(&self, id: &str) -> Result<(), StoreError> {
-        let Some(id) = lookup_key(id) else {
-            return Ok(());
-        };
-        sqlx::query("DELETE FROM pending_authorizations WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(())
+        delete(&self.pool, PENDING, id).await
     }
 
     async fn put_code(&self, code: &AuthorizationCode) -> Result<(), StoreError> {

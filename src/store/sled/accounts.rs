@@ -642,8 +642,8 @@ impl SledStore {
         })
     }
 
-    /// Writes one record of this module with its index entries; `false`
-    /// if the record is not one of this module's.
+    /// Writes an approval, a current-approval pointer or a token lineage
+    /// record with its index entry; `false` for any other record.
     pub(super) fn import_account(
         &self,
         record: &crate::store::export::ExportRecord,
@@ -654,26 +654,6 @@ impl SledStore {
             tree.insert(key, value).map(|_| ()).map_err(io)
         };
         match record {
-            ExportRecord::User(user) => {
-                put(&t.users, user.sub.as_bytes(), encode(user, "user")?)?;
-                put(
-                    &t.users_by_name,
-                    fold_username(&user.username).as_bytes(),
-                    user.sub.as_bytes().to_vec(),
-                )?;
-            }
-            ExportRecord::Session(session) => {
-                put(
-                    &t.sessions,
-                    session.id_hash.as_bytes(),
-                    encode(session, "session")?,
-                )?;
-                put(
-                    &t.sessions_by_user,
-                    &pair_key(&session.sub, &session.id_hash),
-                    Vec::new(),
-                )?;
-            }
             ExportRecord::Approval(approval) => {
                 put(
                     &t.approvals,
@@ -690,41 +670,6 @@ impl SledStore {
                 &pair_key(sub, client_id),
                 approval_id.as_bytes().to_vec(),
             )?,
-            ExportRecord::ApprovalGrant {
-                approval_id,
-                grant_id,
-            } => put(
-                &t.approval_grants,
-                &pair_key(approval_id, grant_id),
-                Vec::new(),
-            )?,
-            ExportRecord::Pending(pending) => put(
-                &t.pending,
-                pending.id.as_bytes(),
-                encode(pending, "authorization request")?,
-            )?,
-            ExportRecord::Code(code) => put(
-                &t.codes,
-                code.hash.as_bytes(),
-                encode(code, "authorization code")?,
-            )?,
-            ExportRecord::Refresh(refresh) => put(
-                &t.refresh,
-                refresh.hash.as_bytes(),
-                encode(refresh, "refresh token")?,
-            )?,
-            ExportRecord::Device(device) => {
-                put(
-                    &t.devices,
-                    device.hash.as_bytes(),
-                    encode(device, "device code")?,
-                )?;
-                put(
-                    &t.device_user_codes,
-                    device.user_code.as_bytes(),
-                    device.hash.as_bytes().to_vec(),
-                )?;
-            }
             ExportRecord::Lineage(lineage) => {
                 put(
                     &t.lineage,
