@@ -28,8 +28,9 @@ pub const HASH_BYTES: usize = 32;
 /// The `prev` of the first chained record.
 pub const GENESIS: [u8; HASH_BYTES] = [0; HASH_BYTES];
 /// The format byte of a chained record.
-const CHAINED: u8 = 1;
-const DOMAIN: &[u8] = b"slcs-audit-v1\0";
+pub const CHAINED: u8 = 1;
+/// The domain tag every link hash begins with.
+pub const DOMAIN: &[u8] = b"slcs-audit-v1\0";
 
 /// The hash of the record `seq` holding `event` after `prev`.
 pub fn link_hash(seq: u64, prev: &[u8; HASH_BYTES], event: &[u8]) -> [u8; HASH_BYTES] {

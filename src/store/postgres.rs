@@ -34,9 +34,9 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Postgres;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 
 use super::{
@@ -214,10 +214,11 @@ impl PgStore {
             .max_connections(options.max_connections)
             .min_connections(options.min_connections)
             .acquire_timeout(options.acquire_timeout)
-            // A connection that died with the database is found out before
-            // a request gets it, so the pool recovers by itself once the
-            // database is back.
-            .test_before_acquire(true);
+            // sqlx already tests each connection when it comes back to the
+            // pool (and drops one that died with the database, so the pool
+            // recovers by itself once the database is back); testing it
+            // again before each use would add a round trip to every query.
+            .test_before_acquire(false);
         Ok((pool, connect))
     }
 
@@ -454,60 +455,56 @@ fn append_origins<'q>(
         .bind(ids)
 }
 
-/// Appends `event` to the audit chain inside `tx`: locks the head (so the
-/// replicas' appends are one sequence), seals the record after it, stores
-/// it with its person index and moves the head. Visible, and durable, when
-/// `tx` commits.
-pub(crate) async fn append_audit_in(
-    tx: &mut Transaction<'_, Postgres>,
+/// Appends `event` to the audit chain inside `tx`, in one statement: the
+/// head row moves to the new link (its update locks it until `tx` commits,
+/// so the replicas' appends form one sequence), the record is stored
+/// sealed after the old head, and the person index follows. The link is
+/// computed by the database with its `sha256()` over exactly the bytes
+/// [`audit_chain::link_hash`] hashes (the chain's domain tag, the sequence
+/// number as 8 big-endian bytes, the previous hash, the event's JSON), so
+/// the lock is held for one round trip and the commit, not for several.
+/// Visible, and durable, when the statement's transaction commits (on the
+/// pool: the statement itself; in a transaction: with the rest of it).
+pub(crate) async fn append_audit_in<'e>(
+    executor: impl sqlx::Executor<'e, Database = Postgres>,
     event: &AuditEvent,
 ) -> Result<u64, StoreError> {
     let event_json = encode(event, "audit event")?;
-    let (head_seq, head_hash): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head FOR UPDATE")
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db)?;
-    let prev: [u8; audit_chain::HASH_BYTES] =
-        head_hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Decode {
-                key: "audit_head".into(),
-                detail: "the head hash is not 32 bytes".into(),
-            })?;
-    let seq = u64::try_from(head_seq)
-        .unwrap_or_default()
-        .saturating_add(1);
-    let (stored, hash) = audit_chain::seal(seq, &prev, &event_json);
-    let seq_sql = i64::try_from(seq).map_err(|_| StoreError::Io("audit log is full".into()))?;
-    sqlx::query("INSERT INTO audit (seq, stored) VALUES ($1, $2)")
-        .bind(seq_sql)
-        .bind(&stored)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
     let persons: Vec<String> = event
         .persons()
         .into_iter()
         .filter_map(lookup_key)
         .map(str::to_owned)
         .collect();
-    if !persons.is_empty() {
-        sqlx::query("INSERT INTO audit_persons (sub, seq) SELECT unnest($1::text[]), $2")
-            .bind(&persons)
-            .bind(seq_sql)
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-    }
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2")
-        .bind(seq_sql)
-        .bind(hash.as_slice())
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    Ok(seq)
+    // In SET, `hash` and `seq` are the row as it was: `prev` takes the old
+    // head, and the new hash links to it.
+    let seq: i64 = sqlx::query_scalar(
+        "WITH link AS (
+             UPDATE audit_head
+             SET prev = hash,
+                 seq = seq + 1,
+                 hash = sha256($1 || int8send(seq + 1) || hash || $2)
+             RETURNING seq, prev, hash),
+         record AS (
+             INSERT INTO audit (seq, stored)
+             SELECT seq, $3 || prev || hash || $2 FROM link
+             RETURNING seq),
+         persons AS (
+             INSERT INTO audit_persons (sub, seq)
+             SELECT person, link.seq FROM link, unnest($4::text[]) AS person)
+         SELECT seq FROM record",
+    )
+    .bind(audit_chain::DOMAIN)
+    .bind(&event_json)
+    .bind(&[audit_chain::CHAINED][..])
+    .bind(&persons)
+    .fetch_one(executor)
+    .await
+    .map_err(db)?;
+    u64::try_from(seq).map_err(|_| StoreError::Decode {
+        key: "audit_head".into(),
+        detail: "negative sequence number".into(),
+    })
 }
 
 fn audit_record(seq: i64, stored: &[u8]) -> Result<AuditRecord, StoreError> {
@@ -663,10 +660,8 @@ impl IssuanceLog for PgStore {
 #[async_trait]
 impl AuditLog for PgStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let seq = append_audit_in(&mut tx, event).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(seq)
+        // One statement, its own transaction: one round trip.
+        append_audit_in(&self.pool, event).await
     }
 
     async fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
@@ -1069,7 +1064,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        append_audit_in(&mut tx, audit).await?;
+        append_audit_in(&mut *tx, audit).await?;
         tx.commit().await.map_err(db)?;
         Ok(RevokeOutcome::Revoked)
     }
@@ -1499,9 +1494,11 @@ mod transfer {
                     .await
                     .map_err(db)?;
             }
-            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE seq < $1")
+            let prev = entry.link.map_or(audit_chain::GENESIS, |(prev, _)| prev);
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, prev = $3 WHERE seq < $1")
                 .bind(sql_seq(seq))
                 .bind(head.as_slice())
+                .bind(prev.as_slice())
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;

@@ -135,9 +135,16 @@ impl Deployment {
             "{}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let a = Server::start(&dir_a, &as_refs(&env));
+        // Each replica its own serial prefix (0x11, 0x12), as
+        // docker-compose.yml gives them.
+        let with_prefix = |prefix: &'static str| {
+            let mut env = as_refs(&env);
+            env.push(("SLCS_CA_SERIAL_PREFIX", prefix));
+            env
+        };
+        let a = Server::start(&dir_a, &with_prefix("17"));
         copy_deployment_secrets(&dir_a, &dir_b);
-        let b = Server::start(&dir_b, &as_refs(&env));
+        let b = Server::start(&dir_b, &with_prefix("18"));
         Deployment {
             url: url.to_owned(),
             a,
@@ -377,6 +384,10 @@ fn ten_thousand_certificates_through_two_replicas_have_unique_serials_all_logged
     assert_eq!(serials.len(), 10_000);
     let unique: BTreeSet<&String> = serials.iter().collect();
     assert_eq!(unique.len(), 10_000, "serials collided");
+    // Each replica's own prefix: both issued, and nothing else did.
+    let by_prefix = |prefix: &str| serials.iter().filter(|s| s.starts_with(prefix)).count();
+    assert_eq!(by_prefix("11") + by_prefix("12"), 10_000);
+    assert!(by_prefix("11") >= 4_000 && by_prefix("12") >= 4_000);
     let logged: BTreeSet<String> = psql(
         &deployment.url,
         "SELECT upper(encode(serial, 'hex')) FROM issuance \

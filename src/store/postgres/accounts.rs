@@ -632,7 +632,7 @@ impl GrantStore for PgStore {
         if inserted == 0 {
             return Err(StoreError::Conflict("token lineage".into()));
         }
-        append_audit_in(&mut tx, audit).await?;
+        append_audit_in(&mut *tx, audit).await?;
         tx.commit().await.map_err(db)
     }
 

@@ -32,8 +32,10 @@ CREATE TABLE issuance_origins (
 );
 
 -- The audit hash chain (src/store/audit_chain.rs). `stored` is the sealed
--- record; audit_head holds the newest link, and appending locks it, so the
--- replicas of one deployment write one chain, in one order.
+-- record; audit_head holds the newest link (and the one before it), and an
+-- append moves it in the same statement that stores the record, holding
+-- its row lock until commit, so the replicas of one deployment write one
+-- chain, in one order.
 CREATE TABLE audit (
     seq    bigint PRIMARY KEY CHECK (seq > 0),
     stored bytea NOT NULL
@@ -41,9 +43,11 @@ CREATE TABLE audit (
 CREATE TABLE audit_head (
     only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
     seq      bigint NOT NULL,
-    hash     bytea NOT NULL CHECK (length(hash) = 32)
+    hash     bytea NOT NULL CHECK (length(hash) = 32),
+    prev     bytea NOT NULL CHECK (length(prev) = 32)
 );
-INSERT INTO audit_head (seq, hash) VALUES (0, decode(repeat('00', 32), 'hex'));
+INSERT INTO audit_head (seq, hash, prev)
+    VALUES (0, decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex'));
 CREATE TABLE audit_persons (
     sub text COLLATE "C" NOT NULL,
     seq bigint NOT NULL REFERENCES audit (seq),
