@@ -1165,20 +1165,76 @@ mod transfer {
         query.execute(pool).await.map(|_| ()).map_err(db)
     }
 
-    /// A table of JSON records, exported as `kind`.
+    /// A table of JSON records, each row exported as `line` makes it.
     async fn records(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         sink: &mut dyn ExportSink,
         sql: &str,
         what: &str,
-        kind: fn(&[u8], &str) -> Result<ExportRecord, StoreError>,
+        line: Line,
     ) -> Result<(), StoreError> {
         each_row(tx, sql, |row| {
             let bytes: Vec<u8> = column(row, "record")?;
-            sink.put(kind(&bytes, what)?)
+            sink.put(line(&bytes, what)?)
         })
         .await
     }
+
+    /// What makes one export line of a stored record.
+    type Line = fn(&[u8], &str) -> Result<ExportRecord, StoreError>;
+
+    /// The tables of JSON records, in export order (an approval before the
+    /// pointers to it, which follow these), and the line each row becomes.
+    const RECORD_TABLES: [(&str, &str, Line); 10] = [
+        (
+            "SELECT record FROM clients ORDER BY folded_id",
+            "client",
+            |b, w| Ok(ExportRecord::Client(decode(b, w)?)),
+        ),
+        ("SELECT record FROM users ORDER BY sub", "user", |b, w| {
+            Ok(ExportRecord::User(decode(b, w)?))
+        }),
+        (
+            "SELECT record FROM sessions ORDER BY id_hash",
+            "session",
+            |b, w| Ok(ExportRecord::Session(decode(b, w)?)),
+        ),
+        (
+            "SELECT record FROM approvals ORDER BY id",
+            "approval",
+            |b, w| Ok(ExportRecord::Approval(decode(b, w)?)),
+        ),
+        (
+            "SELECT record FROM pending_authorizations ORDER BY id",
+            "authorization request",
+            |b, w| Ok(ExportRecord::Pending(decode(b, w)?)),
+        ),
+        (
+            "SELECT record FROM authorization_codes ORDER BY hash",
+            "authorization code",
+            |b, w| Ok(ExportRecord::Code(decode(b, w)?)),
+        ),
+        (
+            "SELECT record FROM refresh_tokens ORDER BY hash",
+            "refresh token",
+            |b, w| Ok(ExportRecord::Refresh(decode(b, w)?)),
+        ),
+        (
+            "SELECT record FROM device_codes ORDER BY hash",
+            "device code",
+            |b, w| Ok(ExportRecord::Device(decode(b, w)?)),
+        ),
+        (
+            "SELECT record FROM token_lineage ORDER BY jti",
+            "token lineage",
+            |b, w| Ok(ExportRecord::Lineage(decode(b, w)?)),
+        ),
+        (
+            "SELECT record FROM issuance ORDER BY recorded_at, serial",
+            "issuance record",
+            |b, w| Ok(ExportRecord::Issuance(decode(b, w)?)),
+        ),
+    ];
 
     impl PgStore {
         pub(super) async fn export_all(&self, sink: &mut dyn ExportSink) -> Result<(), StoreError> {
@@ -1199,38 +1255,9 @@ mod transfer {
                 sink.put(ExportRecord::CaBinding { ca_key_sha256 })?;
             }
             let tx = &mut tx;
-            records(
-                tx,
-                sink,
-                "SELECT record FROM clients ORDER BY folded_id",
-                "client",
-                |b, w| Ok(ExportRecord::Client(decode(b, w)?)),
-            )
-            .await?;
-            records(
-                tx,
-                sink,
-                "SELECT record FROM users ORDER BY sub",
-                "user",
-                |b, w| Ok(ExportRecord::User(decode(b, w)?)),
-            )
-            .await?;
-            records(
-                tx,
-                sink,
-                "SELECT record FROM sessions ORDER BY id_hash",
-                "session",
-                |b, w| Ok(ExportRecord::Session(decode(b, w)?)),
-            )
-            .await?;
-            records(
-                tx,
-                sink,
-                "SELECT record FROM approvals ORDER BY id",
-                "approval",
-                |b, w| Ok(ExportRecord::Approval(decode(b, w)?)),
-            )
-            .await?;
+            for (sql, what, line) in RECORD_TABLES {
+                records(tx, sink, sql, what, line).await?;
+            }
             each_row(
                 tx,
                 "SELECT sub, client_id, approval_id FROM current_approvals ORDER BY sub, client_id",
@@ -1252,54 +1279,6 @@ mod transfer {
                         grant_id: column(row, "grant_id")?,
                     })
                 },
-            )
-            .await?;
-            records(
-                tx,
-                sink,
-                "SELECT record FROM pending_authorizations ORDER BY id",
-                "authorization request",
-                |b, w| Ok(ExportRecord::Pending(decode(b, w)?)),
-            )
-            .await?;
-            records(
-                tx,
-                sink,
-                "SELECT record FROM authorization_codes ORDER BY hash",
-                "authorization code",
-                |b, w| Ok(ExportRecord::Code(decode(b, w)?)),
-            )
-            .await?;
-            records(
-                tx,
-                sink,
-                "SELECT record FROM refresh_tokens ORDER BY hash",
-                "refresh token",
-                |b, w| Ok(ExportRecord::Refresh(decode(b, w)?)),
-            )
-            .await?;
-            records(
-                tx,
-                sink,
-                "SELECT record FROM device_codes ORDER BY hash",
-                "device code",
-                |b, w| Ok(ExportRecord::Device(decode(b, w)?)),
-            )
-            .await?;
-            records(
-                tx,
-                sink,
-                "SELECT record FROM token_lineage ORDER BY jti",
-                "token lineage",
-                |b, w| Ok(ExportRecord::Lineage(decode(b, w)?)),
-            )
-            .await?;
-            records(
-                tx,
-                sink,
-                "SELECT record FROM issuance ORDER BY recorded_at, serial",
-                "issuance record",
-                |b, w| Ok(ExportRecord::Issuance(decode(b, w)?)),
             )
             .await?;
             each_row(

@@ -128,6 +128,7 @@ pub(super) async fn replace_record<T: Serialize + DeserializeOwned + PartialEq>(
         what,
     } = table;
     let conflict = || StoreError::Conflict(what.to_owned());
+    let key = lookup_key(key).ok_or_else(conflict)?;
     let current: Option<Vec<u8>> = sqlx::query_scalar(&format!(
         "SELECT record FROM {table} WHERE {key_column} = $1"
     ))
@@ -315,34 +316,21 @@ impl AccountStore for PgStore {
         expected: &Session,
         updated: &Session,
     ) -> Result<bool, StoreError> {
-        let Some(key) = lookup_key(&expected.id_hash) else {
-            return Ok(false);
-        };
-        let current: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT record FROM sessions WHERE id_hash = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        let Some(current) = current else {
-            return Ok(false);
-        };
-        let stored: Session = decode(&current, "session")?;
-        if stored != *expected {
-            return Ok(false);
-        }
-        let swapped = sqlx::query(
-            "UPDATE sessions SET record = $3, expires_at = $4 WHERE id_hash = $1 AND record = $2",
+        let touched = replace_record(
+            &self.pool,
+            SESSIONS,
+            &expected.id_hash,
+            expected,
+            updated,
+            Some(updated.expires_at),
         )
-        .bind(key)
-        .bind(&current)
-        .bind(encode(updated, "session")?)
-        .bind(updated.expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?
-        .rows_affected();
-        Ok(swapped == 1)
+        .await;
+        match touched {
+            Ok(()) => Ok(true),
+            // Changed or ended meanwhile (on any replica).
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
