@@ -527,40 +527,47 @@ impl OwnCluster {
         // Under /tmp itself: as root the cluster runs as `postgres`, which
         // must be able to reach its directory.
         let dir = std::env::temp_dir().join(format!("slcs-pg-{}", rand_tag()));
-        let port = 56000 + u16::from_str_radix(&rand_tag()[..3], 16).unwrap() % 2000;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-throwaway");
-        let output = Command::new(script)
-            .args(["start", dir.to_str().unwrap(), &port.to_string()])
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string();
+        let mut cluster = OwnCluster {
+            dir,
+            url: String::new(),
+        };
+        cluster.url = cluster.script(&["start", &port]).trim().to_owned();
+        cluster
+    }
+
+    /// `scripts/pg-throwaway <action> <dir> [args]`; its standard output.
+    fn script(&self, args: &[&str]) -> String {
+        let (action, rest) = args.split_first().unwrap();
+        let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-throwaway"))
+            .arg(action)
+            .arg(&self.dir)
+            .args(rest)
             .output()
             .unwrap();
         assert!(
             output.status.success(),
-            "{}",
+            "pg-throwaway {args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let url = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-        OwnCluster { dir, url }
+        String::from_utf8(output.stdout).unwrap()
     }
 
     fn pg_ctl(&self, action: &str) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-throwaway");
-        let status = Command::new(script)
-            .args([action, self.dir.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        self.script(&[action]);
     }
 }
 
 impl Drop for OwnCluster {
     fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-throwaway");
-        let _ = Command::new(script)
-            .args(["stop", self.dir.to_str().unwrap()])
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-throwaway"))
+            .arg("stop")
+            .arg(&self.dir)
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
