@@ -176,6 +176,20 @@ fn event(at: OffsetDateTime, actor: &str, action: &str, target: &str) -> AuditEv
     }
 }
 
+/// An eight-hour password session `id` of `sub`, begun at `at`.
+pub(crate) fn session(id: &str, sub: &str, at: OffsetDateTime) -> Session {
+    Session {
+        id_hash: id.into(),
+        sub: sub.into(),
+        auth_time: at,
+        amr: vec!["pwd".into()],
+        created_at: at,
+        expires_at: at + time::Duration::hours(8),
+        last_seen: None,
+        second_factor_at: None,
+    }
+}
+
 fn grant() -> UserGrant {
     UserGrant {
         grant_id: "ag_1".into(),
@@ -835,16 +849,7 @@ async fn a_persons_sessions_are_listed_touched_and_ended() {
     for backend in backends().await {
         let store = &backend.store;
         let at = datetime!(2026-11-29 12:00 UTC);
-        let session = |id: &str, sub: &str| Session {
-            id_hash: id.into(),
-            sub: sub.into(),
-            auth_time: at,
-            amr: vec!["pwd".into()],
-            created_at: at,
-            expires_at: at + time::Duration::hours(8),
-            last_seen: None,
-            second_factor_at: None,
-        };
+        let session = |id: &str, sub: &str| session(id, sub, at);
         for (id, sub) in [("s1", "u-1"), ("s2", "u-1"), ("s3", "u-10")] {
             store.put_session(&session(id, sub)).await.unwrap();
         }

@@ -749,16 +749,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let at = datetime!(2026-11-29 12:00 UTC);
-        let session = |id: &str, sub: &str| Session {
-            id_hash: id.into(),
-            sub: sub.into(),
-            auth_time: at,
-            amr: vec!["pwd".into()],
-            created_at: at,
-            expires_at: at + time::Duration::hours(8),
-            last_seen: None,
-            second_factor_at: None,
-        };
+        let session = |id: &str, sub: &str| crate::store::conformance::session(id, sub, at);
         for (id, sub) in [("s1", "u-1"), ("s2", "u-1"), ("s3", "u-10")] {
             store.put_session(&session(id, sub)).await.unwrap();
         }
