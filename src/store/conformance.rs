@@ -49,7 +49,10 @@ pub(crate) struct Backend {
 /// A fresh, migrated PostgreSQL database on the test cluster: its URL, or
 /// `None` (with a note) when there is no cluster and none is required.
 pub(crate) async fn fresh_postgres_database() -> Option<String> {
-    let Ok(admin_url) = std::env::var(PG_TEST_URL) else {
+    let Some(admin_url) = std::env::var(PG_TEST_URL)
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
         assert!(
             std::env::var("PG_REQUIRED").as_deref() != Ok("1"),
             "PG_REQUIRED=1 but {PG_TEST_URL} is not set (scripts/pg-throwaway start DIR prints it)"

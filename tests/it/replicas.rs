@@ -25,9 +25,12 @@ use crate::{Server, form_encode, rand_tag, run_slcs};
 /// The test cluster's URL, or `None` (with a note) when there is none and
 /// none is required.
 pub fn pg_admin_url() -> Option<String> {
-    match std::env::var("PG_TEST_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
+    match std::env::var("PG_TEST_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    {
+        Some(url) => Some(url),
+        None => {
             assert!(
                 std::env::var("PG_REQUIRED").as_deref() != Ok("1"),
                 "PG_REQUIRED=1 but PG_TEST_URL is not set (scripts/pg-throwaway start DIR prints it)"
